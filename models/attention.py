@@ -1,0 +1,378 @@
+"""Attention: multi-head scaled dot-product self-attention with a KV cache, and three
+cross-attention variants behind one interface.
+
+Every cross-attention variant is called the same way:
+
+    context, weights, state = attention(query, memory, memory_mask, state)
+
+    query:       (B, T, D) decoder states for T consecutive output steps
+    memory:      (B, S, D) encoder output
+    memory_mask: (B, S) bool, True at valid memory positions
+    state:       the variant's own state after the step before the first query, or None
+    context:     (B, T, D)
+    weights:     (B, H, T, S) attention weights, rows sum to 1 over valid positions
+
+A full teacher-forced pass (T = whole target) and T calls with one step each compute the same
+function; tests hold every variant to that. The memory projection is computed once per
+utterance and kept in the state.
+
+Variants, chosen by name with `build_cross_attention`:
+    dot        multi-head scaled dot-product (Vaswani et al. 2017)
+    location   location-aware, "hybrid" attention (Chorowski et al. 2015): additive energies that
+               also see a convolution over the previous and cumulative weights
+    monotonic  stepwise monotonic attention (He et al. 2019): the alignment either stays or moves
+               one position per step; soft expected alignment in training, hard at inference
+
+At inference, `dot` and `location` can be held to a monotonic window (`AttentionState.window`):
+the focus never moves backwards and at most `ahead` positions per step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+NEG_INF = -1e9  # finite: a fully masked row must not produce NaN
+
+
+# ----------------------------------------------------------------------------- self-attention
+
+
+class KVCache:
+    """Keys and values of the positions decoded so far, per self-attention module.
+
+    Kept out of the attention maths (whisper's way): the module asks the cache to append the
+    new step's keys/values and gets the full history back.
+    """
+
+    def __init__(self) -> None:
+        self._store: dict[nn.Module, tuple[Tensor, Tensor]] = {}
+
+    def update(self, module: nn.Module, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """k, v: (B, H, T_new, dh) -> full (B, H, T_past + T_new, dh)."""
+        if module in self._store:
+            past_k, past_v = self._store[module]
+            k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+        self._store[module] = (k, v)
+        return k, v
+
+    def reorder(self, indices: Tensor) -> None:
+        """Keep the history of hypotheses `indices` (beam search), in that order."""
+        self._store = {m: (k[indices], v[indices]) for m, (k, v) in self._store.items()}
+
+
+def _split_heads(x: Tensor, n_heads: int) -> Tensor:
+    B, T, C = x.size()
+    return x.view(B, T, n_heads, C // n_heads).transpose(1, 2)  # (B, T, C) -> (B, H, T, dh)
+
+
+def _merge_heads(x: Tensor) -> Tensor:
+    B, H, T, dh = x.size()
+    return x.transpose(1, 2).reshape(B, T, H * dh)  # (B, H, T, dh) -> (B, T, C)
+
+
+def scaled_dot_product(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, need_weights: bool = True
+) -> tuple[Tensor, Tensor | None]:
+    """q (B, H, T, dh), k/v (B, H, S, dh), mask broadcastable to (B, H, T, S), True = attend."""
+    if not need_weights:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask), None
+    energies = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, T, S)
+    if mask is not None:
+        energies = energies.masked_fill(~mask, NEG_INF)
+    weights = energies.softmax(dim=-1)
+    return weights @ v, weights
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head scaled dot-product attention for self-attention (causal or padded)."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.dropout = dropout
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        cache: KVCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """x (B, T, D); mask broadcastable to (B, H, T, T_past + T), True = attend."""
+        q, k, v = (_split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
+        if cache is not None:
+            k, v = cache.update(self, k, v)
+        if not need_weights:
+            dropout = self.dropout if self.training else 0.0
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+            return self.out(_merge_heads(out)), None
+        out, weights = scaled_dot_product(q, k, v, mask, need_weights=True)
+        return self.out(_merge_heads(out)), weights
+
+
+# ----------------------------------------------------------------------------- cross-attention
+
+
+@dataclass
+class AttentionState:
+    """What every cross-attention variant carries between steps.
+
+    keys/values are the projected memory, computed once per utterance. Beam search only ever
+    re-indexes hypotheses of the same utterance, which share that memory, so `reorder` leaves
+    them alone. `window` = (back, ahead) turns on the monotonic inference constraint; `focus`
+    is then the position attended at the last step.
+    """
+
+    keys: Tensor  # (B, H, S, dk)
+    values: Tensor  # (B, H, S, dh)
+    window: tuple[int, int] | None = None
+    focus: Tensor | None = None  # (B,) long
+
+    def reorder(self, indices: Tensor) -> "AttentionState":
+        focus = None if self.focus is None else self.focus[indices]
+        return replace(self, focus=focus)
+
+
+class CrossAttention(nn.Module):
+    """Base class: memory projection, the window constraint and the step loop."""
+
+    n_heads: int
+
+    def init_state(
+        self, memory: Tensor, memory_mask: Tensor, window: tuple[int, int] | None = None
+    ) -> AttentionState:
+        raise NotImplementedError
+
+    def forward(
+        self,
+        query: Tensor,
+        memory: Tensor,
+        memory_mask: Tensor,
+        state: AttentionState | None = None,
+    ) -> tuple[Tensor, Tensor, AttentionState]:
+        raise NotImplementedError
+
+    @staticmethod
+    def _window_mask(state: AttentionState, memory_mask: Tensor) -> Tensor:
+        """(B, S) bool: positions allowed by the monotonic window around the last focus."""
+        back, ahead = state.window
+        pos = torch.arange(memory_mask.size(1), device=memory_mask.device)[None, :]
+        focus = state.focus[:, None]
+        allowed = (pos >= focus - back) & (pos <= focus + ahead) & memory_mask
+        return allowed | (~allowed.any(dim=1, keepdim=True) & memory_mask)
+
+    @staticmethod
+    def _move_focus(state: AttentionState, weights: Tensor) -> Tensor:
+        """New focus: the argmax of the head-averaged weights, never behind the old one."""
+        return torch.maximum(state.focus, weights.mean(dim=1).argmax(dim=-1))
+
+
+class DotCrossAttention(CrossAttention):
+    """Multi-head scaled dot-product cross-attention."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.n_heads = n_heads
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def init_state(self, memory, memory_mask, window=None):
+        k, v = (_split_heads(t, self.n_heads) for t in self.kv(memory).chunk(2, dim=-1))
+        focus = None if window is None else memory.new_zeros(memory.size(0), dtype=torch.long)
+        return AttentionState(k, v, window, focus)
+
+    def forward(self, query, memory, memory_mask, state=None):
+        state = state or self.init_state(memory, memory_mask)
+        q = _split_heads(self.q(query), self.n_heads)
+        mask = memory_mask
+        if state.window is not None:
+            if query.size(1) != 1:
+                raise ValueError("the monotonic window applies to one step at a time")
+            mask = self._window_mask(state, memory_mask)
+        context, weights = scaled_dot_product(q, state.keys, state.values, mask[:, None, None, :], True)
+        if state.window is not None:
+            state = replace(state, focus=self._move_focus(state, weights[:, :, -1]))
+        return self.out(_merge_heads(self.drop(context))), weights, state
+
+
+@dataclass
+class LocationState(AttentionState):
+    prev: Tensor | None = None  # (B, H, S) weights of the last step
+    cum: Tensor | None = None  # (B, H, S) sum of all weights so far
+
+    def reorder(self, indices):
+        return replace(super().reorder(indices), prev=self.prev[indices], cum=self.cum[indices])
+
+
+class LocationCrossAttention(CrossAttention):
+    """Location-aware (hybrid) attention, multi-head.
+
+    e_h(i, j) = w_h . tanh(W_q q_i + W_k m_j + U f_h(i, j)), with f_h = conv1d over the head's
+    previous and cumulative weights (the location layer). Each head keeps its own alignment.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        attention_dim: int = 64,
+        location_channels: int = 32,
+        location_kernel: int = 31,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.n_heads = n_heads
+        self.attention_dim = attention_dim
+        self.query = nn.Linear(d_model, n_heads * attention_dim, bias=False)
+        self.key = nn.Linear(d_model, n_heads * attention_dim)
+        self.value = nn.Linear(d_model, d_model)
+        self.location_conv = nn.Conv1d(
+            2, location_channels, location_kernel, padding=location_kernel // 2, bias=False
+        )
+        self.location_dense = nn.Linear(location_channels, attention_dim, bias=False)
+        self.energy = nn.Parameter(torch.randn(n_heads, attention_dim) / math.sqrt(attention_dim))
+        self.out = nn.Linear(d_model, d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def init_state(self, memory, memory_mask, window=None):
+        B, S, _ = memory.size()
+        keys = _split_heads(self.key(memory), self.n_heads)  # (B, H, S, A)
+        values = _split_heads(self.value(memory), self.n_heads)  # (B, H, S, dh)
+        # start with all weight on the first position, as a decoder that has read nothing
+        prev = memory.new_zeros(B, self.n_heads, S)
+        prev[:, :, 0] = 1.0
+        focus = None if window is None else memory.new_zeros(B, dtype=torch.long)
+        return LocationState(keys, values, window, focus, prev=prev, cum=prev.clone())
+
+    def location_features(self, prev: Tensor, cum: Tensor) -> Tensor:
+        """prev, cum (B, H, S) -> (B, H, S, A)."""
+        B, H, S = prev.size()
+        f = torch.stack([prev, cum], dim=2).view(B * H, 2, S)  # heads share the location layer
+        f = self.location_conv(f).transpose(1, 2)  # (B*H, C, S) -> (B*H, S, C)
+        return self.location_dense(f).view(B, H, S, self.attention_dim)
+
+    def forward(self, query, memory, memory_mask, state=None):
+        state = state or self.init_state(memory, memory_mask)
+        if state.window is not None and query.size(1) != 1:
+            raise ValueError("the monotonic window applies to one step at a time")
+        queries = _split_heads(self.query(query), self.n_heads)  # (B, H, T, A)
+        contexts, all_weights = [], []
+        for t in range(query.size(1)):
+            processed = torch.tanh(
+                queries[:, :, t, None, :] + state.keys + self.location_features(state.prev, state.cum)
+            )  # (B, H, S, A)
+            energies = (processed * self.energy[None, :, None, :]).sum(-1)  # (B, H, S)
+            mask = memory_mask if state.window is None else self._window_mask(state, memory_mask)
+            weights = energies.masked_fill(~mask[:, None, :], NEG_INF).softmax(dim=-1)
+            contexts.append(weights[:, :, None, :] @ state.values)  # (B, H, 1, dh)
+            all_weights.append(weights)
+            focus = None if state.window is None else self._move_focus(state, weights)
+            state = replace(state, prev=weights, cum=state.cum + weights, focus=focus)
+        context = _merge_heads(torch.cat(contexts, dim=2))
+        return self.out(self.drop(context)), torch.stack(all_weights, dim=2), state
+
+
+@dataclass
+class MonotonicState(AttentionState):
+    alpha: Tensor | None = None  # (B, H, S) alignment of the last step
+    last: Tensor | None = None  # (B,) index of the last valid memory position
+    hard: bool = False  # inference: one-hot alignment that stays or moves one position
+
+    def reorder(self, indices):
+        return replace(super().reorder(indices), alpha=self.alpha[indices], last=self.last[indices])
+
+
+class MonotonicCrossAttention(CrossAttention):
+    """Stepwise monotonic attention (He et al. 2019), multi-head.
+
+    p_i(j) = sigmoid(q_i . k_j / sqrt(d) + r) is the probability of staying at j at step i:
+        alpha_i(j) = alpha_{i-1}(j) p_i(j) + alpha_{i-1}(j - 1) (1 - p_i(j - 1))
+    The last valid position keeps its mass, so each row sums to 1. Training uses this soft
+    expected alignment (batched over B and H, a loop over steps); with `hard=True` the
+    alignment is one-hot and moves one position when p < 0.5, so it never moves backwards.
+    Gaussian noise on the energies in training (Raffel et al. 2017) pushes p towards 0 or 1,
+    so the soft and hard alignments agree.
+    """
+
+    def __init__(
+        self, d_model: int, n_heads: int, bias_init: float = 1.0, noise_std: float = 0.0,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.n_heads = n_heads
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.bias = nn.Parameter(torch.full((n_heads,), bias_init))
+        self.noise_std = noise_std
+        self.drop = nn.Dropout(dropout)
+
+    def init_state(self, memory, memory_mask, window=None):
+        """Any `window` turns on the hard alignment: this variant's own monotonic inference."""
+        B, S, _ = memory.size()
+        k, v = (_split_heads(t, self.n_heads) for t in self.kv(memory).chunk(2, dim=-1))
+        alpha = memory.new_zeros(B, self.n_heads, S)
+        alpha[:, :, 0] = 1.0
+        last = memory_mask.sum(dim=1) - 1
+        return MonotonicState(k, v, alpha=alpha, last=last, hard=window is not None)
+
+    def stay_probability(self, q: Tensor, k: Tensor, last: Tensor) -> Tensor:
+        """q (B, H, T, dh), k (B, H, S, dh) -> p (B, H, T, S); p = 1 at and after `last`."""
+        energies = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1)) + self.bias[None, :, None, None]
+        if self.training and self.noise_std > 0:
+            energies = energies + self.noise_std * torch.randn_like(energies)
+        p = torch.sigmoid(energies)
+        pos = torch.arange(k.size(2), device=k.device)
+        beyond = pos[None, :] >= last[:, None]  # (B, S)
+        return p.masked_fill(beyond[:, None, None, :], 1.0)
+
+    def forward(self, query, memory, memory_mask, state=None):
+        state = state or self.init_state(memory, memory_mask)
+        q = _split_heads(self.q(query), self.n_heads)
+        p_stay = self.stay_probability(q, state.keys, state.last)  # (B, H, T, S)
+        alphas = []
+        alpha = state.alpha
+        for t in range(query.size(1)):
+            p = p_stay[:, :, t]
+            if state.hard:
+                alpha = self._hard_step(alpha, p)
+            else:
+                moved = alpha * (1.0 - p)
+                alpha = alpha * p + F.pad(moved[..., :-1], (1, 0))  # shift right by one position
+            alphas.append(alpha)
+        weights = torch.stack(alphas, dim=2)  # (B, H, T, S)
+        context = _merge_heads(weights @ state.values)
+        return self.out(self.drop(context)), weights, replace(state, alpha=alpha)
+
+    @staticmethod
+    def _hard_step(alpha: Tensor, p: Tensor) -> Tensor:
+        """One-hot alpha (B, H, S): move one position where staying is less likely than not."""
+        pos = alpha.argmax(dim=-1)  # (B, H)
+        stay = p.gather(-1, pos[..., None]).squeeze(-1)
+        pos = pos + (stay < 0.5).long()  # p = 1 at the last position: never moves past it
+        return F.one_hot(pos, alpha.size(-1)).to(alpha.dtype)
+
+
+CROSS_ATTENTION = {
+    "dot": DotCrossAttention,
+    "location": LocationCrossAttention,
+    "monotonic": MonotonicCrossAttention,
+}
+
+
+def build_cross_attention(name: str, d_model: int, n_heads: int, **options) -> CrossAttention:
+    """A cross-attention module by name: 'dot', 'location' or 'monotonic'."""
+    if name not in CROSS_ATTENTION:
+        raise ValueError(f"unknown attention {name!r}; choose from {sorted(CROSS_ATTENTION)}")
+    return CROSS_ATTENTION[name](d_model, n_heads, **options)

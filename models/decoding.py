@@ -1,0 +1,281 @@
+"""Token decoding for encoder-decoder models: greedy and batched beam search over weighted scorers.
+
+A `Scorer` scores every vocabulary entry as the next token of every live hypothesis: the
+attention decoder, a CTC prefix scorer, a language model, a length bonus. Decoding sums their
+log-probabilities with weights (ESPnet's idea), so adding a scorer is one dict entry:
+
+    decode({"decoder": DecoderScorer(model, memory, mask), "ctc": CTCPrefixScorer(...)},
+           {"decoder": 0.7, "ctc": 0.3}, max_len, DecodingOptions(beam_size=4))
+
+The search itself is a `TokenSearch` (greedy or beam) with reset/update/finalize, and the main
+loop in `decode` only ties scorers and search together (whisper's layout).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    beam_size: int = 1  # 1 = greedy search
+    n_best: int = 1  # hypotheses returned per utterance (<= beam_size)
+    length_penalty: float = 1.0  # final score = sum logprob / length ** length_penalty; 0 = raw sum
+    max_len_ratio: float = 1.0  # max output length = ratio * source length ...
+    max_len_offset: int = 10  # ... + this offset
+    min_len: int = 0  # EOS is forbidden before this many tokens
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1:
+            raise ValueError("beam_size must be >= 1")
+        if not 1 <= self.n_best <= self.beam_size:
+            raise ValueError("n_best must be between 1 and beam_size")
+        if self.length_penalty < 0:
+            raise ValueError("length_penalty must be >= 0")
+        if self.max_len_ratio <= 0:
+            raise ValueError("max_len_ratio must be positive")
+        if self.min_len < 0:
+            raise ValueError("min_len must be >= 0")
+
+    def max_lengths(self, source_lengths: Tensor) -> Tensor:
+        """(B,) source lengths -> (B,) maximum output lengths in tokens (EOS included)."""
+        return (source_lengths.float() * self.max_len_ratio).long() + self.max_len_offset
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # without SOS and EOS
+    score: float  # length-normalised, what hypotheses are sorted by
+    logprob: float  # weighted sum of scorer log-probabilities
+    hit_max_len: bool = False  # ended by the length cap, not by EOS
+
+
+class Scorer(ABC):
+    """Scores the next token of every live hypothesis.
+
+    Hypotheses of utterance b sit at rows b * beam ... b * beam + beam - 1.
+    """
+
+    @abstractmethod
+    def init_state(self, beam_size: int) -> Any:
+        """The state for B * beam_size hypotheses that hold only SOS."""
+
+    @abstractmethod
+    def score(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """tokens (N, t) prefixes starting with SOS -> (N, V) next-token log-probs, and the
+        state to `select` from."""
+
+    @abstractmethod
+    def select(self, state: Any, hyp: Tensor, token: Tensor) -> Any:
+        """The state of hypotheses `hyp` (N,) extended by `token` (N,), in that order."""
+
+
+class StepModel(Protocol):
+    """What `DecoderScorer` needs from an autoregressive decoder."""
+
+    def init_decoder(self, *context: Tensor) -> Any:
+        """Decoder state from batch-first context tensors (memory, its mask, ...)."""
+        ...
+
+    def decode_step(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """tokens (N, 1), the last token of each hypothesis -> (N, V) log-probs, new state
+        (with a `reorder(indices)` method)."""
+        ...
+
+
+class DecoderScorer(Scorer):
+    """An attention decoder as a scorer: one incremental step per call, cache reordered.
+
+    `context` holds the batch-first tensors the decoder attends to, typically the encoder
+    memory and its mask; they are repeated once per beam.
+    """
+
+    def __init__(self, model: StepModel, *context: Tensor):
+        self.model, self.context = model, context
+
+    def init_state(self, beam_size):
+        return self.model.init_decoder(*(c.repeat_interleave(beam_size, dim=0) for c in self.context))
+
+    def score(self, tokens, state):
+        return self.model.decode_step(tokens[:, -1:], state)
+
+    def select(self, state, hyp, token):
+        return state.reorder(hyp)
+
+
+class LengthBonus(Scorer):
+    """+1 per emitted token: with a weight, counters the search's bias toward short outputs."""
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = vocab_size
+
+    def init_state(self, beam_size):
+        return None
+
+    def score(self, tokens, state):
+        return tokens.new_ones(tokens.size(0), self.vocab_size, dtype=torch.float32), None
+
+    def select(self, state, hyp, token):
+        return None
+
+
+class TokenSearch(ABC):
+    """Chooses the next tokens from weighted scores; owns the finished hypotheses."""
+
+    def __init__(self, eos: int, max_lengths: Tensor, options: DecodingOptions):
+        self.eos, self.max_lengths, self.options = eos, max_lengths, options
+        self.batch_size = max_lengths.size(0)
+
+    @abstractmethod
+    def update(self, tokens: Tensor, logprobs: Tensor) -> tuple[Tensor, Tensor, Tensor, bool]:
+        """tokens (N, t), logprobs (N, V) -> (new tokens (N, t+1), hyp (N,), token (N,), done)."""
+
+    @abstractmethod
+    def finalize(self, tokens: Tensor) -> list[list[Hypothesis]]:
+        """Per utterance, hypotheses sorted best first."""
+
+    def _normalise(self, logprob: float, length: int) -> float:
+        return logprob / max(length, 1) ** self.options.length_penalty
+
+
+class GreedySearch(TokenSearch):
+    def __init__(self, eos, max_lengths, options):
+        super().__init__(eos, max_lengths, options)
+        self.sum_logprobs = torch.zeros(self.batch_size)
+        self.finished = torch.zeros(self.batch_size, dtype=torch.bool)
+
+    def update(self, tokens, logprobs):
+        step = tokens.size(1) - 1  # tokens emitted so far
+        if step < self.options.min_len:
+            logprobs = logprobs.clone()
+            logprobs[:, self.eos] = -float("inf")
+        best_logprob, token = logprobs.max(dim=-1)
+        token = token.masked_fill(self.finished, self.eos)
+        self.sum_logprobs += best_logprob.float().cpu().masked_fill(self.finished, 0.0)
+        self.finished |= (token == self.eos).cpu() | (step + 1 >= self.max_lengths)
+        hyp = torch.arange(tokens.size(0), device=tokens.device)
+        return torch.cat([tokens, token[:, None]], dim=1), hyp, token, bool(self.finished.all())
+
+    def finalize(self, tokens):
+        out = []
+        for b in range(self.batch_size):
+            seq = tokens[b, 1:].tolist()
+            ended = self.eos in seq
+            seq = seq[: seq.index(self.eos)] if ended else seq
+            length = len(seq) + int(ended)
+            out.append([Hypothesis(seq, self._normalise(float(self.sum_logprobs[b]), length),
+                                   float(self.sum_logprobs[b]), hit_max_len=not ended)])
+        return out
+
+
+class BeamSearch(TokenSearch):
+    """Batched beam search: B utterances x K beams decoded as one (B*K)-row batch.
+
+    Each step takes the 2K best extensions per utterance; those ending in EOS and ranked in
+    the top K are finished, the best K others live on. An utterance is done once it has K
+    finished hypotheses or reaches its maximum length.
+    """
+
+    def __init__(self, eos, max_lengths, options):
+        super().__init__(eos, max_lengths, options)
+        K = options.beam_size
+        self.scores = torch.full((self.batch_size, K), -float("inf"))
+        self.scores[:, 0] = 0.0  # all beams start identical: keep one so the first step fans out
+        self.finished: list[list[Hypothesis]] = [[] for _ in range(self.batch_size)]
+        self.done = torch.zeros(self.batch_size, dtype=torch.bool)
+
+    def update(self, tokens, logprobs):
+        B, K = self.scores.shape
+        V = logprobs.size(-1)
+        step = tokens.size(1) - 1
+        logprobs = logprobs.float().cpu()
+        if step < self.options.min_len:
+            logprobs[:, self.eos] = -float("inf")
+        candidates = (self.scores.view(B * K, 1) + logprobs).view(B, K * V)
+        top_scores, top_index = candidates.topk(min(2 * K, K * V), dim=1)  # (B, 2K)
+        hyp, token = top_index // V, top_index % V
+        is_eos = token == self.eos
+        self._finish_eos(tokens, top_scores, hyp, is_eos, step, K)
+
+        alive_scores, order = top_scores.masked_fill(is_eos, -float("inf")).topk(K, dim=1)
+        row = (hyp.gather(1, order) + torch.arange(B)[:, None] * K).view(-1)  # (B*K,)
+        next_token = token.gather(1, order).view(-1)
+        self.scores = alive_scores
+        new_tokens = torch.cat([tokens[row.to(tokens.device)], next_token[:, None].to(tokens.device)], 1)
+
+        at_cap = (step + 1 >= self.max_lengths) & ~self.done
+        for b in at_cap.nonzero().flatten().tolist():
+            for k in range(K):
+                if torch.isfinite(self.scores[b, k]):
+                    self._add(b, new_tokens[b * K + k, 1:].tolist(), float(self.scores[b, k]), True)
+        self.done |= at_cap
+        self.done |= torch.tensor([len(f) >= K for f in self.finished])
+        self.scores[self.done] = -float("inf")  # finished utterances propose nothing more
+        device = tokens.device
+        return new_tokens, row.to(device), next_token.to(device), bool(self.done.all())
+
+    def _finish_eos(self, tokens, top_scores, hyp, is_eos, step, K):
+        ranked = torch.arange(top_scores.size(1))[None, :] < K
+        for b, j in (is_eos & ranked & ~self.done[:, None]).nonzero().tolist():
+            if torch.isfinite(top_scores[b, j]) and len(self.finished[b]) < K:
+                seq = tokens[b * K + hyp[b, j], 1:].tolist()
+                self._add(b, seq, float(top_scores[b, j]), False, eos=True)
+
+    def _add(self, b, seq, logprob, hit_max_len, eos=False):
+        length = len(seq) + int(eos)
+        self.finished[b].append(Hypothesis(seq, self._normalise(logprob, length), logprob, hit_max_len))
+
+    def finalize(self, tokens):
+        return [sorted(f, key=lambda h: h.score, reverse=True) for f in self.finished]
+
+
+@dataclass
+class _Scored:
+    logprobs: Tensor
+    states: dict = field(default_factory=dict)
+
+
+def _score(scorers: dict[str, Scorer], weights: dict[str, float], tokens: Tensor, states: dict) -> _Scored:
+    out = _Scored(logprobs=None)
+    for name, scorer in scorers.items():
+        logprobs, out.states[name] = scorer.score(tokens, states[name])
+        weighted = weights.get(name, 1.0) * logprobs.float()
+        out.logprobs = weighted if out.logprobs is None else out.logprobs + weighted
+    return out
+
+
+@torch.no_grad()
+def decode(
+    scorers: dict[str, Scorer],
+    weights: dict[str, float],
+    sos: int,
+    eos: int,
+    source_lengths: Tensor,
+    options: DecodingOptions = DecodingOptions(),
+) -> list[list[Hypothesis]]:
+    """Decode a batch; returns per utterance up to `options.n_best` hypotheses, best first.
+
+    Args:
+        source_lengths: (B,) encoder output lengths, for the maximum output length.
+    """
+    unknown = set(weights) - set(scorers)
+    if unknown:
+        raise ValueError(f"weights given for unknown scorers: {sorted(unknown)}")
+    K = options.beam_size
+    max_lengths = options.max_lengths(source_lengths.cpu())
+    search = (GreedySearch if K == 1 else BeamSearch)(eos, max_lengths, options)
+    device = source_lengths.device
+    tokens = torch.full((len(source_lengths) * K, 1), sos, dtype=torch.long, device=device)
+    states = {name: scorer.init_state(K) for name, scorer in scorers.items()}
+    for _ in range(int(max_lengths.max())):
+        scored = _score(scorers, weights, tokens, states)
+        tokens, hyp, token, done = search.update(tokens, scored.logprobs)
+        states = {name: scorers[name].select(scored.states[name], hyp, token) for name in scorers}
+        if done:
+            break
+    return [h[: options.n_best] for h in search.finalize(tokens)]

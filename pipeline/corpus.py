@@ -1,0 +1,264 @@
+"""The synthetic training corpus: English text from WordNet, spoken by espeak-ng and flite.
+
+Text: the example sentences of WordNet 3.0 (Debian `wordnet-base`, Princeton WordNet licence,
+free to use and redistribute with its notice), filtered to plain sentences of 3-24 words and
+made disjoint from the Harvard sentences, which are kept for evaluation.
+
+Speech: every line is spoken by the chosen voices into 16 kHz mono wavs. flite voices also give
+their phone segmentation (`flite -psdur`), ground truth for alignment and duration models.
+Festival voices are deliberately not offered: they are the held-out test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from pipeline.data import Utterance, write_manifest, read_manifest
+
+CORPUS_SAMPLE_RATE = 16_000
+WORDNET_DIR = Path("/usr/share/wordnet")
+# a copy of ../shared/data/harvard-sentences.txt (public domain), so a clone is self-contained
+HARVARD = Path(__file__).resolve().parent / "resources" / "harvard-sentences.txt"
+
+FLITE_VOICES = ("kal16", "awb", "rms", "slt")
+# espeak-ng voices: a language plus an optional variant (+m3, +f2, ...)
+ESPEAK_LANGUAGES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan")
+DEFAULT_VOICES = ("slt", "awb", "rms", "kal16", "en-us", "en-gb+f2", "en-us+m3", "en-gb-x-rp+f3")
+
+
+class CorpusError(ValueError):
+    pass
+
+
+# ---------------------------------------------------------------- text
+
+
+def normalize_for_match(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9']+", text.lower()))
+
+
+def read_harvard(path: Path = HARVARD) -> list[str]:
+    """The Harvard sentences, one a line, comments dropped."""
+    lines = path.read_text().splitlines()
+    return [s.strip() for s in lines if s.strip() and not s.startswith("#")]
+
+
+def wordnet_examples(wordnet_dir: Path = WORDNET_DIR) -> list[str]:
+    """Quoted example sentences from WordNet's data files, in file order, deduplicated."""
+    files = sorted(wordnet_dir.glob("data.*"))
+    if not files:
+        raise CorpusError(f"no WordNet data in {wordnet_dir}: install Debian's wordnet-base")
+    seen, out = set(), []
+    for f in files:
+        for line in f.read_text(encoding="latin-1").splitlines():
+            if line.startswith("  ") or "|" not in line:
+                continue  # licence header lines start with two spaces
+            for example in re.findall(r'"([^"]+)"', line.split("|", 1)[1]):
+                example = example.strip().strip(";,").strip()
+                if example and example not in seen:
+                    seen.add(example)
+                    out.append(example)
+    return out
+
+
+_PLAIN = re.compile(r"^[A-Za-z][A-Za-z0-9 ,.'?!-]*$")
+
+
+def build_training_text(
+    exclude: Iterable[str] = (), min_words: int = 3, max_words: int = 24
+) -> list[str]:
+    """WordNet example sentences usable as TTS/ASR prompts, none of them in `exclude`.
+
+    A sentence is dropped if it matches an excluded one after normalisation, or contains
+    one (so a Harvard sentence never hides inside a longer line). The order is shuffled with
+    a fixed seed: WordNet's own order groups sentences by part of speech and topic, and a
+    corpus built from the first N lines should be a fair sample.
+    """
+    excluded = {normalize_for_match(s) for s in exclude}
+    out = []
+    for s in wordnet_examples():
+        if not _PLAIN.match(s) or "--" in s:
+            continue
+        n = len(s.split())
+        if not min_words <= n <= max_words:
+            continue
+        key = normalize_for_match(s)
+        if key in excluded or any(e and e in key for e in excluded if len(e) > 20):
+            continue
+        out.append(s[0].upper() + s[1:])
+    random.Random(0).shuffle(out)
+    return out
+
+
+# ---------------------------------------------------------------- voices
+
+
+@dataclass(frozen=True)
+class Voice:
+    engine: str  # "flite" or "espeak-ng"
+    name: str  # flite voice name, or espeak-ng voice (language[+variant])
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", f"{self.engine}-{self.name}".lower()).strip("-")
+
+    @staticmethod
+    def parse(spec: str) -> "Voice":
+        """'slt' or 'flite:slt' -> flite; 'en-us+m3' or 'espeak-ng:en-us+m3' -> espeak-ng."""
+        engine, _, name = spec.rpartition(":")
+        engine = engine or ("flite" if spec in FLITE_VOICES else "espeak-ng")
+        if engine.startswith("festival") or "festival" in name:
+            raise CorpusError("Festival voices are held out for evaluation; do not train on them")
+        if engine == "flite":
+            if name not in FLITE_VOICES:
+                raise CorpusError(f"unknown flite voice {name!r}; choose from {FLITE_VOICES}")
+        elif engine == "espeak-ng":
+            if name.split("+")[0] not in ESPEAK_LANGUAGES:
+                raise CorpusError(f"unknown espeak-ng voice {name!r}; languages: {ESPEAK_LANGUAGES}")
+        else:
+            raise CorpusError(f"unknown engine {engine!r} (flite or espeak-ng)")
+        return Voice(engine, name)
+
+
+def speak(voice: Voice, text: str, out_wav: Path) -> list[tuple[str, float]]:
+    """Synthesise `text` into a 16 kHz mono wav; return flite's (phone, end seconds) or []."""
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.wav"
+        if voice.engine == "flite":
+            cmd = ["flite", "-voice", voice.name, "-psdur", "-t", text, "-o", str(raw)]
+        else:
+            cmd = ["espeak-ng", "-v", voice.name, "-w", str(raw), "--", text]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0 or not raw.exists():
+            raise CorpusError(f"{voice.engine} failed on {text!r}: {proc.stderr.strip()}")
+        data, rate = sf.read(str(raw), dtype="float32")
+        wav = torch.from_numpy(data)
+        if rate != CORPUS_SAMPLE_RATE:
+            wav = AF.resample(wav, rate, CORPUS_SAMPLE_RATE)
+        tmp_out = out_wav.with_suffix(".tmp.wav")
+        sf.write(str(tmp_out), wav.numpy(), CORPUS_SAMPLE_RATE, subtype="PCM_16")
+        tmp_out.replace(out_wav)
+    return parse_psdur(proc.stdout) if voice.engine == "flite" else []
+
+
+def parse_psdur(output: str) -> list[tuple[str, float]]:
+    """'pau:0.184 dh:0.236 ...' -> [('pau', 0.184), ('dh', 0.236), ...]."""
+    phones = []
+    for item in output.split():
+        phone, _, end = item.rpartition(":")
+        if phone:
+            phones.append((phone, float(end)))
+    return phones
+
+
+# ---------------------------------------------------------------- corpus
+
+
+def utterance_id(voice: Voice, text: str) -> str:
+    return f"{voice.slug}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
+
+
+def _job(args: tuple[Voice, str, str]) -> dict:
+    """Speak one line unless its wav exists; return its manifest record."""
+    voice, text, out_dir = args
+    uid = utterance_id(voice, text)
+    wav = Path(out_dir) / "wavs" / voice.slug / f"{uid}.wav"
+    phones_file = wav.with_suffix(".phones")
+    if not wav.exists():
+        wav.parent.mkdir(parents=True, exist_ok=True)
+        phones = speak(voice, text, wav)
+        if phones:
+            phones_file.write_text(" ".join(f"{p}:{t:.3f}" for p, t in phones))
+    phones = parse_psdur(phones_file.read_text()) if phones_file.exists() else None
+    duration = sf.info(str(wav)).duration
+    return Utterance(
+        id=uid,
+        audio=str(wav.relative_to(out_dir)),
+        text=text,
+        duration=round(duration, 4),
+        speaker=voice.slug,
+        phones=phones,
+    ).to_dict()
+
+
+def assign_voices(n_lines: int, voices: Sequence[Voice], spread: bool) -> list[tuple[int, Voice]]:
+    """Which voice speaks which line: all voices every line, or (spread) one voice per line."""
+    if spread:
+        return [(i, voices[i % len(voices)]) for i in range(n_lines)]
+    return [(i, v) for i in range(n_lines) for v in voices]
+
+
+def build_corpus(
+    lines: Sequence[str],
+    voices: Sequence[Voice],
+    out_dir: Path,
+    spread: bool = False,
+    workers: int = 2,
+    progress: bool = True,
+) -> tuple[Path, int]:
+    """Speak `lines` into `out_dir`; merge into `out_dir/manifest.jsonl`.
+
+    Deterministic (ids hash voice and text) and resumable (existing wavs are kept).
+    Returns the manifest path and the number of wavs written by this call.
+    """
+    for tool in {v.engine for v in voices}:
+        if shutil.which(tool) is None:
+            raise CorpusError(f"{tool} is not installed (apt-get install {tool})")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [(v, lines[i], str(out_dir)) for i, v in assign_voices(len(lines), voices, spread)]
+    before = sum(1 for _ in out_dir.glob("wavs/*/*.wav"))
+    records = _run_jobs(jobs, workers, progress)
+    written = sum(1 for _ in out_dir.glob("wavs/*/*.wav")) - before
+    manifest = out_dir / "manifest.jsonl"
+    merged = {u.id: u for u in read_manifest(manifest)} if manifest.exists() else {}
+    merged.update((r["id"], Utterance.from_dict(r)) for r in records)
+    ordered = sorted(merged.values(), key=lambda u: (u.speaker, u.id))
+    if not manifest.exists() or [u.to_dict() for u in read_manifest(manifest)] != [
+        u.to_dict() for u in ordered
+    ]:
+        write_manifest(manifest, ordered)
+    return manifest, written
+
+
+def _run_jobs(jobs: list, workers: int, progress: bool) -> list[dict]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), unit="utt", disable=not progress, desc="corpus")
+    records = []
+    if workers <= 1:
+        for job in jobs:
+            records.append(_job(job))
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            for record in pool.map(_job, jobs, chunksize=16):
+                records.append(record)
+                bar.update()
+    bar.close()
+    return records
+
+
+def write_lines(path: Path, lines: Iterable[str]) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = list(lines)
+    path.write_text("".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+def corpus_stats(lines: Sequence[str]) -> dict:
+    words = {w for line in lines for w in normalize_for_match(line).split()}
+    return {"sentences": len(lines), "distinct_words": len(words)}

@@ -1,0 +1,44 @@
+"""Log-mel features of a manifest, computed once and cached beside it.
+
+Training reads every utterance many times; decoding audio and computing the STFT each time
+would cost more CPU than a small model's forward pass. The cache is keyed by the feature
+config, so ASR and TTS features of one corpus live side by side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from pipeline.audio import load_audio
+from pipeline.data import Utterance
+from pipeline.features import FeatureConfig, LogMel
+
+
+def cache_path(manifest: Path, config: FeatureConfig) -> Path:
+    key = hashlib.sha1(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+    return manifest.parent / "features" / f"{manifest.stem}-{key}.pt"
+
+
+def load_features(
+    manifest: Path, utterances: list[Utterance], config: FeatureConfig, progress: bool = True
+) -> dict[str, torch.Tensor]:
+    """id -> (T, n_mels) float16 log-mel for every utterance, from the cache where present."""
+    from tqdm import tqdm
+
+    path = cache_path(Path(manifest), config)
+    cached: dict[str, torch.Tensor] = torch.load(path) if path.exists() else {}
+    missing = [u for u in utterances if u.id not in cached]
+    if missing:
+        logmel = LogMel(config)
+        for u in tqdm(missing, desc="features", disable=not progress, unit="utt"):
+            wav = load_audio(u.audio, config.sample_rate, normalize=False)
+            cached[u.id] = logmel(wav)[0][0].half()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(cached, tmp)
+        tmp.replace(path)
+    return {u.id: cached[u.id] for u in utterances}
