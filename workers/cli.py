@@ -1,6 +1,25 @@
-"""The `speechq` console command."""
+"""The `speechq` console command: the pipeline's commands plus the service's.
+
+    speechq worker --queues tts,asr --device cuda:0
+    speechq submit tts "Hello there." --wait --json
+    speechq submit asr speech.wav --wait --json
+    speechq status ID [--wait] [--json];  speechq result ID;  speechq cancel ID
+    speechq monitor [--once] [--json]
+    speechq batch asr FOLDER -o results.jsonl;  speechq batch tts LINES.txt --out-dir wavs/
+    speechq serve --port 8000
+
+With `--json` the last line printed is one object `{"id", "state", "result", "error", ...}`,
+`state` one of queued, running, succeeded, failed, cancelled.
+"""
 
 from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
 
 import click
 
@@ -15,3 +34,325 @@ def main() -> None:
 
 for _command in PIPELINE_COMMANDS:
     main.add_command(_command)
+
+
+def _client():
+    from workers.client import Client
+
+    return Client()
+
+
+def _emit(job: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(job))
+        return
+    line = f"{job['id']}  {job['state']}"
+    if job.get("error"):
+        line += f"  error: {job['error']}"
+    click.echo(line)
+    result = job.get("result") or {}
+    if "audio" in result:
+        click.echo(f"audio: {result['audio']}  ({result['duration']:.2f} s)")
+    if "text" in result:
+        click.echo(f"text: {result['text']}")
+
+
+def _refusal(error: str) -> dict:
+    return {"id": None, "state": "failed", "result": None, "error": error}
+
+
+def _finish(job, wait: bool, timeout: float | None, as_json: bool) -> None:
+    """Print a job (after waiting for it when asked); exit 1 if it failed or was cancelled."""
+    client = _client()
+    if wait:
+        job = client.wait(job.id, timeout)
+    _emit(job.to_dict(), as_json)
+    if job.state in ("failed", "cancelled"):
+        sys.exit(1)
+
+
+# ------------------------------------------------------------------ worker
+
+
+@main.command("worker")
+@click.option("--queues", default="tts,asr", show_default=True, help="comma-separated: tts, asr")
+@click.option("--concurrency", "-c", default=1, show_default=True, help="pool processes (one model each)")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N")
+@click.option("--hostname", "-n", default=None, help="worker name (default speechq-<queues>@<host>)")
+@click.option("--metrics-port", type=int, default=None,
+              help="serve Prometheus metrics here (0: any free port; default SPEECHQ_METRICS_PORT or off)")
+@click.option("--max-batch-size", type=int, default=None, help="jobs per batch (1: no batching)")
+@click.option("--batch-wait-ms", type=float, default=None, help="wait for more jobs this long")
+@click.option("--threads", type=int, default=None, help="torch CPU threads per process")
+@click.option("--preload/--no-preload", default=True, show_default=True,
+              help="load the models when a pool process starts, not at its first job")
+@click.option("--loglevel", "-l", default="INFO", show_default=True)
+def worker_cmd(queues, concurrency, device, hostname, metrics_port, max_batch_size, batch_wait_ms,
+               threads, preload, loglevel) -> None:
+    """Run a worker in the foreground until SIGTERM (warm shutdown: running jobs finish)."""
+    from workers.settings import QUEUES, Settings
+
+    chosen = [q.strip() for q in queues.split(",") if q.strip()]
+    if not chosen or any(q not in QUEUES for q in chosen):
+        raise click.UsageError(f"--queues: choose from {', '.join(QUEUES)}")
+    if not (device == "cpu" or device == "cuda" or device.startswith("cuda:")):
+        raise click.UsageError("--device: cpu, cuda or cuda:N")
+    overrides = {k: v for k, v in {"device": device, "metrics_port": metrics_port,
+                                   "max_batch_size": max_batch_size, "batch_wait_ms": batch_wait_ms,
+                                   "threads": threads,
+                                   "preload": ",".join(chosen) if preload else ""}.items() if v is not None}
+    try:
+        settings = Settings.from_env(**overrides)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    os.environ.update(settings.to_env())  # pool processes read the same settings
+    from workers.app import app, configure
+
+    configure(app, settings)
+    hostname = hostname or f"speechq-{'-'.join(chosen)}-{os.getpid()}@{socket.gethostname()}"
+    app.worker_main(["worker", "--queues", ",".join(chosen), "--concurrency", str(concurrency),
+                     "--hostname", hostname, "--loglevel", loglevel, "--pool", "prefork",
+                     "--without-mingle", "--without-gossip"])
+
+
+# ------------------------------------------------------------------ jobs
+
+
+@main.group("submit")
+def submit_group() -> None:
+    """Queue a TTS or ASR job."""
+
+
+def _job_options(f):
+    for option in reversed([
+        click.option("--wait", is_flag=True, help="wait until the job has ended"),
+        click.option("--timeout", type=float, default=None, help="with --wait: give up after this"),
+        click.option("--json", "as_json", is_flag=True, help="print one JSON object"),
+        click.option("--id", "job_id", default=None, help="job id (resubmitting an id returns that job)"),
+    ]):
+        f = option(f)
+    return f
+
+
+@submit_group.command("tts")
+@click.argument("text")
+@click.option("--speed", default=1.0, show_default=True)
+@_job_options
+def submit_tts_cmd(text, speed, wait, timeout, as_json, job_id) -> None:
+    """Synthesise TEXT; the result is a wav in the storage directory."""
+    try:
+        job = _client().submit_tts(text, job_id=job_id, speed=speed)
+    except ValueError as e:
+        _emit(_refusal(str(e)), as_json)
+        sys.exit(2)
+    _finish(job, wait, timeout, as_json)
+
+
+@submit_group.command("asr")
+@click.argument("audio", type=click.Path(path_type=Path))
+@click.option("--beam-size", default=4, show_default=True)
+@click.option("--decoder", type=click.Choice(["attention", "ctc"]), default="attention", show_default=True)
+@_job_options
+def submit_asr_cmd(audio, beam_size, decoder, wait, timeout, as_json, job_id) -> None:
+    """Transcribe an audio file (copied into the storage directory)."""
+    try:
+        job = _client().submit_asr(audio, job_id=job_id, beam_size=beam_size, decoder=decoder)
+    except ValueError as e:  # no such file, bad id
+        _emit(_refusal(str(e)), as_json)
+        sys.exit(2)
+    _finish(job, wait, timeout, as_json)
+
+
+@main.command("status")
+@click.argument("job_id")
+@click.option("--wait", is_flag=True)
+@click.option("--timeout", type=float, default=None)
+@click.option("--json", "as_json", is_flag=True)
+def status_cmd(job_id, wait, timeout, as_json) -> None:
+    """Show a job's state (and result or error)."""
+    from workers.client import JobNotFound
+
+    try:
+        job = _client().get(job_id)
+    except JobNotFound as e:
+        _emit({**_refusal(str(e)), "id": job_id}, as_json)
+        sys.exit(2)
+    _finish(job, wait, timeout, as_json)
+
+
+@main.command("result")
+@click.argument("job_id")
+def result_cmd(job_id) -> None:
+    """Print a finished job's result as JSON."""
+    from workers.client import JobNotFound
+
+    try:
+        click.echo(json.dumps(_client().result(job_id)))
+    except (JobNotFound, RuntimeError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+@main.command("cancel")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+def cancel_cmd(job_id, as_json) -> None:
+    """Cancel a job: at once if queued, at its worker's next check if running."""
+    from workers.client import JobNotFound
+
+    try:
+        job = _client().cancel(job_id)
+    except JobNotFound as e:
+        _emit({**_refusal(str(e)), "id": job_id}, as_json)
+        sys.exit(2)
+    _emit(job.to_dict(), as_json)
+
+
+# ------------------------------------------------------------------ monitoring
+
+
+@main.command("monitor")
+@click.option("--once", is_flag=True, help="print one snapshot and exit")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--interval", default=2.0, show_default=True)
+def monitor_cmd(once, as_json, interval) -> None:
+    """Workers, queue depths, latency percentiles and failures."""
+    from workers import monitoring
+    from workers.jobs import connect
+    from workers.settings import Settings
+
+    r = connect(Settings.from_env().redis_url)
+    while True:
+        snap = monitoring.snapshot(r)
+        if as_json:
+            click.echo(json.dumps(snap))
+        else:
+            if not once:
+                click.clear()
+            click.echo(time.strftime("%H:%M:%S ") + "speechq monitor")
+            click.echo(monitoring.render(snap))
+        if once:
+            return
+        time.sleep(interval)
+
+
+# ------------------------------------------------------------------ collections (issue 7)
+
+
+@main.group("batch")
+def batch_group() -> None:
+    """Run a whole collection through the queue (resumable)."""
+
+
+def _batch_options(f):
+    for option in reversed([
+        click.option("--max-in-flight", default=64, show_default=True, help="jobs queued at once"),
+        click.option("--retry-failed", is_flag=True, help="rerun inputs recorded as failed"),
+        click.option("--no-progress", is_flag=True, help="no progress bar"),
+    ]):
+        f = option(f)
+    return f
+
+
+def _batch_exit(report) -> None:
+    click.echo(json.dumps(report.to_dict()))
+    if report.failed:
+        sys.exit(1)
+
+
+@batch_group.command("asr")
+@click.argument("source")
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True,
+              help="results JSONL (appended; rerunning skips what it records)")
+@click.option("--format", "formats", default="", help="also write subtitles beside each input: srt,vtt,txt")
+@click.option("--beam-size", default=4, show_default=True)
+@click.option("--decoder", type=click.Choice(["attention", "ctc"]), default="attention", show_default=True)
+@_batch_options
+def batch_asr_cmd(source, out, formats, beam_size, decoder, max_in_flight, retry_failed, no_progress) -> None:
+    """Transcribe SOURCE: a folder (recursive), a glob, or a JSONL manifest of {"audio": path}."""
+    from workers import batch
+    from workers.formats import FORMATS
+
+    chosen = [f.strip() for f in formats.split(",") if f.strip()]
+    if any(f not in FORMATS for f in chosen):
+        raise click.UsageError(f"--format: choose from {', '.join(FORMATS)}")
+    try:
+        items = batch.asr_items(batch.audio_inputs(source), beam_size, decoder)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    on_done = batch.write_subtitles(chosen) if chosen else None
+    report = batch.run_batch(_client(), "asr", items, out, on_done, max_in_flight, retry_failed,
+                             progress=not no_progress)
+    _batch_exit(report)
+
+
+@batch_group.command("tts")
+@click.argument("lines", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="one <line>.wav per line, and results.jsonl")
+@click.option("--speed", default=1.0, show_default=True)
+@_batch_options
+def batch_tts_cmd(lines, out_dir, speed, max_in_flight, retry_failed, no_progress) -> None:
+    """Synthesise every non-empty line of LINES into its own wav."""
+    from workers import batch
+
+    client = _client()
+    report = batch.run_batch(client, "tts", batch.tts_items(lines, speed), out_dir / "results.jsonl",
+                             batch.copy_wavs(client, out_dir), max_in_flight, retry_failed,
+                             progress=not no_progress)
+    _batch_exit(report)
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+@click.option("--workers", "processes", default=1, show_default=True, help="uvicorn worker processes")
+def serve_cmd(host, port, processes) -> None:
+    """The HTTP gateway (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    uvicorn.run("workers.gateway:create_gateway", factory=True, host=host, port=port,
+                workers=processes, log_level="info")
+
+
+@main.command("demo")
+@click.argument("text", default="The birch canoe slid on the smooth planks.")
+@click.option("--device", default="cpu", show_default=True)
+def demo_cmd(text, device) -> None:
+    """The main job end to end: Redis (started if none answers), a worker, a TTS job, an ASR job
+    on its audio, both printed with timings, then a clean shutdown."""
+    import subprocess
+
+    import redis as redis_py
+
+    from workers.client import Client
+    from workers.settings import Settings
+
+    settings = Settings.from_env()
+    started_redis = None
+    url = redis_py.connection.parse_url(settings.redis_url)
+    if not Client(settings).ping():
+        port = str(url.get("port", 6379))
+        click.echo(f"starting redis-server on port {port}")
+        subprocess.run(["redis-server", "--daemonize", "yes", "--port", port, "--save", "",
+                        "--appendonly", "no"], check=True)
+        started_redis = redis_py.Redis(port=int(port))
+        time.sleep(0.5)
+    worker = subprocess.Popen([sys.executable, "-c", "from workers.cli import main; main()", "worker",
+                               "--device", device, "--loglevel", "WARNING"], env=os.environ.copy())
+    client = Client(settings)
+    try:
+        t = time.perf_counter()
+        tts = client.wait(client.submit_tts(text).id, timeout=600)
+        click.echo(f"tts  {tts.state:9} {time.perf_counter() - t:6.2f} s  "
+                   f"{tts.result['audio'] if tts.result else tts.error}")
+        if tts.state != "succeeded":
+            sys.exit(1)
+        t = time.perf_counter()
+        asr = client.wait(client.submit_asr(client.audio_path(tts)).id, timeout=600)
+        click.echo(f"asr  {asr.state:9} {time.perf_counter() - t:6.2f} s  "
+                   f"{asr.result['text'] if asr.result else asr.error!r}")
+    finally:
+        worker.terminate()  # warm shutdown
+        worker.wait(60)
+        if started_redis is not None:
+            started_redis.shutdown(nosave=True)

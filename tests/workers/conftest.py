@@ -1,0 +1,222 @@
+"""Shared pieces of the service tests: a tiny TTS checkpoint, the test settings, and real
+`speechq worker` processes against the real Redis (db 15, flushed by the fixtures).
+
+Model quality does not matter here: the TTS model is a randomly initialised FastSpeech with
+tiny dims, the ASR model `stub_recognizer.StubRecognizer`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+import soundfile as sf
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+REDIS_URL = os.environ.get("SPEECHQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+STUB_RECOGNIZER = "tests.workers.stub_recognizer:StubRecognizer"
+
+
+def make_tiny_tts_checkpoint(path: Path, frames_per_phone: int = 4) -> Path:
+    """A random FastSpeech saved with the payload keys `Synthesizer.load` reads; every phone
+    lasts `frames_per_phone` frames, so outputs have a realistic length."""
+    from models.fastspeech import FastSpeech, FastSpeechDims
+    from pipeline.features import TTS_FEATURES
+    from pipeline.text import PhoneVocab
+
+    torch.manual_seed(0)
+    vocab = PhoneVocab()
+    dims = FastSpeechDims(vocab_size=len(vocab), d_model=32, n_heads=2, d_ff=64, n_encoder_layers=1,
+                          n_decoder_layers=1, duration_channels=32, postnet_channels=32,
+                          postnet_layers=2, dropout=0.0)
+    model = FastSpeech(dims)
+    with torch.no_grad():
+        model.duration.proj.weight.zero_()
+        model.duration.proj.bias.fill_(math.log1p(frames_per_phone))
+    n = TTS_FEATURES.n_mels
+    payload = {
+        "kind": "tts-nat", "dims": dims.to_dict(), "state_dict": model.state_dict(),
+        "features": TTS_FEATURES.to_dict(), "vocab": vocab.to_dict(),
+        "stats": {"mean": [-4.0] * n, "std": [1.5] * n}, "frontend": "flite-phones",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, path)
+    return path
+
+
+def make_tiny_asr_checkpoint(path: Path) -> Path:
+    """A random `pipeline.recognizer` model (tiny ASRDims, a 64-piece tokenizer trained on the
+    Harvard sentences) saved with the payload keys `Recognizer.load` reads."""
+    from models.asr import ASRDims, SpeechTransformer
+    from pipeline.features import ASR_FEATURES
+    from pipeline.tokenizer import SubwordTokenizer
+
+    torch.manual_seed(0)
+    harvard = REPO / "pipeline" / "resources" / "harvard-sentences.txt"
+    tokenizer = SubwordTokenizer.train(harvard.read_text().splitlines(), vocab_size=64)
+    dims = ASRDims(vocab_size=len(tokenizer), subsampling=4, conv_channels=16, d_model=32, n_heads=2,
+                   d_ff=64, n_encoder_layers=1, n_decoder_layers=1, dropout=0.0)
+    n = ASR_FEATURES.n_mels
+    payload = {"kind": "asr", "dims": dims.to_dict(), "state_dict": SpeechTransformer(dims).state_dict(),
+               "features": ASR_FEATURES.to_dict(), "stats": {"mean": [-4.0] * n, "std": [1.5] * n},
+               "tokenizer": tokenizer.to_dict()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, path)
+    return path
+
+
+def write_noise_wav(path: Path, seconds: float = 1.0, seed: int = 0, sample_rate: int = 16_000) -> Path:
+    """A short non-silent wav (a tone in noise)."""
+    g = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    wav = 0.3 * np.sin(2 * np.pi * (200 + 50 * seed % 400) * t) + 0.05 * g.standard_normal(t.size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, wav.astype(np.float32), sample_rate, subtype="PCM_16")
+    return path
+
+
+def flush(url: str = REDIS_URL) -> None:
+    redis.Redis.from_url(url).flushdb()
+
+
+def service_environment(root: Path, redis_url: str = REDIS_URL, **overrides) -> dict:
+    """SPEECHQ_* variables for workers and clients of one test setup under `root`."""
+    ckpt = root / "checkpoints"
+    if not (ckpt / "tts-nat.pt").exists():
+        make_tiny_tts_checkpoint(ckpt / "tts-nat.pt")
+    env = {
+        "SPEECHQ_REDIS_URL": redis_url,
+        "SPEECHQ_STORAGE": str(root / "storage"),
+        "SPEECHQ_CHECKPOINTS": str(ckpt),
+        "SPEECHQ_RECOGNIZER": STUB_RECOGNIZER,
+        "SPEECHQ_TEST_HOOKS": "1",
+        "SPEECHQ_SOFT_TIME_LIMIT": "30",
+        "SPEECHQ_HARD_TIME_LIMIT": "40",
+        "SPEECHQ_VISIBILITY_TIMEOUT": "60",
+        "SPEECHQ_LEASE_SECONDS": "3",
+        "SPEECHQ_RESTORE_INTERVAL": "1",
+        "SPEECHQ_THREADS": "1",
+        "SPEECHQ_BATCH_WAIT_MS": "20",
+    }
+    env.update({f"SPEECHQ_{k.upper()}": str(v) for k, v in overrides.items()})
+    return env
+
+
+def settings_for(env: dict):
+    from workers.settings import Settings
+
+    return Settings.from_env(env)
+
+
+def speechq_command() -> list[str]:
+    script = Path(sys.executable).parent / "speechq"
+    return [str(script)] if script.exists() else [sys.executable, "-c", "from workers.cli import main; main()"]
+
+
+class WorkerProcess:
+    """A `speechq worker` in its own process group, logging to a file."""
+
+    def __init__(self, env: dict, log_path: Path, queues: str = "tts,asr", args: tuple = ()):
+        self.name = f"test-{uuid.uuid4().hex[:8]}@localhost"
+        self.env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
+        self.log_path = log_path
+        cmd = speechq_command() + ["worker", "--queues", queues, "--hostname", self.name,
+                                   "--loglevel", "INFO", *args]
+        self._log = open(log_path, "ab")
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 60.0) -> "WorkerProcess":
+        r = redis.Redis.from_url(self.env["SPEECHQ_REDIS_URL"])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if r.zscore("speechq:workers", self.name) is not None:
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited ({self.proc.returncode}):\n{self.log()}")
+            time.sleep(0.1)
+        raise TimeoutError(f"worker not ready after {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM (warm shutdown), then SIGKILL to the whole group if it hangs."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._reap_group()
+        self._log.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the parent and its pool processes at once."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
+
+    def _reap_group(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # pool processes left behind, if any
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture
+def start_worker(tmp_path):
+    """Factory: start_worker(env, queues="tts,asr", args=()) -> a ready WorkerProcess."""
+    started: list[WorkerProcess] = []
+
+    def start(env: dict, queues: str = "tts,asr", args: tuple = (), ready: bool = True):
+        w = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log", queues, args)
+        started.append(w)
+        return w.wait_ready() if ready else w
+
+    yield start
+    for w in started:
+        w.terminate()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    """One warm worker (tts and asr) shared by a module's tests, and a client for it."""
+    from workers.client import Client
+
+    flush()
+    root = tmp_path_factory.mktemp("service")
+    env = service_environment(root)
+    worker = WorkerProcess(env, root / "worker.log").wait_ready()
+    client = Client(settings_for(env))
+    try:
+        # warm up: the first job of a pool process loads torch and the models
+        warm = client.wait(client.submit_tts("Warm up.").id, timeout=120)
+        assert warm.state == "succeeded", (warm.error, worker.log())
+        yield Service(env, root, worker, client)
+    finally:
+        worker.terminate()
+        shutil.rmtree(root / "storage", ignore_errors=True)
+
+
+class Service:
+    def __init__(self, env: dict, root: Path, worker: WorkerProcess, client):
+        self.env, self.root, self.worker, self.client = env, root, worker, client
+
+    @property
+    def storage(self) -> Path:
+        return Path(self.env["SPEECHQ_STORAGE"])

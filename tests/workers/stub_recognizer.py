@@ -1,0 +1,93 @@
+"""A tiny randomly initialised CTC recogniser with `pipeline.recognizer.Recognizer`'s interface.
+
+The queue tests need an ASR model whose quality does not matter but whose work is real: log-mel
+features, a padded batch through a Transformer encoder, CTC greedy decoding with word times.
+Workers load it through `SPEECHQ_RECOGNIZER=tests.workers.stub_recognizer:StubRecognizer`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from models.transformer import Encoder, ScaledPositionalEncoding, lengths_to_mask
+from pipeline.audio import load_audio
+from pipeline.features import ASR_FEATURES, LogMel
+from pipeline.text import CharVocab
+
+
+@dataclass
+class Word:
+    word: str
+    start: float
+    end: float
+    confidence: float
+
+
+@dataclass
+class Transcript:
+    text: str
+    words: list[Word] = field(default_factory=list)
+    duration: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "words": [asdict(w) for w in self.words], "duration": self.duration}
+
+
+class StubRecognizer(nn.Module):
+    sample_rate = 16_000
+
+    def __init__(self, d_model: int = 96, layers: int = 2, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.vocab = CharVocab()
+        self.features = LogMel(ASR_FEATURES)
+        self.proj_in = nn.Linear(ASR_FEATURES.n_mels, d_model)
+        self.pos = ScaledPositionalEncoding(d_model)
+        self.encoder = Encoder(d_model, 2, 4 * d_model, layers, dropout=0.0)
+        self.proj_out = nn.Linear(d_model, len(self.vocab))
+        self.eval()
+
+    @classmethod
+    def load(cls, path=None, device: str = "cpu") -> "StubRecognizer":
+        return cls().to(device)
+
+    def transcribe(self, audio, beam_size: int = 4, decoder: str = "attention") -> Transcript:
+        return self.transcribe_batch([audio], beam_size, decoder)[0]
+
+    @torch.no_grad()
+    def transcribe_batch(self, audios: list, beam_size: int = 4, decoder: str = "attention") -> list[Transcript]:
+        wavs = [a if isinstance(a, Tensor) else load_audio(Path(a), self.sample_rate) for a in audios]
+        lengths = torch.tensor([w.numel() for w in wavs])
+        batch = nn.utils.rnn.pad_sequence(wavs, batch_first=True)  # (B, N)
+        mel, frames = self.features(batch, lengths)  # (B, T, n_mels), (B,)
+        mask = lengths_to_mask(frames, mel.size(1))
+        h = self.encoder(self.pos(self.proj_in(mel)), mask)
+        logprobs = self.proj_out(h).log_softmax(-1)  # (B, T, V)
+        best, ids = logprobs.max(-1)
+        return [self._decode(ids[b, : frames[b]], best[b, : frames[b]], w.numel() / self.sample_rate)
+                for b, w in enumerate(wavs)]
+
+    def _decode(self, ids: Tensor, scores: Tensor, duration: float) -> Transcript:
+        step = ASR_FEATURES.frame_seconds
+        chars, times, prev = [], [], self.vocab.BLANK
+        for t, i in enumerate(ids.tolist()):
+            if i != prev and i >= 3:
+                chars.append(self.vocab.decode([i]))
+                times.append(t * step)
+            prev = i
+        text = "".join(chars)
+        words, start = [], None
+        for c, t in zip(chars + [" "], times + [duration]):
+            if c == " ":
+                if start is not None:
+                    words.append(Word(word, round(start, 3), round(t, 3), round(float(scores.exp().mean()), 3)))
+                start = None
+            elif start is None:
+                start, word = t, c
+            else:
+                word += c
+        return Transcript(" ".join(text.split()), words, round(duration, 3))

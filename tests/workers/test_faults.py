@@ -1,0 +1,128 @@
+"""Faults with real processes: a worker SIGKILLed while it holds jobs, a Redis restart while jobs
+wait, a job that kills its process every time, jobs over the soft and hard time limits."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.workers.conftest import flush, service_environment, settings_for
+
+pytestmark = pytest.mark.slow
+
+
+def _client(env):
+    from workers.client import Client
+
+    return Client(settings_for(env))
+
+
+def _wait_all(client, ids, timeout):
+    deadline = time.monotonic() + timeout
+    return [client.wait(i, max(0.1, deadline - time.monotonic())) for i in ids]
+
+
+def test_sigkilled_worker_jobs_finish_exactly_once_on_a_second_worker(tmp_path, start_worker):
+    flush()
+    env = service_environment(tmp_path, soft_time_limit=10, hard_time_limit=12, visibility_timeout=15)
+    client = _client(env)
+    first = start_worker(env, queues="tts")
+    ids = [client.submit("tts", {"text": f"Job number {i}.", "_test": {"sleep": 0.5}}).id for i in range(8)]
+    deadline = time.monotonic() + 60
+    while not any(j.state == "running" for j in client.get_many(ids)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    held = [j.id for j in client.get_many(ids) if j.state == "running"]
+    assert held, "the first worker never started a job"
+    first.kill()  # parent and pool process, no chance to hand anything back
+    start_worker(env, queues="tts")
+    jobs = _wait_all(client, ids, 120)
+    assert [j.state for j in jobs] == ["succeeded"] * len(ids), [j.error for j in jobs]
+    assert all(j.completions == 1 for j in jobs)
+    assert all(client.get(i).attempts == 2 for i in held)
+    assert client.dead_letters() == []
+
+
+def test_a_job_that_kills_its_process_every_time_is_dead_lettered(tmp_path, start_worker):
+    flush()
+    env = service_environment(tmp_path, soft_time_limit=10, hard_time_limit=12, visibility_timeout=15,
+                              max_attempts=2)
+    client = _client(env)
+    start_worker(env, queues="tts")
+    poison = client.submit("tts", {"text": "Poison.", "_test": {"crash": True}})
+    innocent = [client.submit_tts(f"Innocent {i}.").id for i in range(3)]
+    job = client.wait(poison.id, 120)
+    assert job.state == "failed" and job.error_type == "DeadLetter"
+    assert "gave up after 2 attempts" in job.error and "died" in job.error
+    assert client.dead_letters() == [poison.id]
+    jobs = _wait_all(client, innocent, 120)
+    assert [j.state for j in jobs] == ["succeeded"] * 3, [j.error for j in jobs]
+
+
+def test_time_limits(tmp_path, start_worker):
+    flush()
+    env = service_environment(tmp_path, soft_time_limit=3, hard_time_limit=5, visibility_timeout=8,
+                              max_attempts=2)
+    client = _client(env)
+    start_worker(env, queues="tts")
+    slow = client.submit("tts", {"text": "Slow.", "_test": {"sleep": 10}})
+    hung = client.submit("tts", {"text": "Hung.", "_test": {"hang": 30}})
+    job = client.wait(slow.id, 60)
+    assert job.state == "failed" and "longer than the time limit of 3 s" in job.error
+    job = client.wait(hung.id, 90)
+    assert job.state == "failed" and job.error_type == "DeadLetter" and "hard time limit" in job.error
+    assert client.wait(client.submit_tts("After.").id, 60).state == "succeeded"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _redis_server(port: int, data: Path) -> None:
+    subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", str(port),
+                    "--appendonly", "yes", "--save", "", "--dir", str(data),
+                    "--logfile", str(data / "redis.log")], check=True)
+    r = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            if r.ping():
+                return
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+def test_workers_reconnect_after_a_redis_restart(tmp_path, start_worker):
+    """A private Redis (AOF on, as in docker-compose), so the shared one is never restarted."""
+    port, data = _free_port(), tmp_path / "redis"
+    data.mkdir()
+    _redis_server(port, data)
+    worker = None
+    try:
+        env = service_environment(tmp_path, redis_url=f"redis://127.0.0.1:{port}/0")
+        client = _client(env)
+        worker = start_worker(env, queues="tts")
+        assert client.wait(client.submit_tts("Warm.").id, 60).state == "succeeded"
+        ids = [client.submit("tts", {"text": f"Queued {i}.", "_test": {"sleep": 0.3}}).id for i in range(6)]
+        redis.Redis(port=port).shutdown()  # writes the AOF and exits
+        time.sleep(1.0)
+        _redis_server(port, data)
+        jobs = _wait_all(client, ids, 120)
+        assert [j.state for j in jobs] == ["succeeded"] * len(ids), [j.error for j in jobs]
+        after = client.wait(client.submit_tts("After the restart.").id, 60)
+        assert after.state == "succeeded"
+    finally:
+        if worker is not None:
+            worker.terminate()  # while its Redis is still there to say goodbye to
+        try:
+            redis.Redis(port=port).shutdown(nosave=True)
+        except redis.RedisError:
+            pass

@@ -1,0 +1,106 @@
+"""The HTTP gateway over a real socket, against a real worker."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from tests.workers.conftest import REPO, speechq_command
+
+pytestmark = pytest.mark.slow
+TOKEN = "test-token"
+
+
+@pytest.fixture(scope="module")
+def gateway(service):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**service.worker.env, "SPEECHQ_MAX_UPLOAD_MB": "0.2", "SPEECHQ_API_TOKEN": TOKEN}
+    proc = subprocess.Popen(speechq_command() + ["serve", "--port", str(port)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"authorization": f"Bearer {TOKEN}"},
+                        timeout=30)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if http.get("/v1/health").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError("the gateway did not start")
+        time.sleep(0.2)
+    yield http
+    http.close()
+    proc.terminate()
+    proc.wait(20)
+
+
+def _wait(http, job_id, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        job = http.get(f"/v1/jobs/{job_id}").json()
+        if job["state"] in ("succeeded", "failed", "cancelled") or time.monotonic() > deadline:
+            return job
+        time.sleep(0.1)
+
+
+def test_tts_then_asr_of_its_wav(gateway):
+    r = gateway.post("/v1/jobs/tts", json={"text": "The birch canoe slid on the smooth planks."})
+    assert r.status_code == 202, r.text
+    tts = _wait(gateway, r.json()["id"])
+    assert tts["state"] == "succeeded" and tts["audio_url"].endswith("/audio")
+    wav = gateway.get(tts["audio_url"])
+    assert wav.status_code == 200 and wav.headers["content-type"] == "audio/wav" and wav.content[:4] == b"RIFF"
+
+    r = gateway.post("/v1/jobs/asr", content=wav.content, headers={"content-type": "audio/wav"})
+    assert r.status_code == 202, r.text
+    asr = _wait(gateway, r.json()["id"])
+    assert asr["state"] == "succeeded" and isinstance(asr["result"]["text"], str)
+    for fmt, marker in (("txt", ""), ("json", '"text"'), ("srt", ""), ("vtt", "WEBVTT")):
+        t = gateway.get(f"/v1/jobs/{asr['id']}/transcript", params={"format": fmt})
+        assert t.status_code == 200 and marker in t.text
+    assert gateway.get(f"/v1/jobs/{asr['id']}/transcript", params={"format": "doc"}).status_code == 422
+
+    r = gateway.post("/v1/jobs/asr", files={"file": ("speech.wav", wav.content, "audio/wav")})
+    assert r.status_code == 202, r.text
+    assert _wait(gateway, r.json()["id"])["state"] == "succeeded"
+
+
+def test_bad_requests_get_4xx_with_a_message(gateway, service):
+    assert gateway.post("/v1/jobs/tts", json={"text": "  "}).json()["detail"] == "the text is empty"
+    assert gateway.post("/v1/jobs/tts", json={"text": "a" * 2001}).status_code == 422
+    assert gateway.post("/v1/jobs/tts", json={}).status_code == 422
+    r = gateway.post("/v1/jobs/asr", content=b"this is not audio" * 100, headers={"content-type": "audio/wav"})
+    assert r.status_code == 422 and "not a readable audio file" in r.json()["detail"]
+    assert gateway.post("/v1/jobs/asr", content=b"").status_code == 422
+    assert gateway.get("/v1/jobs/nope").status_code == 404
+    assert httpx.get(str(gateway.base_url.join("/v1/jobs/nope"))).status_code == 401  # no token
+
+
+def test_an_oversize_upload_is_refused_before_it_is_stored(gateway, service):
+    inputs = service.storage / "inputs"
+    before = sorted(inputs.iterdir()) if inputs.exists() else []
+    r = gateway.post("/v1/jobs/asr", content=b"\0" * 400_000, headers={"content-type": "audio/wav"})
+    assert r.status_code == 413 and "limit of 0.2 MB" in r.json()["detail"]
+
+    def chunked():  # no Content-Length: refused while streaming
+        for _ in range(40):
+            yield b"\0" * 10_000
+    r = gateway.post("/v1/jobs/asr", content=chunked(), headers={"content-type": "audio/wav"})
+    assert r.status_code == 413
+    assert (sorted(inputs.iterdir()) if inputs.exists() else []) == before
+
+
+def test_cancel_over_http(gateway, service):
+    job = service.client.submit("tts", {"text": "Slow.", "_test": {"sleep": 2}})
+    time.sleep(0.5)
+    r = gateway.delete(f"/v1/jobs/{job.id}")
+    assert r.status_code == 200
+    assert _wait(gateway, job.id)["state"] == "cancelled"
+    assert gateway.get(f"/v1/jobs/{job.id}/audio").status_code == 409

@@ -1,0 +1,151 @@
+"""`Client`: submit jobs, follow them, fetch results, cancel.
+
+    client = Client()                                  # SPEECHQ_REDIS_URL, SPEECHQ_STORAGE
+    job = client.submit_tts("The birch canoe slid on the smooth planks.")
+    job = client.wait(job.id, timeout=60)
+    job.state, job.result["audio"], job.result["duration"]
+
+    job = client.submit_asr("speech.wav")              # copied into the storage directory
+    client.wait(job.id).result["text"]
+
+A job id may be chosen by the caller: submitting an id that exists returns that job and
+starts nothing new, so a retried submission never runs twice.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+
+import redis
+
+from workers.jobs import QUEUED, TERMINAL, Job, JobStore, done_channel
+from workers.settings import KINDS, Settings, task_name
+from workers.storage import Storage
+
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+class JobNotFound(KeyError):
+    def __str__(self) -> str:
+        return f"no job {self.args[0]!r} (never submitted, or its record expired)"
+
+
+class Client:
+    def __init__(self, settings: Settings | None = None, app=None):
+        self.settings = settings or Settings.from_env()
+        self.store = JobStore.from_settings(self.settings)
+        self.storage = Storage(self.settings.storage_dir)
+        self._app = app
+
+    @property
+    def app(self):
+        if self._app is None:
+            from workers.app import app, create_app
+
+            self._app = app if app.speechq_settings == self.settings else create_app(self.settings)
+        return self._app
+
+    # ------------------------------------------------------------ submitting
+
+    def submit(self, kind: str, request: dict, job_id: str | None = None) -> Job:
+        """Queue a job (or return the existing job with this id)."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown job kind {kind!r}; one of {KINDS}")
+        job_id = job_id or uuid.uuid4().hex
+        if not JOB_ID.match(job_id):
+            raise ValueError(f"job id {job_id!r}: use 1-128 letters, digits and _.:-")
+        if self.store.create(job_id, kind, request):
+            self.app.send_task(task_name(kind), args=[job_id], task_id=job_id)
+            return Job(job_id, kind, QUEUED, request, submitted_at=time.time())
+        job = self.store.get(job_id)
+        if job.kind != kind:
+            raise ValueError(f"job {job_id} exists and is a {job.kind} job")
+        if job.state == QUEUED:
+            # a resubmitted queued job is sent again: if the first send was lost, this one
+            # runs it; if not, the second message finds the job claimed or ended and does nothing
+            self.app.send_task(task_name(kind), args=[job_id], task_id=job_id)
+        return job
+
+    def submit_tts(self, text: str, job_id: str | None = None, speed: float = 1.0) -> Job:
+        return self.submit("tts", {"text": text, "speed": speed}, job_id)
+
+    def submit_asr(self, audio: str | os.PathLike, job_id: str | None = None, beam_size: int = 4,
+                   decoder: str = "attention", name: str | None = None) -> Job:
+        """`audio` is copied into the storage directory unless it is already inside."""
+        job_id = job_id or uuid.uuid4().hex
+        existing = self.store.get(job_id)
+        if existing is not None:
+            return self.submit("asr", existing.request, job_id)
+        ref = self.storage.put_file(audio, job_id)
+        request = {"audio": ref, "name": name or str(audio), "beam_size": beam_size, "decoder": decoder}
+        return self.submit("asr", request, job_id)
+
+    # ------------------------------------------------------------ following
+
+    def get(self, job_id: str) -> Job:
+        job = self.store.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def get_many(self, job_ids: list[str]) -> list[Job | None]:
+        return self.store.get_many(job_ids)
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """Block until the job has ended (or `timeout` seconds pass); returns it either way."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pubsub = self.store.r.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(done_channel(job_id))
+            while True:
+                job = self.get(job_id)  # after subscribing, so the end cannot slip between
+                if job.state in TERMINAL:
+                    return job
+                left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+                if left <= 0:
+                    return job
+                try:
+                    pubsub.get_message(timeout=left)
+                except redis.ConnectionError:
+                    time.sleep(min(left, 0.5))  # Redis restarting: poll until it is back
+                    pubsub = self._resubscribe(pubsub, job_id)
+        finally:
+            pubsub.close()
+
+    def _resubscribe(self, pubsub, job_id: str):
+        pubsub.close()
+        pubsub = self.store.r.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(done_channel(job_id))
+        except redis.ConnectionError:
+            pass
+        return pubsub
+
+    def result(self, job_id: str) -> dict:
+        job = self.get(job_id)
+        if job.state != "succeeded":
+            raise RuntimeError(f"job {job_id} is {job.state}" + (f": {job.error}" if job.error else ""))
+        return job.result
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a queued job at once; a running job stops at its next check."""
+        if self.store.cancel(job_id) == "missing":
+            raise JobNotFound(job_id)
+        return self.get(job_id)
+
+    def audio_path(self, job: Job) -> Path:
+        """Where a TTS job's wav is on this machine (the storage directory may be mounted elsewhere)."""
+        return self.storage.resolve(job.result["audio_ref"])
+
+    def dead_letters(self) -> list[str]:
+        return self.store.dead_letters()
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.store.r.ping())
+        except redis.RedisError:
+            return False

@@ -1,0 +1,189 @@
+"""The HTTP gateway: the job API for clients in any language (FastAPI; OpenAPI at /docs).
+
+    speechq serve --port 8000
+    curl -X POST localhost:8000/v1/jobs/tts -H 'content-type: application/json' -d '{"text": "Hi."}'
+    curl -X POST localhost:8000/v1/jobs/asr -H 'content-type: audio/wav' --data-binary @speech.wav
+    curl localhost:8000/v1/jobs/ID;  curl -o out.wav localhost:8000/v1/jobs/ID/audio
+    curl 'localhost:8000/v1/jobs/ID/transcript?format=srt';  curl -X DELETE localhost:8000/v1/jobs/ID
+
+Uploads are checked (size before reading, then decodability) before anything enters the storage
+directory. With SPEECHQ_API_TOKEN set, every /v1/jobs call needs `Authorization: Bearer <token>`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import tempfile
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, PlainTextResponse
+from pydantic import BaseModel, Field
+
+from pipeline.audio import AudioError, load_audio
+from pipeline.text import TextError, check_text
+from workers.client import Client, JobNotFound
+from workers.formats import FORMATS, MEDIA_TYPES, render
+from workers.settings import Settings
+
+UPLOAD_SUFFIXES = {"audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav", "audio/flac": ".flac",
+                   "audio/x-flac": ".flac", "audio/ogg": ".ogg", "audio/mpeg": ".mp3", "audio/mp3": ".mp3"}
+CHUNK = 1 << 16
+
+
+class TTSJob(BaseModel):
+    text: str = Field(description="what to say (the length limit is SPEECHQ_MAX_TEXT_CHARS)")
+    speed: float = Field(1.0, ge=0.25, le=4.0, description="speaking rate")
+    id: str | None = Field(None, description="job id; resubmitting an id returns that job")
+
+
+class JobCreated(BaseModel):
+    id: str
+    state: str
+
+
+def create_gateway(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    client = Client(settings)
+    max_bytes = int(settings.max_upload_mb * 2**20)
+    app = FastAPI(title="speechq", description="TTS and ASR jobs over a Celery queue", version="0.1.0")
+
+    def authorize(request: Request) -> None:
+        if not settings.api_token:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), settings.api_token.encode()):
+            raise HTTPException(401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"})
+
+    def job_or_404(job_id: str):
+        try:
+            return client.get(job_id)
+        except JobNotFound as e:
+            raise HTTPException(404, str(e)) from None
+
+    def view(job) -> dict:
+        d = job.to_dict()
+        if job.kind == "tts" and job.state == "succeeded":
+            d["audio_url"] = f"/v1/jobs/{job.id}/audio"
+        if job.kind == "asr" and job.state == "succeeded":
+            d["transcript_url"] = f"/v1/jobs/{job.id}/transcript"
+        return d
+
+    @app.get("/v1/health")
+    def health() -> dict:
+        from workers import monitoring
+
+        if not client.ping():
+            raise HTTPException(503, "Redis is unreachable")
+        snap = monitoring.snapshot(client.store.r)
+        online = sum(1 for w in snap["workers"] if w["online"])
+        return {"status": "ok" if online else "no workers", "redis": True, "workers_online": online,
+                "queues": snap["queues"]}
+
+    @app.post("/v1/jobs/tts", status_code=202, response_model=JobCreated, dependencies=[Depends(authorize)])
+    def submit_tts(body: TTSJob) -> JobCreated:
+        try:
+            text = check_text(body.text, settings.max_text_chars)
+            job = client.submit_tts(text, job_id=body.id, speed=body.speed)
+        except (TextError, ValueError) as e:
+            raise HTTPException(422, str(e)) from None
+        return JobCreated(id=job.id, state=job.state)
+
+    @app.post("/v1/jobs/asr", status_code=202, response_model=JobCreated, dependencies=[Depends(authorize)],
+              openapi_extra={"requestBody": {"content": {
+                  "audio/*": {"schema": {"type": "string", "format": "binary"}},
+                  "multipart/form-data": {"schema": {"type": "object", "properties": {
+                      "file": {"type": "string", "format": "binary"}}}}}}})
+    async def submit_asr(request: Request, beam_size: int = Query(4, ge=1, le=16),
+                         decoder: str = Query("attention", pattern="^(attention|ctc)$"),
+                         id: str | None = Query(None, description="job id")) -> JobCreated:
+        """The audio file as the request body (audio/*), or as the `file` part of a form."""
+        length = request.headers.get("content-length")
+        if length is not None and int(length) > max_bytes + (64 << 10):
+            raise HTTPException(413, f"the upload is larger than the limit of {settings.max_upload_mb:g} MB")
+        tmp = await _receive(request, max_bytes, settings.max_upload_mb)
+        try:
+            await run_in_threadpool(_check_audio, tmp)
+            job = await run_in_threadpool(client.submit_asr, tmp, id, beam_size, decoder, "the upload")
+        except (AudioError, ValueError) as e:
+            raise HTTPException(422, str(e).replace(str(tmp), "the upload")) from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        return JobCreated(id=job.id, state=job.state)
+
+    @app.get("/v1/jobs/{job_id}", dependencies=[Depends(authorize)])
+    def get_job(job_id: str) -> dict:
+        return view(job_or_404(job_id))
+
+    @app.get("/v1/jobs/{job_id}/audio", dependencies=[Depends(authorize)], response_class=FileResponse)
+    def get_audio(job_id: str):
+        job = job_or_404(job_id)
+        if job.kind != "tts":
+            raise HTTPException(409, f"job {job_id} is an {job.kind} job: it has no audio output")
+        if job.state != "succeeded":
+            raise HTTPException(409, f"job {job_id} is {job.state}" + (f": {job.error}" if job.error else ""))
+        return FileResponse(client.audio_path(job), media_type="audio/wav", filename=f"{job_id}.wav")
+
+    @app.get("/v1/jobs/{job_id}/transcript", dependencies=[Depends(authorize)])
+    def get_transcript(job_id: str, format: str = Query("json", description=", ".join(FORMATS))):
+        if format not in FORMATS:
+            raise HTTPException(422, f"format must be one of {', '.join(FORMATS)}")
+        job = job_or_404(job_id)
+        if job.kind != "asr":
+            raise HTTPException(409, f"job {job_id} is a {job.kind} job: it has no transcript")
+        if job.state != "succeeded":
+            raise HTTPException(409, f"job {job_id} is {job.state}" + (f": {job.error}" if job.error else ""))
+        return PlainTextResponse(render(job.result, format), media_type=MEDIA_TYPES[format])
+
+    @app.delete("/v1/jobs/{job_id}", dependencies=[Depends(authorize)])
+    def cancel_job(job_id: str) -> dict:
+        try:
+            return view(client.cancel(job_id))
+        except JobNotFound as e:
+            raise HTTPException(404, str(e)) from None
+
+    return app
+
+
+async def _receive(request: Request, max_bytes: int, max_mb: float) -> Path:
+    """The uploaded audio in a temporary file (outside storage), refused once over the limit."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        if request.headers.get("content-length") is None:
+            raise HTTPException(411, "a form upload needs a Content-Length")
+        form = await request.form(max_files=1)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise HTTPException(422, "the form has no `file` part")
+        suffix = Path(upload.filename or "").suffix.lower() or UPLOAD_SUFFIXES.get(upload.content_type, ".bin")
+        chunks = _read_upload(upload)
+    else:
+        suffix = UPLOAD_SUFFIXES.get(content_type, ".bin")
+        chunks = request.stream()
+    fd, name = tempfile.mkstemp(prefix="speechq-upload-", suffix=suffix)
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as f:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise HTTPException(413, f"the upload is larger than the limit of {max_mb:g} MB")
+                f.write(chunk)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    if size == 0:
+        Path(name).unlink(missing_ok=True)
+        raise HTTPException(422, "the upload is empty")
+    return Path(name)
+
+
+async def _read_upload(upload):
+    while chunk := await upload.read(CHUNK):
+        yield chunk
+
+
+def _check_audio(path: Path) -> None:
+    load_audio(path, 16_000)

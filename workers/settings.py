@@ -1,0 +1,143 @@
+"""Every setting of the service, read once from the environment into a frozen `Settings`.
+
+    settings = Settings.from_env()          # SPEECHQ_* variables, defaults below
+    app.conf.update(celery_config(settings))
+
+Celery's own configuration is derived from `Settings` in `celery_config`, so there is one place
+to read what the workers do: JSON only, late acks, prefetch 1, time limits, queues and routes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from kombu import Exchange, Queue
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+# one routing table: task name -> queue; a queue per model so a worker can serve either or both
+ROUTES = {
+    "speechq.tts": "tts",
+    "speechq.asr": "asr",
+}
+QUEUES = tuple(sorted(set(ROUTES.values())))
+KINDS = QUEUES  # a job's kind is the queue it runs on
+
+
+def task_name(kind: str) -> str:
+    return f"speechq.{kind}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = DEFAULT_REDIS_URL  # broker, result backend and job store
+    storage: str = "storage"  # shared directory for job audio (inputs/ and outputs/)
+    device: str = "cpu"  # where a worker process puts its models
+    soft_time_limit: float = 300.0  # seconds per task (one batch); the job fails cleanly
+    hard_time_limit: float = 330.0  # the pool kills the process; the job is retried
+    visibility_timeout: float = 600.0  # unacked messages come back after this; > hard limit
+    restore_interval: float = 10.0  # how often workers look for messages of dead workers
+    lease_seconds: float = 15.0  # a running job whose owner stops renewing this is lost
+    result_expires: int = 86_400  # seconds job records and results are kept after they end
+    max_attempts: int = 3  # deliveries lost (crash, OOM kill, hard limit) before dead-letter
+    max_batch_size: int = 16  # dynamic batching: jobs per batch (1 turns batching off)
+    max_batch_audio_seconds: float = 240.0  # ASR: summed input audio per batch
+    max_batch_text_chars: int = 4_000  # TTS: summed text per batch
+    batch_wait_ms: float = 5.0  # how long to wait for more jobs once one is in hand
+    max_tasks_per_child: int = 1_000  # recycle a worker process after this many batches
+    max_memory_per_child_mb: int = 4_096  # ... or when its resident memory passes this
+    max_upload_mb: float = 50.0  # gateway: largest audio upload
+    max_text_chars: int = 2_000  # gateway and client: longest TTS text
+    recognizer: str = "pipeline.recognizer:Recognizer"  # import path of the ASR class
+    threads: int = 0  # torch CPU threads per worker process (0: torch's default)
+    preload: str = ""  # comma-separated kinds whose models a pool process loads when it starts
+    metrics_port: int = -1  # worker Prometheus endpoint: -1 off, 0 any free port
+    api_token: str = ""  # gateway: required bearer token when set
+    test_hooks: bool = False  # honour fault-injection fields in requests (tests only)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.soft_time_limit < self.hard_time_limit:
+            raise ValueError("need 0 < soft_time_limit < hard_time_limit")
+        if self.visibility_timeout <= self.hard_time_limit:
+            raise ValueError("visibility_timeout must exceed hard_time_limit, or a slow job "
+                             "is handed to a second worker while the first still runs it")
+        if not 0 < self.lease_seconds < self.visibility_timeout:
+            raise ValueError("need 0 < lease_seconds < visibility_timeout")
+        if self.max_attempts < 1 or self.max_batch_size < 1:
+            raise ValueError("max_attempts and max_batch_size must be >= 1")
+        if self.batch_wait_ms < 0 or self.max_batch_audio_seconds <= 0 or self.max_batch_text_chars <= 0:
+            raise ValueError("batch limits must be positive")
+        if self.restore_interval <= 0 or self.result_expires <= 0:
+            raise ValueError("restore_interval and result_expires must be positive")
+
+    @property
+    def storage_dir(self) -> Path:
+        return Path(self.storage).resolve()
+
+    @classmethod
+    def from_env(cls, environ: dict | None = None, **overrides) -> "Settings":
+        """`SPEECHQ_<FIELD>` for every field (SPEECHQ_REDIS_URL, SPEECHQ_STORAGE, ...)."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            raw = environ.get(f"SPEECHQ_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, raw, type(getattr(cls, f.name)))
+        return cls(**{**values, **overrides})
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in another process."""
+        return {f"SPEECHQ_{k.upper()}": str(int(v) if isinstance(v, bool) else v)
+                for k, v in asdict(self).items()}
+
+
+def _parse(name: str, raw: str, kind: type):
+    try:
+        if kind is bool:
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"SPEECHQ_{name.upper()}={raw!r} is not a valid {kind.__name__}") from None
+
+
+def celery_config(s: Settings) -> dict:
+    """Celery's configuration for these settings."""
+    return {
+        "broker_url": s.redis_url,
+        "result_backend": s.redis_url,
+        # JSON only: a pickle message could run code in the worker
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # a message is acked when its job has ended, so a dead worker's jobs are redelivered
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_transport_options": {
+            "visibility_timeout": s.visibility_timeout,
+            "unacked_restore_interval": s.restore_interval,
+            "unacked_restore_throttle": 1,
+        },
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,  # reconnect forever after a Redis restart
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "task_soft_time_limit": s.soft_time_limit,
+        "task_time_limit": s.hard_time_limit,
+        "task_track_started": True,
+        "worker_send_task_events": True,  # Flower works against our broker as it is
+        "task_send_sent_event": True,
+        "result_expires": s.result_expires,
+        "task_queues": [Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
+        "task_routes": {name: {"queue": q, "exchange": q, "routing_key": q} for name, q in ROUTES.items()},
+        "task_default_queue": QUEUES[0],
+        "worker_max_tasks_per_child": s.max_tasks_per_child,
+        "worker_max_memory_per_child": s.max_memory_per_child_mb * 1024,  # KiB
+        "worker_hijack_root_logger": False,
+        "worker_proc_alive_timeout": 300,  # a new pool process may first load its models
+        "broker_channel_error_retry": True,
+    }
