@@ -270,7 +270,7 @@ def _batch_exit(report) -> None:
 def batch_asr_cmd(source, out, formats, beam_size, decoder, max_in_flight, retry_failed, no_progress) -> None:
     """Transcribe SOURCE: a folder (recursive), a glob, or a JSONL manifest of {"audio": path}."""
     from workers import batch
-    from workers.formats import FORMATS
+    from pipeline.formats import FORMATS
 
     chosen = [f.strip() for f in formats.split(",") if f.strip()]
     if any(f not in FORMATS for f in chosen):

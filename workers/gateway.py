@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from pipeline.audio import AudioError, load_audio
 from pipeline.text import TextError, check_text
 from workers.client import Client, JobNotFound
-from workers.formats import FORMATS, MEDIA_TYPES, render
+from pipeline.formats import FORMATS, MEDIA_TYPES, render
 from workers.settings import Settings
 
 UPLOAD_SUFFIXES = {"audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav", "audio/flac": ".flac",

@@ -7,7 +7,7 @@ import pytest
 
 from tests.workers.conftest import REDIS_URL, flush
 from workers.batching import BatchLimits, collect
-from workers.formats import render, to_srt, to_vtt
+from pipeline.formats import render, to_srt, to_vtt
 from workers.settings import Settings, celery_config
 from workers.storage import Storage, StorageError
 
