@@ -46,23 +46,34 @@ class KVCache:
     """Keys and values of the positions decoded so far, per self-attention module.
 
     Kept out of the attention maths (whisper's way): the module asks the cache to append the
-    new step's keys/values and gets the full history back.
+    new step's keys/values and gets the full history back. Storage grows by doubling, so a
+    step costs O(1) copying rather than re-concatenating the whole history.
     """
 
     def __init__(self) -> None:
-        self._store: dict[nn.Module, tuple[Tensor, Tensor]] = {}
+        self._store: dict[nn.Module, list] = {}  # module -> [keys, values, length]
 
     def update(self, module: nn.Module, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """k, v: (B, H, T_new, dh) -> full (B, H, T_past + T_new, dh)."""
-        if module in self._store:
-            past_k, past_v = self._store[module]
-            k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
-        self._store[module] = (k, v)
-        return k, v
+        entry = self._store.get(module)
+        if entry is None:  # the first call keeps the tensors as they are (autograd-friendly)
+            self._store[module] = [k, v, k.size(2)]
+            return k, v
+        keys, values, length = entry
+        end = length + k.size(2)
+        if end > keys.size(2):
+            B, H, _, dh = k.size()
+            capacity = max(2 * end, 16)
+            grown_k, grown_v = k.new_empty(B, H, capacity, dh), v.new_empty(B, H, capacity, dh)
+            grown_k[:, :, :length], grown_v[:, :, :length] = keys[:, :, :length], values[:, :, :length]
+            keys, values = grown_k, grown_v
+        keys[:, :, length:end], values[:, :, length:end] = k, v
+        self._store[module] = [keys, values, end]
+        return keys[:, :, :end], values[:, :, :end]
 
     def reorder(self, indices: Tensor) -> None:
         """Keep the history of hypotheses `indices` (beam search), in that order."""
-        self._store = {m: (k[indices], v[indices]) for m, (k, v) in self._store.items()}
+        self._store = {m: [k[indices], v[indices], n] for m, (k, v, n) in self._store.items()}
 
 
 def _split_heads(x: Tensor, n_heads: int) -> Tensor:

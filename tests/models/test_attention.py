@@ -188,9 +188,9 @@ def test_kv_cache_reorder_selects_hypotheses():
     cache = KVCache()
     x = torch.randn(3, 2, D)
     attn(x, None, cache)
-    k_before, _ = cache._store[attn]
+    k_before, _, _ = cache._store[attn]
     cache.reorder(torch.tensor([2, 2, 0]))
-    k_after, _ = cache._store[attn]
+    k_after, _, _ = cache._store[attn]
     assert torch.equal(k_after[0], k_before[2]) and torch.equal(k_after[2], k_before[0])
 
 

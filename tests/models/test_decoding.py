@@ -117,14 +117,16 @@ def test_beam_search_batch_equals_one_by_one(reverse_model):
 
 
 def test_length_bonus_is_a_weighted_scorer(reverse_model):
-    src, _ = _batch(3, 3, 12, reverse=True, seed=12)
+    """A uniform per-token bonus never changes a step's ranking, but it decides between finished
+    hypotheses of different lengths: a large bonus picks the longest, a large malus the shortest."""
+    src, _ = _batch(6, 3, 12, reverse=True, seed=12)
     memory, mask = reverse_model.encode(src)
-    scorers = {"decoder": DecoderScorer(reverse_model, memory, mask, src), "length": LengthBonus(12)}
-    options = DecodingOptions(beam_size=2, max_len_ratio=1.0, max_len_offset=4)
-    long = decode(scorers, {"decoder": 1.0, "length": 50.0}, SOS, EOS, mask.sum(1), options)
-    max_len = options.max_lengths(mask.sum(1))
-    # a huge bonus makes the search run to the length cap
-    assert all(len(h[0].tokens) >= max_len[b] - 1 for b, h in enumerate(long))
+    options = DecodingOptions(beam_size=3, n_best=3, length_penalty=0.0)
+    for weight, pick in ((50.0, max), (-50.0, min)):
+        scorers = {"decoder": DecoderScorer(reverse_model, memory, mask, src), "length": LengthBonus(12)}
+        hyps = decode(scorers, {"decoder": 1.0, "length": weight}, SOS, EOS, mask.sum(1), options)
+        for nbest in hyps:
+            assert len(nbest[0].tokens) == pick(len(h.tokens) for h in nbest)
 
 
 def test_options_are_validated():

@@ -1,0 +1,161 @@
+"""Speech-Transformer for recognition: convolutional subsampling, a Transformer encoder with a
+CTC head, and an autoregressive Transformer decoder with cross-attention (joint CTC/attention,
+Kim, Hori and Watanabe 2017).
+
+Token ids: 0 is the CTC blank and the padding, 1 is both SOS and EOS (ESPnet's convention);
+subword pieces start at 2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.transformer import Decoder, DecoderState, Encoder, ScaledPositionalEncoding, lengths_to_mask
+
+
+@dataclass(frozen=True)
+class ASRDims:
+    vocab_size: int
+    n_mels: int = 80
+    subsampling: int = 8  # 4 or 8: frames per encoder position
+    conv_channels: int = 128
+    d_model: int = 192
+    n_heads: int = 4
+    d_ff: int = 768
+    n_encoder_layers: int = 8
+    n_decoder_layers: int = 3
+    dropout: float = 0.1
+    cross_attention: str = "dot"
+    blank: int = 0
+    sos: int = 1
+    eos: int = 1
+
+    def __post_init__(self) -> None:
+        if self.subsampling not in (4, 8):
+            raise ValueError("subsampling must be 4 or 8")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ConvSubsampling(nn.Module):
+    """Stride-2 3x3 convolutions over (time, mel): 2 of them for 4x, 3 for 8x.
+
+    No padding, so an output frame only ever sees valid input frames (padding invariance).
+    """
+
+    def __init__(self, n_mels: int, channels: int, d_model: int, factor: int):
+        super().__init__()
+        n = int(math.log2(factor))
+        self.convs = nn.ModuleList(
+            nn.Conv2d(1 if i == 0 else channels, channels, 3, stride=2) for i in range(n)
+        )
+        freq = n_mels
+        for _ in range(n):
+            freq = (freq - 3) // 2 + 1
+        self.proj = nn.Linear(channels * freq, d_model)
+
+    @staticmethod
+    def output_lengths(lengths: Tensor, n_convs: int) -> Tensor:
+        for _ in range(n_convs):
+            lengths = torch.div(lengths - 3, 2, rounding_mode="floor") + 1
+        return lengths
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """x (B, T, n_mels) -> (B, T', d_model), (B,) T' lengths."""
+        h = x[:, None]  # (B, 1, T, F)
+        for conv in self.convs:
+            h = torch.relu(conv(h))
+        B, C, T, Fq = h.size()
+        h = self.proj(h.transpose(1, 2).reshape(B, T, C * Fq))  # (B, C, T, F) -> (B, T, C*F)
+        return h, self.output_lengths(lengths, len(self.convs)).clamp_min(1)
+
+    @staticmethod
+    def min_input_frames(factor: int) -> int:
+        """The shortest input that still yields one output frame."""
+        return 2 * factor - 1
+
+
+class SpeechTransformer(nn.Module):
+    def __init__(self, dims: ASRDims):
+        super().__init__()
+        self.dims = dims
+        D = dims.d_model
+        self.subsample = ConvSubsampling(dims.n_mels, dims.conv_channels, D, dims.subsampling)
+        self.encoder_pos = ScaledPositionalEncoding(D, dropout=dims.dropout)
+        self.encoder = Encoder(D, dims.n_heads, dims.d_ff, dims.n_encoder_layers, dims.dropout)
+        self.ctc_head = nn.Linear(D, dims.vocab_size)
+        self.embed = nn.Embedding(dims.vocab_size, D)
+        self.decoder_pos = ScaledPositionalEncoding(D, dropout=dims.dropout)
+        self.decoder = Decoder(D, dims.n_heads, dims.d_ff, dims.n_decoder_layers, dims.dropout,
+                               dims.cross_attention)
+        self.out = nn.Linear(D, dims.vocab_size)
+
+    def encode(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """features (B, T, n_mels) normalised log-mel -> memory (B, S, D), mask (B, S)."""
+        x, out_lengths = self.subsample(features, lengths)
+        mask = lengths_to_mask(out_lengths, x.size(1))
+        return self.encoder(self.encoder_pos(x), mask), mask
+
+    def ctc_logprobs(self, memory: Tensor) -> Tensor:
+        """(B, S, D) -> (B, S, V)."""
+        return self.ctc_head(memory).float().log_softmax(dim=-1)
+
+    def _decoder_logprobs(self, h: Tensor) -> Tensor:
+        logits = self.out(h).float()
+        logits[..., self.dims.blank] = -1e4  # the decoder never emits blank/padding
+        return logits.log_softmax(dim=-1)
+
+    def forward(self, memory: Tensor, mask: Tensor, tokens_in: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Teacher forcing: tokens_in (B, L) starting with SOS -> (B, L, V) log-probs."""
+        x = self.decoder_pos(self.embed(tokens_in) * math.sqrt(self.dims.d_model))
+        h, weights, _ = self.decoder(x, memory, mask)
+        return self._decoder_logprobs(h), weights
+
+    def loss(self, features: Tensor, lengths: Tensor, targets: Tensor, target_lengths: Tensor,
+             ctc_weight: float = 0.3, label_smoothing: float = 0.1) -> dict[str, Tensor]:
+        """targets (B, L) token ids without SOS/EOS, padded with 0."""
+        memory, mask = self.encode(features, lengths)
+        ctc = F.ctc_loss(
+            self.ctc_logprobs(memory).transpose(0, 1), targets, mask.sum(1), target_lengths,
+            blank=self.dims.blank, reduction="sum", zero_infinity=True,
+        ) / targets.size(0)
+        B = targets.size(0)
+        sos = targets.new_full((B, 1), self.dims.sos)
+        tokens_in = torch.cat([sos, targets], dim=1)  # (B, L + 1)
+        tokens_out = torch.cat([targets, targets.new_zeros(B, 1)], dim=1)
+        tokens_out[torch.arange(B), target_lengths] = self.dims.eos
+        logprobs, _ = self(memory, mask, tokens_in)
+        valid = lengths_to_mask(target_lengths + 1, tokens_out.size(1))
+        nll = -logprobs.gather(-1, tokens_out[..., None]).squeeze(-1)
+        smooth = -logprobs[..., 2:].mean(-1)  # spread over real tokens only
+        att = ((1 - label_smoothing) * nll + label_smoothing * smooth)[valid].sum() / B
+        correct = (logprobs.argmax(-1) == tokens_out)[valid].float().mean()
+        total = ctc_weight * ctc + (1 - ctc_weight) * att
+        return {"loss": total, "ctc": ctc.detach(), "attention": att.detach(), "accuracy": correct}
+
+    # the StepModel protocol of models.decoding.DecoderScorer
+
+    def init_decoder(self, memory: Tensor, memory_mask: Tensor):
+        return _ASRDecoderState(self.decoder.init_state(memory, memory_mask), memory, memory_mask)
+
+    def decode_step(self, tokens: Tensor, state: "_ASRDecoderState"):
+        x = self.decoder_pos(self.embed(tokens) * math.sqrt(self.dims.d_model), state.decoder.offset)
+        h, _, dec = self.decoder(x, state.memory, state.mask, state.decoder)
+        return self._decoder_logprobs(h)[:, -1], _ASRDecoderState(dec, state.memory, state.mask)
+
+
+@dataclass
+class _ASRDecoderState:
+    decoder: DecoderState
+    memory: Tensor
+    mask: Tensor
+
+    def reorder(self, indices: Tensor) -> "_ASRDecoderState":
+        # memory is shared by the beams of one utterance: no re-indexing needed
+        return _ASRDecoderState(self.decoder.reorder(indices), self.memory, self.mask)

@@ -1,0 +1,103 @@
+"""CTC prefix scoring (Watanabe et al. 2017) as a `Scorer` for joint CTC/attention decoding,
+and greedy CTC decoding.
+
+For a prefix g and every candidate token c, the prefix probability
+
+    psi(g + c) = P(the CTC output starts with g + c | x)
+
+is computed with the forward variables r_t^n (paths ending in a non-blank) and r_t^b (ending in
+blank), vectorised over all hypotheses and the whole vocabulary; the scorer returns
+log psi(g + c) - log psi(g). For c = EOS it returns log P(output == g) - log psi(g).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from models.decoding import Scorer
+
+NEG_INF = -1e30
+
+
+@dataclass
+class CTCPrefixState:
+    r: Tensor  # (T, N, 2) log forward variables of each prefix: [..., 0] non-blank, [..., 1] blank
+    psi: Tensor  # (N,) log prefix probability
+    last: Tensor  # (N,) last token of the prefix, -1 when empty
+
+
+@dataclass
+class _Pending:
+    state: CTCPrefixState
+    r: Tensor  # (T, N, V, 2) forward variables of every extension
+    psi: Tensor  # (N, V) log prefix probability of every extension
+
+
+class CTCPrefixScorer(Scorer):
+    """Joint CTC/attention decoding's CTC term.
+
+    Args:
+        logprobs: (B, T, V) CTC log-probabilities.
+        lengths: (B,) valid frames.
+        blank, eos: token ids; the scorer never proposes `blank`.
+    """
+
+    def __init__(self, logprobs: Tensor, lengths: Tensor, blank: int, eos: int):
+        self.logprobs, self.lengths, self.blank, self.eos = logprobs.float(), lengths, blank, eos
+
+    def init_state(self, beam_size):
+        x = self.logprobs.repeat_interleave(beam_size, dim=0).transpose(0, 1)  # (T, N, V)
+        self.x = x
+        self.lengths_n = self.lengths.repeat_interleave(beam_size)
+        T, N, _ = x.shape
+        valid = torch.arange(T, device=x.device)[:, None] < self.lengths_n[None, :]  # (T, N)
+        self.valid = valid
+        r = x.new_full((T, N, 2), NEG_INF)
+        # the empty prefix: all blanks so far
+        r[:, :, 1] = torch.cumsum(x[:, :, self.blank].masked_fill(~valid, 0.0), dim=0)
+        last = torch.full((N,), -1, dtype=torch.long, device=x.device)
+        return CTCPrefixState(r, x.new_zeros(N), last)
+
+    def score(self, tokens, state):
+        x, valid = self.x, self.valid
+        T, N, V = x.shape
+        r_prev = state.r
+        r_sum = torch.logaddexp(r_prev[..., 0], r_prev[..., 1])  # (T, N)
+        # phi: probability mass from which c can start a new label at the next frame
+        phi = r_sum[:, :, None].expand(T, N, V).clone()
+        has_last = state.last >= 0
+        rows = torch.arange(N, device=x.device)[has_last]
+        phi[:, rows, state.last[has_last]] = r_prev[:, rows, 1]  # a repeat needs a blank between
+
+        r = x.new_full((T, N, V, 2), NEG_INF)
+        empty = ~has_last
+        r[0, empty, :, 0] = x[0, empty]  # the first label can start at frame 0 only after nothing
+        psi = r[0, :, :, 0].clone()
+        for t in range(1, T):
+            step_valid = valid[t][:, None]  # (N, 1)
+            new_n = torch.logaddexp(r[t - 1, :, :, 0], phi[t - 1]) + x[t]
+            new_b = torch.logaddexp(r[t - 1, :, :, 0], r[t - 1, :, :, 1]) + x[t, :, self.blank, None]
+            r[t, :, :, 0] = torch.where(step_valid, new_n, r[t - 1, :, :, 0])
+            r[t, :, :, 1] = torch.where(step_valid, new_b, r[t - 1, :, :, 1])
+            psi = torch.where(step_valid, torch.logaddexp(psi, phi[t - 1] + x[t]), psi)
+        # EOS: the output is exactly the prefix
+        psi[:, self.eos] = r_sum[self.lengths_n - 1, torch.arange(N, device=x.device)]
+        psi[:, self.blank] = NEG_INF
+        return psi - state.psi[:, None], _Pending(state, r, psi)
+
+    def select(self, pending, hyp, token):
+        r = pending.r[:, hyp, token]  # (T, N, 2)
+        return CTCPrefixState(r, pending.psi[hyp, token], token)
+
+
+def ctc_greedy(logprobs: Tensor, lengths: Tensor, blank: int) -> list[list[int]]:
+    """Best path: argmax per frame, merge repeats, drop blanks. logprobs (B, T, V)."""
+    best = logprobs.argmax(dim=-1)  # (B, T)
+    out = []
+    for b in range(best.size(0)):
+        path = best[b, : int(lengths[b])].tolist()
+        out.append([t for i, t in enumerate(path) if t != blank and (i == 0 or t != path[i - 1])])
+    return out

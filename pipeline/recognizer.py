@@ -1,0 +1,184 @@
+"""`Recognizer`: audio -> text with word timestamps and confidences.
+
+    rec = Recognizer.load()                   # the shipped ASR checkpoint
+    transcript = rec.transcribe("clip.wav")   # joint CTC/attention beam search, beam 4
+    print(transcript.text, transcript.words[0])
+
+Long audio is split at pauses into pieces of at most 20 s, decoded in batches and joined.
+Word timing and confidence come from a CTC forced alignment of the chosen hypothesis
+(torchaudio.functional.forced_align); confidence is the mean frame posterior of a word's tokens.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torchaudio.functional as AF
+from torch import Tensor
+
+from models.asr import ASRDims, ConvSubsampling, SpeechTransformer
+from models.ctc import CTCPrefixScorer, ctc_greedy
+from models.decoding import DecoderScorer, DecodingOptions, LengthBonus, decode
+from pipeline.audio import AudioLimits, load_audio
+from pipeline.checkpoints import default_checkpoint, float_state_dict, load_checkpoint
+from pipeline.data import pad_sequences
+from pipeline.features import FeatureConfig, FeatureStats, LogMel
+from pipeline.tokenizer import SubwordTokenizer
+from pipeline.vad import split_on_pauses
+
+DECODERS = ("attention", "ctc")
+
+
+@dataclass
+class Word:
+    word: str
+    start: float  # seconds
+    end: float
+    confidence: float
+
+
+@dataclass
+class Transcript:
+    text: str
+    words: list[Word] = field(default_factory=list)
+    duration: float = 0.0  # seconds of audio
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RecognitionOptions:
+    decoder: str = "attention"  # "attention": joint CTC/attention beam search; "ctc": greedy CTC
+    beam_size: int = 4
+    ctc_weight: float = 0.3  # weight of the CTC prefix score in joint decoding
+    length_bonus: float = 0.0
+    length_penalty: float = 1.0
+    max_segment_seconds: float = 20.0
+    batch_frames: int = 60_000  # padded 10 ms frames per forward pass
+
+    def __post_init__(self) -> None:
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, not {self.decoder!r}")
+        if self.beam_size < 1:
+            raise ValueError("beam_size must be >= 1")
+        if not 0.0 <= self.ctc_weight <= 1.0:
+            raise ValueError("ctc_weight must be in [0, 1]")
+
+
+class Recognizer:
+    def __init__(self, model: SpeechTransformer, checkpoint: dict, device: str = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.features = FeatureConfig.from_dict(checkpoint["features"])
+        self.stats = FeatureStats.from_dict(checkpoint["stats"])
+        self.tokenizer = SubwordTokenizer.from_dict(checkpoint["tokenizer"])
+        self.logmel = LogMel(self.features).to(self.device)
+        self.checkpoint_info = {k: checkpoint.get(k) for k in ("kind", "data", "metrics")}
+        self.frame_seconds = self.features.frame_seconds * model.dims.subsampling
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, device: str = "cpu") -> "Recognizer":
+        ckpt = load_checkpoint(path or default_checkpoint("asr"), kinds=("asr",))
+        model = SpeechTransformer(ASRDims(**ckpt["dims"]))
+        model.load_state_dict(float_state_dict(ckpt["state_dict"]))
+        return cls(model, ckpt, device)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.features.sample_rate
+
+    def load_audio(self, audio: str | os.PathLike | Tensor, limits: AudioLimits = AudioLimits()) -> Tensor:
+        if isinstance(audio, Tensor):
+            return audio.float().flatten()
+        return load_audio(Path(audio), self.sample_rate, limits)
+
+    def transcribe(self, audio: str | os.PathLike | Tensor, **options) -> Transcript:
+        return self.transcribe_batch([audio], **options)[0]
+
+    @torch.no_grad()
+    def transcribe_batch(self, audios: list, **options) -> list[Transcript]:
+        """Transcribe files or (N,) waveforms at `sample_rate`; options: RecognitionOptions."""
+        opts = RecognitionOptions(**options)
+        wavs = [self.load_audio(a) for a in audios]
+        pieces = []  # (input index, start sample, waveform)
+        for i, wav in enumerate(wavs):
+            for start, end in split_on_pauses(wav, self.sample_rate, opts.max_segment_seconds):
+                pieces.append((i, start, wav[start:end]))
+        decoded = self._decode_pieces([p[2] for p in pieces], opts)
+        transcripts = [Transcript("", [], w.numel() / self.sample_rate) for w in wavs]
+        for (i, start, _), (text, words) in zip(pieces, decoded):
+            offset = start / self.sample_rate
+            t = transcripts[i]
+            t.text = f"{t.text} {text}".strip()
+            t.words += [Word(w.word, round(w.start + offset, 3), round(w.end + offset, 3),
+                             w.confidence) for w in words]
+        return transcripts
+
+    def _features(self, wav: Tensor) -> Tensor:
+        mel, _ = self.logmel(wav.to(self.device))
+        x = self.stats.normalize(mel[0])
+        shortest = ConvSubsampling.min_input_frames(self.model.dims.subsampling)
+        if x.size(0) < shortest:  # pad with the mean: a too-short clip still decodes
+            x = torch.nn.functional.pad(x, (0, 0, 0, shortest - x.size(0)))
+        return x
+
+    def _decode_pieces(self, wavs: list[Tensor], opts: RecognitionOptions) -> list[tuple[str, list[Word]]]:
+        feats = [self._features(w) for w in wavs]
+        order = sorted(range(len(feats)), key=lambda i: feats[i].size(0))
+        results: list = [None] * len(feats)
+        batch: list[int] = []
+        for i in order + [None]:
+            if i is not None and (not batch or feats[i].size(0) * (len(batch) + 1) <= opts.batch_frames):
+                batch.append(i)
+                continue
+            if batch:
+                for j, r in zip(batch, self._decode_batch([feats[j] for j in batch], opts)):
+                    results[j] = r
+            batch = [i] if i is not None else []
+        return results
+
+    def _decode_batch(self, feats: list[Tensor], opts: RecognitionOptions):
+        x, lengths = pad_sequences(feats)
+        memory, mask = self.model.encode(x.to(self.device), lengths.to(self.device))
+        logprobs = self.model.ctc_logprobs(memory)
+        enc_lengths = mask.sum(1)
+        dims = self.model.dims
+        if opts.decoder == "ctc":
+            token_lists = ctc_greedy(logprobs, enc_lengths, dims.blank)
+        else:
+            scorers = {"decoder": DecoderScorer(self.model, memory, mask),
+                       "ctc": CTCPrefixScorer(logprobs, enc_lengths, dims.blank, dims.eos),
+                       "length": LengthBonus(dims.vocab_size)}
+            weights = {"decoder": 1 - opts.ctc_weight, "ctc": opts.ctc_weight, "length": opts.length_bonus}
+            if opts.ctc_weight == 0:
+                del scorers["ctc"], weights["ctc"]
+            options = DecodingOptions(beam_size=opts.beam_size, length_penalty=opts.length_penalty,
+                                      max_len_ratio=1.0, max_len_offset=2)
+            hyps = decode(scorers, weights, dims.sos, dims.eos, enc_lengths, options)
+            token_lists = [h[0].tokens for h in hyps]
+        return [(self.tokenizer.decode(tokens), self._align(logprobs[b, : enc_lengths[b]], tokens))
+                for b, tokens in enumerate(token_lists)]
+
+    def _align(self, logprobs: Tensor, tokens: list[int]) -> list[Word]:
+        """Word timings and confidences from a CTC forced alignment. logprobs (T, V)."""
+        if not tokens:
+            return []
+        try:
+            path, scores = AF.forced_align(logprobs[None].cpu(), torch.tensor([tokens]), blank=self.model.dims.blank)
+        except RuntimeError:  # more tokens than frames allow: no timing, but keep the words
+            return [Word(w, 0.0, 0.0, 0.0) for w in self.tokenizer.decode(tokens).split()]
+        spans = AF.merge_tokens(path[0], scores[0].exp())
+        words: list[tuple[list[int], list]] = []
+        for span in spans:
+            if not words or self.tokenizer.starts_word(span.token):
+                words.append(([], []))
+            words[-1][0].append(span.token)
+            words[-1][1].append(span)
+        fs = self.frame_seconds
+        return [Word(self.tokenizer.decode(ids), round(sp[0].start * fs, 3), round((sp[-1].end + 1) * fs, 3),
+                     round(sum(s.score for s in sp) / len(sp), 4))
+                for ids, sp in words]

@@ -1,0 +1,153 @@
+import itertools
+import math
+
+import pytest
+import torch
+
+from models.asr import ASRDims, SpeechTransformer
+from models.ctc import CTCPrefixScorer, ctc_greedy
+from models.decoding import DecoderScorer, DecodingOptions, decode
+
+BLANK, EOS = 0, 1
+
+
+def _collapse(path):
+    out = [t for i, t in enumerate(path) if t != BLANK and (i == 0 or t != path[i - 1])]
+    return out
+
+
+def _brute_force(logprobs, prefix):
+    """P(output starts with prefix), P(output == prefix) by enumerating every CTC path."""
+    T, V = len(logprobs), len(logprobs[0])
+    starts, exact = 0.0, 0.0
+    for path in itertools.product(range(V), repeat=T):
+        if EOS in path:
+            continue  # EOS is not a CTC label
+        p = math.exp(sum(logprobs[t][s] for t, s in enumerate(path)))
+        y = _collapse(path)
+        if y[: len(prefix)] == prefix:
+            starts += p
+        if y == prefix:
+            exact += p
+    return starts, exact
+
+
+def _toy_logprobs(T=5, V=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(T, V, generator=g, dtype=torch.float64)
+    logits[:, EOS] = -1e9  # the CTC head never outputs the EOS id
+    return logits.log_softmax(-1)
+
+
+def test_ctc_prefix_scores_match_brute_force():
+    x = _toy_logprobs()
+    scorer = CTCPrefixScorer(x[None], torch.tensor([5]), blank=BLANK, eos=EOS)
+    state = scorer.init_state(1)
+    prefix = []
+    for step_token in [2, 3, 3]:  # walk a prefix with a repeated label
+        scores, pending = scorer.score(None, state)
+        base, _ = _brute_force(x.tolist(), prefix) if prefix else (1.0, None)
+        for c in (2, 3):
+            expected, _ = _brute_force(x.tolist(), prefix + [c])
+            got = math.exp(float(scores[0, c])) * base
+            assert got == pytest.approx(expected, rel=1e-6, abs=1e-12)
+        _, exact = _brute_force(x.tolist(), prefix)
+        assert math.exp(float(scores[0, EOS])) * base == pytest.approx(exact, rel=1e-6, abs=1e-12)
+        assert scores[0, BLANK] < -1e20
+        state = scorer.select(pending, torch.tensor([0]), torch.tensor([step_token]))
+        prefix.append(step_token)
+
+
+def test_ctc_prefix_scorer_respects_lengths_in_a_batch():
+    x = _toy_logprobs(T=5)
+    padded = torch.cat([x, _toy_logprobs(T=3, seed=1)], 0)[None].expand(2, -1, -1).clone()
+    padded[0, 5:] = 0.0  # garbage after the valid frames of item 0
+    scorer = CTCPrefixScorer(padded[:, :8], torch.tensor([5, 8]), blank=BLANK, eos=EOS)
+    alone = CTCPrefixScorer(x[None], torch.tensor([5]), blank=BLANK, eos=EOS)
+    s_batch, _ = scorer.score(None, scorer.init_state(1))
+    s_alone, _ = alone.score(None, alone.init_state(1))
+    assert torch.allclose(s_batch[0], s_alone[0])
+
+
+def test_ctc_greedy_merges_repeats_and_drops_blanks():
+    path = torch.tensor([[0, 2, 2, 0, 2, 3, 3, 0]])
+    logprobs = torch.nn.functional.one_hot(path, 4).float().log()
+    assert ctc_greedy(logprobs, torch.tensor([8]), BLANK) == [[2, 2, 3]]
+
+
+def _tiny_asr(attention="dot", subsampling=4):
+    torch.manual_seed(0)
+    dims = ASRDims(vocab_size=12, n_mels=16, subsampling=subsampling, conv_channels=8, d_model=32,
+                   n_heads=2, d_ff=64, n_encoder_layers=2, n_decoder_layers=2, dropout=0.0,
+                   cross_attention=attention)
+    return SpeechTransformer(dims)
+
+
+@pytest.mark.parametrize("subsampling", [4, 8])
+def test_asr_encoder_padding_invariance(subsampling):
+    model = _tiny_asr(subsampling=subsampling).double().eval()
+    x = torch.randn(2, 80, 16, dtype=torch.float64)
+    memory, mask = model.encode(x, torch.tensor([50, 80]))
+    alone, alone_mask = model.encode(x[:1, :50], torch.tensor([50]))
+    n = int(alone_mask.sum())
+    assert int(mask[0].sum()) == n
+    assert (memory[0, :n] - alone[0]).abs().max() < 1e-9
+
+
+@pytest.mark.parametrize("attention", ["dot", "location", "monotonic"])
+def test_asr_incremental_decoder_matches_teacher_forcing(attention):
+    model = _tiny_asr(attention).double().eval()
+    x = torch.randn(2, 60, 16, dtype=torch.float64)
+    memory, mask = model.encode(x, torch.tensor([60, 44]))
+    tokens = torch.tensor([[1, 3, 4, 5, 6], [1, 7, 8, 9, 2]])
+    full, _ = model(memory, mask, tokens)
+    state = model.init_decoder(memory, mask)
+    for t in range(tokens.size(1)):
+        step, state = model.decode_step(tokens[:, t:t + 1], state)
+        assert (step - full[:, t]).abs().max() < 1e-6
+
+
+def test_asr_loss_and_gradients_finite():
+    model = _tiny_asr().train()
+    x = torch.randn(3, 70, 16)
+    losses = model.loss(x, torch.tensor([70, 50, 40]), torch.tensor([[3, 4, 5], [6, 7, 0], [8, 0, 0]]),
+                        torch.tensor([3, 2, 1]))
+    losses["loss"].backward()
+    assert torch.isfinite(losses["loss"])
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.slow
+def test_tiny_asr_overfits_eight_utterances():
+    """Eight 'utterances' whose frames encode their tokens: WER 0 after a short training."""
+    torch.manual_seed(0)
+    model = _tiny_asr()
+    patterns = torch.randn(12, 16) * 2
+    utts = []
+    g = torch.Generator().manual_seed(1)
+    for _ in range(8):
+        tokens = torch.randint(2, 12, (int(torch.randint(3, 6, (1,), generator=g)),), generator=g)
+        frames = torch.cat([patterns[t].repeat(8, 1) + 0.1 * torch.randn(8, 16, generator=g)
+                            for t in tokens])
+        utts.append((frames, tokens))
+    x = torch.nn.utils.rnn.pad_sequence([u[0] for u in utts], batch_first=True)
+    lengths = torch.tensor([u[0].size(0) for u in utts])
+    targets = torch.nn.utils.rnn.pad_sequence([u[1] for u in utts], batch_first=True)
+    target_lengths = torch.tensor([u[1].numel() for u in utts])
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(250):
+        loss = model.loss(x, lengths, targets, target_lengths, label_smoothing=0.0)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    memory, mask = model.encode(x, lengths)
+    from models.ctc import CTCPrefixScorer
+
+    for beam in (1, 4):
+        scorers = {"decoder": DecoderScorer(model, memory, mask),
+                   "ctc": CTCPrefixScorer(model.ctc_logprobs(memory), mask.sum(1), BLANK, EOS)}
+        hyps = decode(scorers, {"decoder": 0.7, "ctc": 0.3}, 1, EOS, mask.sum(1),
+                      DecodingOptions(beam_size=beam))
+        assert [h[0].tokens for h in hyps] == [u[1].tolist() for u in utts]
+    assert ctc_greedy(model.ctc_logprobs(memory), mask.sum(1), BLANK) == [u[1].tolist() for u in utts]
