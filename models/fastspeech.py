@@ -87,10 +87,14 @@ class Postnet(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, mel: Tensor, mask: Tensor) -> Tensor:
-        """mel (B, T, n_mels), mask (B, T) -> refined mel, zero at padding."""
-        h = mel.masked_fill(~mask[..., None], 0.0).transpose(1, 2)  # (B, T, M) -> (B, M, T)
+        """mel (B, T, n_mels), mask (B, T) -> refined mel, zero at padding.
+
+        Padding is zeroed before every convolution, so an item's output does not depend on
+        what it is batched with."""
+        pad = ~mask[:, None, :]  # (B, 1, T)
+        h = mel.transpose(1, 2)  # (B, T, M) -> (B, M, T)
         for i, conv in enumerate(self.convs):
-            h = conv(h)
+            h = conv(h.masked_fill(pad, 0.0))
             if i < len(self.convs) - 1:
                 h = self.drop(torch.tanh(h))
         return (mel + h.transpose(1, 2)).masked_fill(~mask[..., None], 0.0)

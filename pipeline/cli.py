@@ -101,10 +101,96 @@ def train_tts_nat_cmd(manifest, speaker, teacher, batch_frames, limit, out, no_r
     from pipeline.training import Trainer
 
     config = _train_config(kwargs)
-    if teacher:
-        raise click.UsageError("--teacher needs the autoregressive model (not built yet)")
     data = TTSDataConfig(manifest=manifest, speaker=speaker, max_batch_frames=batch_frames, limit=limit)
-    task = FastSpeechTask(data, seed=config.seed, device=config.device)
+    task = FastSpeechTask(data, seed=config.seed, device=config.device, teacher=teacher)
+    metrics = Trainer(task, config, out).fit(resume=not no_resume)
+    click.echo(json.dumps({"out": str(out), "eval": metrics, **task.duration_source}))
+
+
+@train_group.command("tts")
+@click.option("--manifest", type=click.Path(exists=True), required=True)
+@click.option("--speaker", default="flite-slt", show_default=True)
+@click.option("--attention", type=click.Choice(["dot", "location", "monotonic"]), default="dot",
+              show_default=True, help="the decoder's cross-attention")
+@click.option("--units", type=click.Choice(["phones", "chars"]), default="phones",
+              show_default=True, help="flite phones or characters in")
+@click.option("--reduction", "-r", default=2, show_default=True, help="mel frames per decoder step")
+@click.option("--d-model", type=int, default=None, help="model width (TTSDims default if unset)")
+@click.option("--layers", type=int, default=None, help="encoder and decoder layers each")
+@click.option("--heads", type=int, default=None)
+@click.option("--guided-weight", default=1.0, show_default=True,
+              help="guided attention loss weight")
+@click.option("--guided-sigma", default=0.2, show_default=True, help="its diagonal band width g")
+@click.option("--scheduled-sampling", default=0.0, show_default=True,
+              help="final rate of feeding back the model's own frames (0 = teacher forcing only)")
+@click.option("--sampling-start", default=4_000, show_default=True)
+@click.option("--batch-frames", default=12_000, show_default=True)
+@click.option("--limit", type=int, default=None, help="train on the first N utterances only")
+@_train_options
+def train_tts_cmd(manifest, speaker, attention, units, reduction, d_model, layers, heads,
+                  guided_weight, guided_sigma, scheduled_sampling, sampling_start, batch_frames,
+                  limit, out, no_resume, **kwargs):
+    """Train the autoregressive Transformer-TTS model; attention plots go to OUT/attention."""
+    from models.tts import TTSLossOptions
+    from pipeline.train_tts import TTSDataConfig
+    from pipeline.train_tts_ar import ARTrainOptions, TransformerTTSTask, default_dims
+    from pipeline.training import Trainer
+
+    config = _train_config(kwargs)
+    try:
+        # noisy energies push the monotonic variant's stay/move decisions towards 0 or 1
+        attention_options = {"noise_std": 1.0} if attention == "monotonic" else {}
+        dims = default_dims(units, reduction=reduction, d_model=d_model, n_heads=heads,
+                            n_encoder_layers=layers, n_decoder_layers=layers,
+                            cross_attention=attention, attention_options=attention_options)
+        loss = TTSLossOptions(guided_weight=guided_weight, guided_sigma=guided_sigma)
+        options = ARTrainOptions(loss, scheduled_sampling=scheduled_sampling,
+                                 sampling_start=sampling_start)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    data = TTSDataConfig(manifest=manifest, speaker=speaker, max_batch_frames=batch_frames,
+                         limit=limit)
+    task = TransformerTTSTask(data, dims, options, seed=config.seed, device=config.device,
+                              plot_dir=Path(out) / "attention")
+    metrics = Trainer(task, config, out).fit(resume=not no_resume)
+    click.echo(json.dumps({"out": str(out), "eval": metrics}))
+
+
+@train_group.command("asr")
+@click.option("--manifest", type=click.Path(exists=True), required=True)
+@click.option("--text", type=click.Path(exists=True), default=None,
+              help="tokenizer training text (default: the manifest's transcripts)")
+@click.option("--vocab-size", default=500, show_default=True)
+@click.option("--speakers", default=None, help="comma-separated speakers to train on (default: all)")
+@click.option("--batch-frames", default=10_000, show_default=True, help="padded 10 ms frames per batch")
+@click.option("--attention", type=click.Choice(["dot", "location", "monotonic"]), default="dot",
+              show_default=True)
+@click.option("--d-model", default=192, show_default=True)
+@click.option("--encoder-layers", default=8, show_default=True)
+@click.option("--decoder-layers", default=3, show_default=True)
+@click.option("--ctc-weight", default=0.3, show_default=True)
+@_train_options
+def train_asr_cmd(manifest, text, vocab_size, speakers, batch_frames, attention, d_model,
+                  encoder_layers, decoder_layers, ctc_weight, out, no_resume, **kwargs):
+    """Train the joint CTC/attention Speech-Transformer."""
+    from models.asr import ASRDims
+    from pipeline.train_asr import ASRDataConfig, ASRTask
+    from pipeline.training import Trainer
+
+    config = _train_config(kwargs)
+    data = ASRDataConfig(manifest=manifest, text=text, vocab_size=vocab_size,
+                         speakers=tuple(speakers.split(",")) if speakers else None,
+                         max_batch_frames=batch_frames, ctc_weight=ctc_weight)
+    tokenizer = None
+    if not no_resume and (Path(out) / "last.pt").exists():
+        from pipeline.tokenizer import SubwordTokenizer
+        import torch
+
+        last = torch.load(Path(out) / "last.pt", map_location="cpu", weights_only=False)
+        tokenizer = SubwordTokenizer.from_dict(last["tokenizer"])  # resume with the same units
+    task = ASRTask(data, seed=config.seed, device=config.device, tokenizer=tokenizer,
+                   dims_overrides=dict(d_model=d_model, n_encoder_layers=encoder_layers,
+                                       n_decoder_layers=decoder_layers, cross_attention=attention))
     metrics = Trainer(task, config, out).fit(resume=not no_resume)
     click.echo(json.dumps({"out": str(out), "eval": metrics}))
 

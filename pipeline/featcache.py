@@ -35,7 +35,7 @@ def load_features(
     if missing:
         logmel = LogMel(config)
         for u in tqdm(missing, desc="features", disable=not progress, unit="utt"):
-            wav = load_audio(u.audio, config.sample_rate, normalize=False)
+            wav = load_audio(u.audio, config.sample_rate)  # peak-normalised, as at inference
             cached[u.id] = logmel(wav)[0][0].half()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

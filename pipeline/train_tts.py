@@ -1,7 +1,9 @@
-"""TTS training recipes: the non-autoregressive FastSpeech model and the autoregressive
-Transformer-TTS.
+"""TTS training recipes: the data both share, and the non-autoregressive FastSpeech model.
 
     speechq train tts-nat --manifest data/corpus/manifest.jsonl --speaker flite-slt --out runs/tts-nat
+    speechq train tts-nat ... --teacher runs/tts-ar/best.pt     # durations from AR attention
+
+The autoregressive Transformer-TTS recipe is in `pipeline.train_tts_ar`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from models.fastspeech import FastSpeech, FastSpeechDims
 from pipeline.data import BucketBatchSampler, Utterance, pad_sequences, read_manifest
 from pipeline.featcache import load_features
 from pipeline.features import TTS_FEATURES, FeatureConfig, FeatureStats
-from pipeline.text import PhoneVocab
+from pipeline.frontend import PhoneFrontend
 
 
 @dataclass(frozen=True)
@@ -43,31 +45,66 @@ def split_train_valid(utterances: list[Utterance], valid_size: int) -> tuple[lis
     return ordered[:-valid_size], ordered[-valid_size:]
 
 
-class FastSpeechTask:
-    """Phones and their flite durations in, normalised log-mel out."""
+class TTSCorpus:
+    """One speaker's utterances of a manifest, split into training and validation, with their
+    log-mels (from the feature cache) and the training set's normalisation statistics."""
 
-    def __init__(self, data: TTSDataConfig, dims: FastSpeechDims | None = None, seed: int = 0,
-                 device: str = "cpu"):
-        self.data, self.seed, self.device = data, seed, torch.device(device)
+    def __init__(self, data: TTSDataConfig, require_phones: bool = False):
+        self.data = data
         self.features = TTS_FEATURES
-        self.vocab = PhoneVocab()
         utterances = [u for u in read_manifest(data.manifest, resolve_audio=True)
-                      if u.speaker == data.speaker and u.phones
+                      if u.speaker == data.speaker and (u.phones or not require_phones)
                       and u.duration <= data.max_utterance_seconds]
         if len(utterances) <= data.valid_size:
-            raise ValueError(f"only {len(utterances)} utterances of {data.speaker} with phones")
+            what = " with phones" if require_phones else ""
+            raise ValueError(f"only {len(utterances)} utterances of {data.speaker}{what}")
         train, valid = split_train_valid(utterances, data.valid_size)
         self.train = train[: data.limit] if data.limit else train
         self.valid = valid
-        mels = load_features(Path(data.manifest), self.train + self.valid, self.features)
-        self.stats = FeatureStats.accumulate([mels[u.id].float() for u in self.train[:2000]])
-        self.examples = {u.id: self._example(u, mels[u.id]) for u in self.train + self.valid}
+        self.mels = load_features(Path(data.manifest), self.train + self.valid, self.features)
+        self.stats = FeatureStats.accumulate([self.mels[u.id].float() for u in self.train[:2000]])
+
+    @property
+    def utterances(self) -> list[Utterance]:
+        return self.train + self.valid
+
+    def describe(self) -> dict:
+        return {"manifest": self.data.manifest, "speaker": self.data.speaker,
+                "train_utterances": len(self.train),
+                "train_hours": round(sum(u.duration for u in self.train) / 3600, 3)}
+
+
+class FastSpeechTask:
+    """Phones in, normalised log-mel out; durations from flite's segmentation or, with a
+    `teacher` (an autoregressive checkpoint), from its attention, in the teacher's units."""
+
+    def __init__(self, data: TTSDataConfig, dims: FastSpeechDims | None = None, seed: int = 0,
+                 device: str = "cpu", teacher: str | None = None):
+        self.data, self.seed, self.device = data, seed, torch.device(device)
+        corpus = TTSCorpus(data, require_phones=teacher is None)
+        self.features, self.stats = corpus.features, corpus.stats
+        self.train, self.valid = corpus.train, corpus.valid
+        self.data_info = corpus.describe()
+        if teacher is None:
+            self.frontend = PhoneFrontend()
+            self.duration_source = {"durations": "flite"}
+            self.examples = {u.id: self._flite_example(u, corpus.mels[u.id])
+                             for u in corpus.utterances}
+        else:
+            from pipeline.train_tts_ar import teacher_alignment
+
+            alignment = teacher_alignment(teacher, corpus, device=device)
+            self.frontend = alignment.frontend
+            self.duration_source = alignment.describe()
+            self.examples = {u.id: (*alignment.examples[u.id], corpus.mels[u.id])
+                             for u in corpus.utterances}
+        self.vocab = self.frontend.vocab
         self.model = FastSpeech(dims or FastSpeechDims(vocab_size=len(self.vocab)))
         lengths = [self.examples[u.id][2].size(0) for u in self.train]
         self.sampler = BucketBatchSampler(lengths, data.max_batch_frames, seed=seed)
 
-    def _example(self, u: Utterance, mel: torch.Tensor):
-        tokens = self.vocab.encode([p for p, _ in u.phones])
+    def _flite_example(self, u: Utterance, mel: torch.Tensor):
+        tokens = self.frontend.encode_utterance(u)
         durations = phone_durations(u.phones, mel.size(0), self.features)
         return torch.tensor(tokens), torch.tensor(durations), mel
 
@@ -102,8 +139,6 @@ class FastSpeechTask:
             "features": self.features.to_dict(),
             "stats": self.stats.to_dict(),
             "vocab": self.vocab.to_dict(),
-            "frontend": "flite-phones",
-            "data": {"manifest": self.data.manifest, "speaker": self.data.speaker,
-                     "train_utterances": len(self.train),
-                     "train_hours": round(sum(u.duration for u in self.train) / 3600, 3)},
+            "frontend": "flite-phones" if self.frontend.units == "phones" else self.frontend.units,
+            "data": {**self.data_info, **self.duration_source},
         }
