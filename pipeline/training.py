@@ -196,7 +196,7 @@ class Trainer:
                 self.elapsed = base_elapsed + time.monotonic() - started
                 bar.update()
                 if self.step % config.log_every == 0:
-                    record = {k: round(float(v), 5) for k, v in losses.items()}
+                    record = {k: round(float(v.detach()), 5) for k, v in losses.items()}
                     record.update(step=self.step, epoch=self.epoch, lr=config.lr_at(self.step),
                                   grad_norm=round(float(grad_norm), 3),
                                   elapsed_seconds=round(self.elapsed, 1))

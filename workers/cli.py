@@ -24,6 +24,7 @@ from pathlib import Path
 import click
 
 from pipeline.cli import COMMANDS as PIPELINE_COMMANDS
+from pipeline.cli_inference import COMMANDS as INFERENCE_COMMANDS
 
 
 @click.group()
@@ -32,7 +33,7 @@ def main() -> None:
     """speechq: Transformer TTS and ASR, trained here and served by Celery workers over Redis."""
 
 
-for _command in PIPELINE_COMMANDS:
+for _command in PIPELINE_COMMANDS + INFERENCE_COMMANDS:
     main.add_command(_command)
 
 

@@ -7,7 +7,6 @@ tiny dims, the ASR model `stub_recognizer.StubRecognizer`.
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import signal
@@ -17,73 +16,14 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 import redis
-import soundfile as sf
-import torch
+
+from tests.helpers import make_tiny_asr_checkpoint, make_tiny_tts_checkpoint, write_noise_wav  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("SPEECHQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 STUB_RECOGNIZER = "tests.workers.stub_recognizer:StubRecognizer"
-
-
-def make_tiny_tts_checkpoint(path: Path, frames_per_phone: int = 4) -> Path:
-    """A random FastSpeech saved with the payload keys `Synthesizer.load` reads; every phone
-    lasts `frames_per_phone` frames, so outputs have a realistic length."""
-    from models.fastspeech import FastSpeech, FastSpeechDims
-    from pipeline.features import TTS_FEATURES
-    from pipeline.text import PhoneVocab
-
-    torch.manual_seed(0)
-    vocab = PhoneVocab()
-    dims = FastSpeechDims(vocab_size=len(vocab), d_model=32, n_heads=2, d_ff=64, n_encoder_layers=1,
-                          n_decoder_layers=1, duration_channels=32, postnet_channels=32,
-                          postnet_layers=2, dropout=0.0)
-    model = FastSpeech(dims)
-    with torch.no_grad():
-        model.duration.proj.weight.zero_()
-        model.duration.proj.bias.fill_(math.log1p(frames_per_phone))
-    n = TTS_FEATURES.n_mels
-    payload = {
-        "kind": "tts-nat", "dims": dims.to_dict(), "state_dict": model.state_dict(),
-        "features": TTS_FEATURES.to_dict(), "vocab": vocab.to_dict(),
-        "stats": {"mean": [-4.0] * n, "std": [1.5] * n}, "frontend": "flite-phones",
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(payload, path)
-    return path
-
-
-def make_tiny_asr_checkpoint(path: Path) -> Path:
-    """A random `pipeline.recognizer` model (tiny ASRDims, a 64-piece tokenizer trained on the
-    Harvard sentences) saved with the payload keys `Recognizer.load` reads."""
-    from models.asr import ASRDims, SpeechTransformer
-    from pipeline.features import ASR_FEATURES
-    from pipeline.tokenizer import SubwordTokenizer
-
-    torch.manual_seed(0)
-    harvard = REPO / "pipeline" / "resources" / "harvard-sentences.txt"
-    tokenizer = SubwordTokenizer.train(harvard.read_text().splitlines(), vocab_size=64)
-    dims = ASRDims(vocab_size=len(tokenizer), subsampling=4, conv_channels=16, d_model=32, n_heads=2,
-                   d_ff=64, n_encoder_layers=1, n_decoder_layers=1, dropout=0.0)
-    n = ASR_FEATURES.n_mels
-    payload = {"kind": "asr", "dims": dims.to_dict(), "state_dict": SpeechTransformer(dims).state_dict(),
-               "features": ASR_FEATURES.to_dict(), "stats": {"mean": [-4.0] * n, "std": [1.5] * n},
-               "tokenizer": tokenizer.to_dict()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(payload, path)
-    return path
-
-
-def write_noise_wav(path: Path, seconds: float = 1.0, seed: int = 0, sample_rate: int = 16_000) -> Path:
-    """A short non-silent wav (a tone in noise)."""
-    g = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    wav = 0.3 * np.sin(2 * np.pi * (200 + 50 * seed % 400) * t) + 0.05 * g.standard_normal(t.size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, wav.astype(np.float32), sample_rate, subtype="PCM_16")
-    return path
 
 
 def flush(url: str = REDIS_URL) -> None:

@@ -1,0 +1,63 @@
+"""`speechq asr` and `speechq tts` on tiny random checkpoints: formats, line files, bad input."""
+
+import json
+
+import soundfile as sf
+from click.testing import CliRunner
+
+from pipeline.cli_inference import asr_cmd, tts_cmd
+from tests.helpers import make_tiny_asr_checkpoint, make_tiny_tts_checkpoint, write_noise_wav
+
+
+def test_asr_jsonl_reports_bad_files_and_transcribes_the_rest(tmp_path):
+    model = make_tiny_asr_checkpoint(tmp_path / "asr.pt")
+    good = [write_noise_wav(tmp_path / f"{i}.wav", seconds=1.0 + i, seed=i) for i in range(2)]
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF....not audio")
+    result = CliRunner().invoke(asr_cmd, [str(good[0]), str(bad), str(good[1]), "--model", str(model),
+                                          "--format", "jsonl", "--beam", "2"])
+    assert result.exit_code == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [line["audio"] for line in lines] == [str(good[0]), str(bad), str(good[1])]
+    assert "error" in lines[1] and "text" not in lines[1]
+    for line in (lines[0], lines[2]):
+        assert {"text", "words", "duration"} <= set(line)
+        times = [(w["start"], w["end"]) for w in line["words"]]
+        assert all(0 <= a <= b <= line["duration"] + 0.1 for a, b in times)
+
+
+def test_asr_writes_subtitles_per_input(tmp_path):
+    model = make_tiny_asr_checkpoint(tmp_path / "asr.pt")
+    wav = write_noise_wav(tmp_path / "clip.wav", seconds=2.0)
+    out = tmp_path / "subs"
+    result = CliRunner().invoke(asr_cmd, [str(wav), "--model", str(model), "--format", "vtt",
+                                          "--decoder", "ctc", "--output-dir", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "clip.vtt").read_text().startswith("WEBVTT")
+
+
+def test_tts_text_and_line_file(tmp_path):
+    model = make_tiny_tts_checkpoint(tmp_path / "tts.pt")
+    runner = CliRunner()
+    result = runner.invoke(tts_cmd, ["Hello there.", "-o", str(tmp_path / "one.wav"), "--model", str(model)])
+    assert result.exit_code == 0, result.output
+    assert sf.info(str(tmp_path / "one.wav")).duration > 0.1
+
+    lines = tmp_path / "lines.txt"
+    lines.write_text("First line.\n\nThird line here.\n")
+    out = tmp_path / "wavs"
+    result = runner.invoke(tts_cmd, ["--file", str(lines), "--out-dir", str(out), "--model", str(model)])
+    assert result.exit_code == 1  # line 2 is empty
+    assert sorted(p.name for p in out.glob("*.wav")) == ["0001.wav", "0003.wav"]
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in records] == [1, 2, 3]
+    assert "empty" in records[1]["error"]
+
+
+def test_tts_refuses_empty_and_over_long_text(tmp_path):
+    model = make_tiny_tts_checkpoint(tmp_path / "tts.pt")
+    runner = CliRunner()
+    empty = runner.invoke(tts_cmd, ["   ", "-o", str(tmp_path / "x.wav"), "--model", str(model)])
+    assert empty.exit_code != 0 and "empty" in empty.output
+    long = runner.invoke(tts_cmd, ["word " * 1000, "-o", str(tmp_path / "x.wav"), "--model", str(model)])
+    assert long.exit_code != 0 and "limit" in long.output
