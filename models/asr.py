@@ -23,7 +23,7 @@ class ASRDims:
     vocab_size: int
     n_mels: int = 80
     subsampling: int = 8  # 4 or 8: frames per encoder position
-    conv_channels: int = 128
+    conv_channels: int = 64  # the subsampling convolutions cost more than the encoder at 128
     d_model: int = 192
     n_heads: int = 4
     d_ff: int = 768

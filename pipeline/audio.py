@@ -58,6 +58,10 @@ class UnsupportedFormatError(AudioError):
     """Absurd sample rate or channel count."""
 
 
+class FormatMismatchError(CorruptAudioError):
+    """The file's name says one format, its bytes another (an mp3 renamed .wav, say)."""
+
+
 @dataclass(frozen=True)
 class AudioLimits:
     """What `load_audio` accepts."""
@@ -110,6 +114,7 @@ def load_audio(
         raise AudioNotFoundError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise EmptyAudioError(f"{path}: the file is empty (0 bytes)")
+    _check_container(path)
     info = probe(path)
     if info is not None:
         _check_header(path, info, limits)
@@ -126,7 +131,43 @@ def decode_bytes(
     with tempfile.NamedTemporaryFile(suffix=Path(name).suffix or ".bin") as f:
         f.write(data)
         f.flush()
-        return load_audio(f.name, sample_rate, limits)
+        try:
+            return load_audio(f.name, sample_rate, limits)
+        except AudioError as e:  # name the upload, not our temporary file
+            raise type(e)(str(e).replace(f.name, name)) from None
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The container a file's first bytes announce: "wav", "flac", "ogg", "mp3", "aiff" or None."""
+    if head[:4] in (b"RIFF", b"RIFX", b"RF64") and head[8:12] == b"WAVE":
+        return "wav"
+    if head[:4] == b"fLaC":
+        return "flac"
+    if head[:4] == b"OggS":
+        return "ogg"
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return "aiff"
+    # an ID3 tag, or an MPEG audio frame sync (11 set bits) with layer bits != 00
+    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0
+                              and head[1] & 0x06):
+        return "mp3"
+    return None
+
+
+_SUFFIX_FORMATS = {".wav": "wav", ".wave": "wav", ".flac": "flac", ".ogg": "ogg", ".oga": "ogg",
+                   ".opus": "ogg", ".mp3": "mp3", ".aif": "aiff", ".aiff": "aiff"}
+
+
+def _check_container(path: Path) -> None:
+    """A file whose name and contents disagree is refused rather than guessed at."""
+    named = _SUFFIX_FORMATS.get(path.suffix.lower())
+    with path.open("rb") as f:
+        actual = sniff_format(f.read(12))
+    if named is not None and actual is not None and named != actual:
+        raise FormatMismatchError(
+            f"{path}: the name says {named.upper()} but the file holds {actual.upper()} data; "
+            f"rename it to {path.stem}.{actual} or convert it"
+        )
 
 
 def _check_header(path: Path, info: AudioInfo, limits: AudioLimits) -> None:
@@ -161,9 +202,9 @@ def _decode(path: Path, info: AudioInfo | None) -> tuple[np.ndarray, int]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             data, rate = librosa.load(str(path), sr=None, mono=True)
-    except Exception as e:  # librosa and audioread raise a zoo of types here
+    except Exception:  # librosa and audioread raise a zoo of types here
         raise CorruptAudioError(
-            f"{path}: not a readable audio file ({type(e).__name__})"
+            f"{path}: not a readable audio file (wav, flac, ogg or mp3 expected)"
         ) from None
     return data.astype(np.float32), int(rate)
 

@@ -166,12 +166,13 @@ def train_tts_cmd(manifest, speaker, attention, units, reduction, d_model, layer
 @click.option("--attention", type=click.Choice(["dot", "location", "monotonic"]), default="dot",
               show_default=True)
 @click.option("--d-model", default=192, show_default=True)
+@click.option("--conv-channels", default=64, show_default=True, help="subsampling convolution width")
 @click.option("--encoder-layers", default=8, show_default=True)
 @click.option("--decoder-layers", default=3, show_default=True)
 @click.option("--ctc-weight", default=0.3, show_default=True)
 @_train_options
 def train_asr_cmd(manifest, text, vocab_size, speakers, batch_frames, attention, d_model,
-                  encoder_layers, decoder_layers, ctc_weight, out, no_resume, **kwargs):
+                  conv_channels, encoder_layers, decoder_layers, ctc_weight, out, no_resume, **kwargs):
     """Train the joint CTC/attention Speech-Transformer."""
     from models.asr import ASRDims
     from pipeline.train_asr import ASRDataConfig, ASRTask
@@ -189,7 +190,8 @@ def train_asr_cmd(manifest, text, vocab_size, speakers, batch_frames, attention,
         last = torch.load(Path(out) / "last.pt", map_location="cpu", weights_only=False)
         tokenizer = SubwordTokenizer.from_dict(last["tokenizer"])  # resume with the same units
     task = ASRTask(data, seed=config.seed, device=config.device, tokenizer=tokenizer,
-                   dims_overrides=dict(d_model=d_model, n_encoder_layers=encoder_layers,
+                   dims_overrides=dict(d_model=d_model, conv_channels=conv_channels,
+                                       n_encoder_layers=encoder_layers,
                                        n_decoder_layers=decoder_layers, cross_attention=attention))
     metrics = Trainer(task, config, out).fit(resume=not no_resume)
     click.echo(json.dumps({"out": str(out), "eval": metrics}))

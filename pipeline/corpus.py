@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import soundfile as sf
-import torch
-import torchaudio.functional as AF
+import soxr
 
 from pipeline.data import Utterance, write_manifest, read_manifest
 
@@ -145,11 +144,10 @@ def speak(voice: Voice, text: str, out_wav: Path) -> list[tuple[str, float]]:
         if proc.returncode != 0 or not raw.exists():
             raise CorpusError(f"{voice.engine} failed on {text!r}: {proc.stderr.strip()}")
         data, rate = sf.read(str(raw), dtype="float32")
-        wav = torch.from_numpy(data)
         if rate != CORPUS_SAMPLE_RATE:
-            wav = AF.resample(wav, rate, CORPUS_SAMPLE_RATE)
-        tmp_out = out_wav.with_suffix(".tmp.wav")
-        sf.write(str(tmp_out), wav.numpy(), CORPUS_SAMPLE_RATE, subtype="PCM_16")
+            data = soxr.resample(data, rate, CORPUS_SAMPLE_RATE, quality="HQ").clip(-1.0, 1.0)
+        tmp_out = out_wav.with_name(f".{out_wav.name}.tmp")  # not matched by wavs/*/*.wav
+        sf.write(str(tmp_out), data, CORPUS_SAMPLE_RATE, subtype="PCM_16", format="WAV")
         tmp_out.replace(out_wav)
     return parse_psdur(proc.stdout) if voice.engine == "flite" else []
 
@@ -177,11 +175,14 @@ def _job(args: tuple[Voice, str, str]) -> dict:
     uid = utterance_id(voice, text)
     wav = Path(out_dir) / "wavs" / voice.slug / f"{uid}.wav"
     phones_file = wav.with_suffix(".phones")
-    if not wav.exists():
+    # a flite wav without its phones (a run stopped between the two writes) is spoken again
+    if not wav.exists() or (voice.engine == "flite" and not phones_file.exists()):
         wav.parent.mkdir(parents=True, exist_ok=True)
         phones = speak(voice, text, wav)
         if phones:
-            phones_file.write_text(" ".join(f"{p}:{t:.3f}" for p, t in phones))
+            tmp = phones_file.with_name(f".{phones_file.name}.tmp")
+            tmp.write_text(" ".join(f"{p}:{t:.3f}" for p, t in phones))
+            tmp.replace(phones_file)
     phones = parse_psdur(phones_file.read_text()) if phones_file.exists() else None
     duration = sf.info(str(wav)).duration
     return Utterance(
@@ -219,7 +220,9 @@ def build_corpus(
             raise CorpusError(f"{tool} is not installed (apt-get install {tool})")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(v, lines[i], str(out_dir)) for i, v in assign_voices(len(lines), voices, spread)]
+    # a line repeated in the text is one utterance per voice, spoken once (same id, same wav)
+    pairs = dict.fromkeys((v, lines[i]) for i, v in assign_voices(len(lines), voices, spread))
+    jobs = [(v, text, str(out_dir)) for v, text in pairs]
     before = sum(1 for _ in out_dir.glob("wavs/*/*.wav"))
     records = _run_jobs(jobs, workers, progress)
     written = sum(1 for _ in out_dir.glob("wavs/*/*.wav")) - before
@@ -244,6 +247,10 @@ def _run_jobs(jobs: list, workers: int, progress: bool) -> list[dict]:
             records.append(_job(job))
             bar.update()
     else:
+        # forked workers must not call torch: once the parent's thread pool has run (a test
+        # session, a notebook), a forked child's first parallel torch op can deadlock. Speaking
+        # needs only flite/espeak-ng, soundfile and soxr; spawn would be safe but re-imports
+        # torch in every worker.
         with ProcessPoolExecutor(workers) as pool:
             for record in pool.map(_job, jobs, chunksize=16):
                 records.append(record)

@@ -85,9 +85,11 @@ def ljspeech_manifest(root: str | Path) -> list[Utterance]:
 
     root = Path(root)
     out = []
-    with (root / "metadata.csv").open(newline="") as f:
+    with (root / "metadata.csv").open(newline="", encoding="utf-8") as f:
         for row in csv.reader(f, delimiter="|", quoting=csv.QUOTE_NONE):
-            uid, text = row[0], row[-1]
+            if not row:
+                continue
+            uid, text = row[0], row[-1]  # the last column is the normalised text
             wav = root / "wavs" / f"{uid}.wav"
             out.append(Utterance(uid, str(wav), text, sf.info(str(wav)).duration, "ljspeech"))
     return out
@@ -99,7 +101,7 @@ def librispeech_manifest(root: str | Path) -> list[Utterance]:
 
     out = []
     for trans in sorted(Path(root).rglob("*.trans.txt")):
-        for line in trans.read_text().splitlines():
+        for line in trans.read_text(encoding="utf-8").splitlines():
             uid, _, text = line.partition(" ")
             if not uid:
                 continue

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import subprocess
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,12 +50,17 @@ def check_text(text: str, max_chars: int = MAX_TEXT_CHARS) -> str:
 # ------------------------------------------------------------------ normalisation
 
 _ABBREVIATIONS = {
-    "mr": "mister", "mrs": "missus", "ms": "miss", "dr": "doctor", "st": "saint", "jr": "junior",
+    "mr": "mister", "mrs": "missus", "ms": "miss", "dr": "doctor", "jr": "junior",
     "sr": "senior", "prof": "professor", "gen": "general", "capt": "captain", "lt": "lieutenant",
     "col": "colonel", "sgt": "sergeant", "vs": "versus", "etc": "et cetera", "approx": "approximately",
-    "no": "number", "ft": "feet", "mt": "mount", "ave": "avenue", "dept": "department",
+    "ft": "feet", "mt": "mount", "ave": "avenue", "dept": "department",
 }
 _ABBREV_RE = re.compile(r"\b(" + "|".join(_ABBREVIATIONS) + r")\.", re.IGNORECASE)
+_NUMBER_ABBREV_RE = re.compile(r"\bno\.\s?(?=\d)", re.IGNORECASE)  # "No. 5", not "said no."
+_SAINT_RE = re.compile(r"\bSt\.(?=\s+[A-Z])")  # "St. Louis"; otherwise "Main St." is a street
+_STREET_RE = re.compile(r"\bst\.", re.IGNORECASE)
+_SCALED_CURRENCY_RE = re.compile(
+    r"([$£€])\s?(\d+(?:\.\d+)?)\s?(thousand|million|billion|trillion)\b", re.IGNORECASE)
 _CURRENCY_RE = re.compile(r"([$£€])\s?(\d[\d,]*)(?:\.(\d{1,2}))?\b")
 _CURRENCY_NAMES = {"$": ("dollar", "cent"), "£": ("pound", "penny"), "€": ("euro", "cent")}
 _TIME_RE = re.compile(r"\b(\d{1,2}):(\d{2})\s*([ap]\.?m\.?)?", re.IGNORECASE)
@@ -63,6 +69,16 @@ _PERCENT_RE = re.compile(r"(\d+(?:\.\d+)?)\s?%")
 _YEAR_RE = re.compile(r"\b(1[1-9]\d\d|20\d\d)\b")
 _DECIMAL_RE = re.compile(r"\b\d+\.\d+\b")
 _NUMBER_RE = re.compile(r"\b\d[\d,]*\b")
+
+
+def _say(number: int | float, **kwargs) -> str:
+    """num2words without its thousands commas, which a TTS model would read as pauses."""
+    return num2words(number, **kwargs).replace(",", "")
+
+
+def _say_amount(digits: str) -> str:
+    """'50' -> 'fifty', '2.5' -> 'two point five'."""
+    return _say(float(digits)) if "." in digits else _say(int(digits))
 
 
 def _plural(word: str, n: int) -> str:
@@ -75,45 +91,80 @@ def _currency(m: re.Match) -> str:
     unit, sub = _CURRENCY_NAMES[m.group(1)]
     whole = int(m.group(2).replace(",", ""))
     cents = int((m.group(3) or "0").ljust(2, "0"))
-    words = f"{num2words(whole)} {_plural(unit, whole)}"
+    words = f"{_say(whole)} {_plural(unit, whole)}"
     if cents:
-        words += f" {num2words(cents)} {_plural(sub, cents)}"
+        words += f" {_say(cents)} {_plural(sub, cents)}"
     return words
+
+
+def _scaled_currency(m: re.Match) -> str:
+    """'$2.5 million' -> 'two point five million dollars'."""
+    words = _say_amount(m.group(2))
+    return f"{words} {m.group(3).lower()} {_plural(_CURRENCY_NAMES[m.group(1)][0], 2)}"
 
 
 def _time(m: re.Match) -> str:
     hour, minute = int(m.group(1)), int(m.group(2))
-    words = num2words(hour)
+    words = _say(hour)
     if minute == 0:
         words += " o'clock" if not m.group(3) else ""
     elif minute < 10:
-        words += f" oh {num2words(minute)}"
+        words += f" oh {_say(minute)}"
     else:
-        words += f" {num2words(minute)}"
+        words += f" {_say(minute)}"
     if m.group(3):
         words += " " + " ".join(m.group(3).lower().replace(".", ""))
     return words
 
 
+# punctuation a speech model has no use for: pauses become commas, brackets and quotes go
+_PUNCTUATION = str.maketrans({
+    ";": ",", ":": ",", "\u2014": ", ", "\u2013": " ", "\u2018": "'", "\u2019": "'", "\u02bc": "'",
+    "\u201c": " ", "\u201d": " ", '"': " ", "(": " ", ")": " ", "[": " ", "]": " ", "{": " ",
+    "}": " ", "/": " ", "*": " ", "_": " ", "#": " ", "~": " ", "`": " ",
+})
+_KEPT = re.compile(r"[^a-z' .,?!\s-]")
+
+
+def _strip_accents(text: str) -> str:
+    """'café naïve' -> 'cafe naive': decompose, then drop the combining marks."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
 def normalize_text(text: str) -> str:
-    """Written English -> spoken words, lower case, punctuation kept only as . , ? ! ' -"""
+    """Written English -> spoken words, lower case, punctuation kept only as . , ? ! '
+
+    Characters that are neither English letters nor usual punctuation (other scripts, emoji,
+    symbols) are dropped with a warning.
+    """
+    text = _strip_accents(text)
+    text = _NUMBER_ABBREV_RE.sub("number ", text)
+    text = _STREET_RE.sub("street", _SAINT_RE.sub("saint", text))
     text = _ABBREV_RE.sub(lambda m: _ABBREVIATIONS[m.group(1).lower()], text)
     text = text.replace("&", " and ")
+    text = _SCALED_CURRENCY_RE.sub(_scaled_currency, text)
     text = _CURRENCY_RE.sub(_currency, text)
     text = _TIME_RE.sub(_time, text)
-    text = _PERCENT_RE.sub(lambda m: f"{num2words(float(m.group(1)) if '.' in m.group(1) else int(m.group(1)))} percent", text)
-    text = _ORDINAL_RE.sub(lambda m: num2words(int(m.group(1)), to="ordinal"), text)
-    text = _YEAR_RE.sub(lambda m: num2words(int(m.group(1)), to="year"), text)
-    text = _DECIMAL_RE.sub(lambda m: num2words(float(m.group(0))), text)
-    text = _NUMBER_RE.sub(lambda m: num2words(int(m.group(0).replace(",", ""))), text)
-    text = text.lower().replace("-", " ")
-    text = re.sub(r"[^a-z' .,?!]+", " ", text)
+    text = _PERCENT_RE.sub(lambda m: f"{_say_amount(m.group(1))} percent", text)
+    text = _ORDINAL_RE.sub(lambda m: _say(int(m.group(1)), to="ordinal"), text)
+    text = _DECIMAL_RE.sub(lambda m: _say(float(m.group(0))), text)  # before years: 1999.5
+    text = _YEAR_RE.sub(lambda m: _say(int(m.group(1)), to="year"), text)
+    text = _NUMBER_RE.sub(lambda m: _say(int(m.group(0).replace(",", ""))), text)
+    text = text.translate(_PUNCTUATION).lower()  # after the numbers: 3:30 keeps its colon
+    unknown = set(_KEPT.findall(text))
+    if unknown:
+        log.warning("dropped characters English text normalisation does not read: %s",
+                    " ".join(sorted(unknown)))
+        text = _KEPT.sub(" ", text)
+    text = text.replace("-", " ")
     return re.sub(r"\s+", " ", text).strip()
 
 
 def words_for_scoring(text: str) -> str:
-    """Normalised words without punctuation: what WER is computed on."""
-    return " ".join(re.findall(r"[a-z']+", normalize_text(text))).replace(" '", " ").strip("'")
+    """Normalised words without punctuation or quotes: what WER is computed on."""
+    words = (w.strip("'") for w in re.findall(r"[a-z']+", normalize_text(text)))
+    return " ".join(w for w in words if w)
 
 
 # ------------------------------------------------------------------ vocabularies

@@ -1,0 +1,70 @@
+# speechq: the two commands a new user needs.
+#
+#   make demo   set up, then run the main job (scripts/demo.sh)
+#   make test   set up, install the system packages the tests use, start Redis, run pytest
+#
+# `make setup` alone builds the virtual environment in .venv; it is idempotent and does
+# nothing once .venv is up to date with pyproject.toml.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH := torch==2.14.1 torchaudio==2.11.0
+# extra pip arguments for torch, e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_PIP_ARGS ?=
+
+# Debian/Ubuntu packages: voices for the corpus, Festival's held-out voices, PocketSphinx's
+# test clips, WordNet's text, and the service's Redis and compose file
+APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-us-slt-hts \
+	pocketsphinx-testdata wordnet-base sox docker-compose
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+REDIS_HOST := 127.0.0.1
+REDIS_PORT := 6379
+
+.PHONY: setup system-packages redis test demo clean-venv
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH_PIP_ARGS) $(TORCH)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+system-packages:
+	@missing=(); \
+	for pkg in $(APT_PACKAGES); do \
+		dpkg -s "$$pkg" >/dev/null 2>&1 || missing+=("$$pkg"); \
+	done; \
+	if (( $${#missing[@]} )); then \
+		echo "apt-get install $${missing[*]}"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$${missing[@]}"; \
+	fi
+
+# start a throwaway Redis when nothing answers on 127.0.0.1:6379
+redis:
+	@ping() { timeout 2 bash -c 'exec 3<>/dev/tcp/$(REDIS_HOST)/$(REDIS_PORT) && printf "PING\r\n" >&3 && head -c 5 <&3' 2>/dev/null | grep -q PONG; }; \
+	if ! ping; then \
+		command -v redis-server >/dev/null || $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; \
+		echo "starting redis-server on $(REDIS_HOST):$(REDIS_PORT)"; \
+		redis-server --daemonize yes --bind $(REDIS_HOST) --port $(REDIS_PORT) --save '' --appendonly no >/dev/null; \
+		for _ in $$(seq 50); do ping && break; sleep 0.1; done; \
+		ping || { echo "redis did not start on $(REDIS_HOST):$(REDIS_PORT)" >&2; exit 1; }; \
+	fi
+
+# PYTEST_ARGS narrows a run: make test PYTEST_ARGS="tests/pipeline -x"
+PYTEST_ARGS ?=
+
+test: setup system-packages redis
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: setup system-packages redis
+	@if [ -x scripts/demo.sh ]; then scripts/demo.sh; \
+	else echo "scripts/demo.sh is not written yet" >&2; exit 1; fi
+
+clean-venv:
+	rm -rf $(VENV)

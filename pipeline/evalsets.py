@@ -1,0 +1,64 @@
+"""Evaluation sets, built on demand and cached under `data/eval/`.
+
+- Harvard sentences (never in training text) spoken by voices no model trained on: Festival's
+  `cmu_us_slt_arctic_hts` and `kal_diphone`, and espeak-ng's `en-gb-x-gbclan` (Lancaster).
+- The same sentences from flite's slt, the TTS teacher voice, for reference scores.
+- Real read speech: the five LibriVox clips of Debian's pocketsphinx-testdata.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.corpus import HARVARD, Voice, read_harvard, speak, utterance_id
+from pipeline.evaluate import festival_speak
+
+EVAL_DIR = Path(__file__).resolve().parents[1] / "data" / "eval"
+LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
+HELD_OUT_VOICES = ("festival:cmu_us_slt_arctic_hts", "festival:kal_diphone", "espeak-ng:en-gb-x-gbclan")
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    audio: Path
+    text: str
+    voice: str
+
+
+def harvard_lists(lists: range | list[int]) -> list[str]:
+    """Sentences of the given Harvard lists (1-based, 10 sentences each)."""
+    sentences = read_harvard(HARVARD)
+    return [s for n in lists for s in sentences[(n - 1) * 10: n * 10]]
+
+
+def speak_set(sentences: list[str], voice_spec: str, out_dir: Path = EVAL_DIR) -> list[EvalItem]:
+    """Each sentence spoken by `voice_spec` ('festival:<voice>', 'flite:slt', 'espeak-ng:<voice>'),
+    reusing files already there."""
+    engine, _, name = voice_spec.partition(":")
+    items = []
+    for text in sentences:
+        if engine == "festival":
+            slug = re.sub(r"[^a-z0-9]+", "-", voice_spec.lower())
+            path = out_dir / slug / f"{utterance_id(Voice('flite', 'slt'), text).split('-')[-1]}.wav"
+            if not path.exists():
+                festival_speak(text, name, path)
+        else:
+            voice = Voice(engine, name)  # built directly: held-out espeak voices are allowed here
+            path = out_dir / voice.slug / f"{utterance_id(voice, text)}.wav"
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                speak(voice, text, path)
+        items.append(EvalItem(path, text, voice_spec))
+    return items
+
+
+def librivox_set(root: Path = LIBRIVOX) -> list[EvalItem]:
+    """The LibriVox clips and their transcripts ('<s> words </s> (id)' lines)."""
+    items = []
+    for line in (root / "transcription").read_text().splitlines():
+        m = re.match(r"<s>(.*)</s>\s*\((.+)\)", line.strip())
+        if m:
+            items.append(EvalItem(root / f"{m.group(2)}.wav", m.group(1).strip(), "librivox"))
+    return items
