@@ -67,6 +67,8 @@ _TIME_RE = re.compile(r"\b(\d{1,2}):(\d{2})\s*([ap]\.?m\.?)?", re.IGNORECASE)
 _ORDINAL_RE = re.compile(r"\b(\d+)(st|nd|rd|th)\b", re.IGNORECASE)
 _PERCENT_RE = re.compile(r"(\d+(?:\.\d+)?)\s?%")
 _YEAR_RE = re.compile(r"\b(1[1-9]\d\d|20\d\d)\b")
+_DECADE_RE = re.compile(r"\b(?:(1[1-9]|20)(\d)|(\d))0'?s\b")  # 1990s, 70s, 90's
+_DIGIT_LETTER_RE = re.compile(r"(?<=\d)(?=[A-Za-z])|(?<=[A-Za-z])(?=\d)")  # 20inches, O2, CD4
 _DECIMAL_RE = re.compile(r"\b\d+\.\d+\b")
 _NUMBER_RE = re.compile(r"\b\d[\d,]*\b")
 
@@ -101,6 +103,16 @@ def _scaled_currency(m: re.Match) -> str:
     """'$2.5 million' -> 'two point five million dollars'."""
     words = _say_amount(m.group(2))
     return f"{words} {m.group(3).lower()} {_plural(_CURRENCY_NAMES[m.group(1)][0], 2)}"
+
+
+def _decade(m: re.Match) -> str:
+    """'1990s' -> 'nineteen nineties', '70s' -> 'seventies', '1900s' -> 'nineteen hundreds'."""
+    century, tens = (m.group(1), m.group(2)) if m.group(1) else (None, m.group(3))
+    if tens == "0":
+        return f"{_say(int(century))} hundreds" if century else "zeros"
+    words = _say(int(tens) * 10)
+    words = words[:-1] + "ies" if words.endswith("y") else words + "s"
+    return f"{_say(int(century))} {words}" if century else words
 
 
 def _time(m: re.Match) -> str:
@@ -148,6 +160,8 @@ def normalize_text(text: str) -> str:
     text = _TIME_RE.sub(_time, text)
     text = _PERCENT_RE.sub(lambda m: f"{_say_amount(m.group(1))} percent", text)
     text = _ORDINAL_RE.sub(lambda m: _say(int(m.group(1)), to="ordinal"), text)
+    text = _DECADE_RE.sub(_decade, text)
+    text = _DIGIT_LETTER_RE.sub(" ", text)  # after ordinals and decades: "20inches" -> "20 inches"
     text = _DECIMAL_RE.sub(lambda m: _say(float(m.group(0))), text)  # before years: 1999.5
     text = _YEAR_RE.sub(lambda m: _say(int(m.group(1)), to="year"), text)
     text = _NUMBER_RE.sub(lambda m: _say(int(m.group(0).replace(",", ""))), text)
