@@ -1,6 +1,6 @@
 # speechq: the two commands a new user needs.
 #
-#   make demo   set up, then run the main job (scripts/demo.sh)
+#   make demo   set up, then run the main job (a TTS job and an ASR job through the queue)
 #   make test   set up, install the system packages the tests use, start Redis, run pytest
 #
 # `make setup` alone builds the virtual environment in .venv; it is idempotent and does
@@ -63,8 +63,7 @@ test: setup system-packages redis
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: setup system-packages redis
-	@if [ -x scripts/demo.sh ]; then scripts/demo.sh; \
-	else echo "scripts/demo.sh is not written yet" >&2; exit 1; fi
+	$(VENV)/bin/speechq demo
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,0 +1,154 @@
+"""TTS intelligibility, robustness and speed, per model.
+
+    python bench/tts_quality.py [--nat checkpoints/tts-nat.pt] [--ar dot=checkpoints/tts-ar.pt,...]
+                                [--asr checkpoints/asr.pt] [--lists 1-6] [--json]
+
+- Intelligibility: Harvard sentences (never in training text) synthesised by each model and
+  read back by PocketSphinx (an independent recogniser) and by our ASR; the teacher voice's own
+  recordings of the same sentences (flite slt) are read by PocketSphinx too, for the ratio.
+- Robustness: hard sentences (repeated words, tongue twisters, number lists, a 40-word sentence).
+  A failure is a decoder that hit its length cap, or an output whose duration is outside
+  0.67-1.5x flite's for the same text (a skipped or repeated stretch changes the length).
+- Alignment: the boundary error (ms) against flite's phone segmentation that each
+  autoregressive checkpoint recorded at its last validation.
+- Speed on this CPU, one thread: real-time factor with Griffin-Lim, and mel generation alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/ (bench/queue.py)
+
+import torch  # noqa: E402
+
+from pipeline.audio import duration_seconds  # noqa: E402
+from pipeline.checkpoints import default_checkpoint, load_checkpoint  # noqa: E402
+from pipeline.evalsets import harvard_lists, speak_set  # noqa: E402
+from pipeline.evaluate import pocketsphinx_transcribe, wer  # noqa: E402
+from pipeline.synthesizer import Synthesizer  # noqa: E402
+
+HARD_SENTENCES = [
+    "Buffalo buffalo Buffalo buffalo buffalo buffalo Buffalo buffalo.",
+    "Peter Piper picked a peck of pickled peppers.",
+    "She sells sea shells by the sea shore, and the shells she sells are sea shells for sure.",
+    "How much wood would a woodchuck chuck if a woodchuck could chuck wood?",
+    "Red lorry, yellow lorry, red lorry, yellow lorry, red lorry, yellow lorry.",
+    "The sixth sick sheik's sixth sheep's sick.",
+    "Unique New York, unique New York, you know you need unique New York.",
+    "One two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen.",
+    "Call 555 0123, then 555 0199, then 555 0142, and finally 555 0187.",
+    "The codes are 7, 14, 21, 28, 35, 42, 49, 56, 63 and 70.",
+    "No no no no no, I said yes yes yes yes yes.",
+    "Very very very very very very very good.",
+    "The the the cat sat on on on the mat.",
+    "Toy boat, toy boat, toy boat, toy boat, toy boat.",
+    "Irish wristwatch, Swiss wristwatch, Irish wristwatch, Swiss wristwatch.",
+    "In the early morning light, the old fisherman carefully prepared his small wooden boat, "
+    "checked every knot of the tangled nets twice, whispered a quiet prayer for calm weather and "
+    "a generous catch, and finally pushed off from the rocky shore toward the distant grey horizon.",
+    "A.",
+    "Hmm.",
+    "Yes.",
+    "Supercalifragilisticexpialidocious is a very long word indeed.",
+]
+
+
+def _parse_lists(spec: str) -> list[int]:
+    lo, _, hi = spec.partition("-")
+    return list(range(int(lo), int(hi or lo) + 1))
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def evaluate_model(synth: Synthesizer, sentences: list[str], recognizer, teacher_durations: dict) -> dict:
+    results, seconds = _timed(lambda: [synth.synthesize(s) for s in sentences])
+    audio = sum(r.duration for r in results)
+    _, mel_seconds = _timed(lambda: [synth.mels([s]) for s in sentences])
+    out = {
+        "pocketsphinx_wer": round(wer(sentences, [pocketsphinx_transcribe(r.wav) for r in results]), 4),
+        "rtf": round(seconds / audio, 4),
+        "mel_seconds": round(mel_seconds, 3),
+        "mel_rtf": round(mel_seconds / audio, 4),
+        "cap_hits": sum(r.hit_length_cap for r in results),
+    }
+    if recognizer is not None:
+        hyps = [t.text for t in recognizer.transcribe_batch([r.wav for r in results])]
+        out["our_asr_wer"] = round(wer(sentences, hyps), 4)
+    out["hard"] = hard_sentences(synth, teacher_durations)
+    return out
+
+
+def hard_sentences(synth: Synthesizer, teacher_durations: dict) -> dict:
+    failures = []
+    for text in HARD_SENTENCES:
+        r = synth.synthesize(text)
+        ratio = r.duration / teacher_durations[text]
+        if r.hit_length_cap or not 0.67 <= ratio <= 1.5:
+            failures.append({"text": text, "hit_length_cap": r.hit_length_cap,
+                             "duration_ratio": round(ratio, 2)})
+    return {"sentences": len(HARD_SENTENCES), "failures": len(failures), "failed": failures}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nat", type=Path, default=None, help="NAT checkpoint (default: shipped)")
+    parser.add_argument("--ar", default="", help="attention=checkpoint,... for autoregressive models")
+    parser.add_argument("--asr", type=Path, default=None, help="ASR checkpoint (default: shipped, if any)")
+    parser.add_argument("--lists", default="1-6")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    sentences = harvard_lists(_parse_lists(args.lists))
+    teacher = speak_set(sentences, "flite:slt")
+    teacher_hard = speak_set(HARD_SENTENCES, "flite:slt")
+    teacher_durations = {i.text: duration_seconds(i.audio) for i in teacher_hard}
+    result = {"harvard_lists": args.lists, "sentences": len(sentences), "threads": args.threads,
+              "machine": platform.machine(),
+              "teacher_flite_slt": {"pocketsphinx_wer": round(wer(
+                  sentences, [pocketsphinx_transcribe(i.audio) for i in teacher]), 4)}}
+
+    recognizer = None
+    asr_path = args.asr or default_checkpoint("asr")
+    if asr_path.exists():
+        from pipeline.recognizer import Recognizer
+
+        recognizer = Recognizer.load(asr_path)
+
+    models = {"nat": args.nat or default_checkpoint("tts-nat")}
+    for spec in filter(None, args.ar.split(",")):
+        attention, _, path = spec.partition("=")
+        models[f"ar-{attention}"] = Path(path)
+    result["models"] = {}
+    for name, path in models.items():
+        synth = Synthesizer.load(path)
+        scores = evaluate_model(synth, sentences, recognizer, teacher_durations)
+        scores["checkpoint"] = str(path)
+        metrics = load_checkpoint(path).get("metrics") or {}
+        if "boundary_error_ms" in metrics:
+            scores["validation_boundary_error_ms"] = metrics["boundary_error_ms"]
+        scores["pocketsphinx_wer_ratio_to_teacher"] = round(
+            scores["pocketsphinx_wer"] / max(result["teacher_flite_slt"]["pocketsphinx_wer"], 1e-9), 3)
+        result["models"][name] = scores
+        if not args.json:
+            print(name, json.dumps({k: v for k, v in scores.items() if k != "hard"}))
+    ar = [m for m in result["models"] if m.startswith("ar-")]
+    if ar and "nat" in result["models"]:
+        nat_mel = result["models"]["nat"]["mel_seconds"]
+        result["nat_mel_speedup"] = {m: round(result["models"][m]["mel_seconds"] / nat_mel, 1) for m in ar}
+    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
