@@ -7,7 +7,6 @@ Workers load it through `SPEECHQ_RECOGNIZER=tests.workers.stub_recognizer:StubRe
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -16,25 +15,8 @@ from torch import Tensor, nn
 from models.transformer import Encoder, ScaledPositionalEncoding, lengths_to_mask
 from pipeline.audio import load_audio
 from pipeline.features import ASR_FEATURES, LogMel
+from pipeline.recognizer import Transcript, Word
 from pipeline.text import CharVocab
-
-
-@dataclass
-class Word:
-    word: str
-    start: float
-    end: float
-    confidence: float
-
-
-@dataclass
-class Transcript:
-    text: str
-    words: list[Word] = field(default_factory=list)
-    duration: float = 0.0
-
-    def to_dict(self) -> dict:
-        return {"text": self.text, "words": [asdict(w) for w in self.words], "duration": self.duration}
 
 
 class StubRecognizer(nn.Module):
@@ -80,7 +62,7 @@ class StubRecognizer(nn.Module):
                 times.append(t * step)
             prev = i
         text = "".join(chars)
-        words, start = [], None
+        words, start, word = [], None, ""
         for c, t in zip(chars + [" "], times + [duration]):
             if c == " ":
                 if start is not None:
