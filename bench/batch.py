@@ -26,7 +26,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(REPO)] + [x for x in sys.path if Path(x or ".").resolve() != Path(__file__).parent]
 
 from tests.workers.conftest import (  # noqa: E402  (the test helpers build the tiny models)
-    STUB_RECOGNIZER, WorkerProcess, flush, service_environment, speechq_command, write_noise_wav,
+    STUB_RECOGNIZER,
+    WorkerProcess,
+    flush,
+    service_environment,
+    speechq_command,
+    write_noise_wav,
 )
 
 

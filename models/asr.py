@@ -15,7 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.transformer import Decoder, DecoderState, Encoder, ScaledPositionalEncoding, lengths_to_mask
+from models.transformer import (
+    Decoder,
+    DecoderState,
+    Encoder,
+    ScaledPositionalEncoding,
+    lengths_to_mask,
+)
 
 
 @dataclass(frozen=True)

@@ -174,7 +174,6 @@ def train_tts_cmd(manifest, speaker, attention, units, reduction, d_model, layer
 def train_asr_cmd(manifest, text, vocab_size, speakers, batch_frames, attention, d_model,
                   conv_channels, encoder_layers, decoder_layers, ctc_weight, out, no_resume, **kwargs):
     """Train the joint CTC/attention Speech-Transformer."""
-    from models.asr import ASRDims
     from pipeline.train_asr import ASRDataConfig, ASRTask
     from pipeline.training import Trainer
 
@@ -184,8 +183,9 @@ def train_asr_cmd(manifest, text, vocab_size, speakers, batch_frames, attention,
                          max_batch_frames=batch_frames, ctc_weight=ctc_weight)
     tokenizer = None
     if not no_resume and (Path(out) / "last.pt").exists():
-        from pipeline.tokenizer import SubwordTokenizer
         import torch
+
+        from pipeline.tokenizer import SubwordTokenizer
 
         last = torch.load(Path(out) / "last.pt", map_location="cpu", weights_only=False)
         tokenizer = SubwordTokenizer.from_dict(last["tokenizer"])  # resume with the same units

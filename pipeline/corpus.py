@@ -25,7 +25,7 @@ from pathlib import Path
 import soundfile as sf
 import soxr
 
-from pipeline.data import Utterance, write_manifest, read_manifest
+from pipeline.data import Utterance, read_manifest, write_manifest
 
 CORPUS_SAMPLE_RATE = 16_000
 WORDNET_DIR = Path("/usr/share/wordnet")

@@ -270,8 +270,8 @@ def _batch_exit(report) -> None:
 @_batch_options
 def batch_asr_cmd(source, out, formats, beam_size, decoder, max_in_flight, retry_failed, no_progress) -> None:
     """Transcribe SOURCE: a folder (recursive), a glob, or a JSONL manifest of {"audio": path}."""
-    from workers import batch
     from pipeline.formats import FORMATS
+    from workers import batch
 
     chosen = [f.strip() for f in formats.split(",") if f.strip()]
     if any(f not in FORMATS for f in chosen):

@@ -23,9 +23,9 @@ from fastapi.responses import FileResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from pipeline.audio import AudioError, load_audio
+from pipeline.formats import FORMATS, MEDIA_TYPES, render
 from pipeline.text import TextError, check_text
 from workers.client import Client, JobNotFound
-from pipeline.formats import FORMATS, MEDIA_TYPES, render
 from workers.settings import Settings
 
 UPLOAD_SUFFIXES = {"audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav", "audio/flac": ".flac",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from celery.exceptions import SoftTimeLimitExceeded
 
 from workers import monitoring
-from workers.batching import BatchLimits, Puller, Pulled, collect
+from workers.batching import BatchLimits, Pulled, Puller, collect
 from workers.engines import Engines, Work, error_message
 from workers.jobs import CANCELLED, FAILED, SUCCEEDED, Claim, JobStore
 from workers.settings import Settings, task_name

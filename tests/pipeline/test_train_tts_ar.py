@@ -15,7 +15,7 @@ from pipeline.synthesizer import Synthesizer
 from pipeline.text import PhoneVocab
 from pipeline.train_tts import FastSpeechTask, TTSDataConfig
 from pipeline.train_tts_ar import ARTrainOptions, TransformerTTSTask, default_dims
-from pipeline.training import Trainer, TrainConfig
+from pipeline.training import TrainConfig, Trainer
 
 pytestmark = pytest.mark.slow  # trains two tiny models
 

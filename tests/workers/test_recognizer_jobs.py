@@ -7,7 +7,13 @@ import importlib.util
 
 import pytest
 
-from tests.workers.conftest import flush, make_tiny_asr_checkpoint, service_environment, settings_for, write_noise_wav
+from tests.workers.conftest import (
+    flush,
+    make_tiny_asr_checkpoint,
+    service_environment,
+    settings_for,
+    write_noise_wav,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("pipeline.recognizer") is None,
                                                    reason="pipeline.recognizer not there yet")]

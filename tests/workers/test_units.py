@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.formats import render, to_srt, to_vtt
 from tests.workers.conftest import REDIS_URL, flush
 from workers.batching import BatchLimits, collect
-from pipeline.formats import render, to_srt, to_vtt
 from workers.settings import Settings, celery_config
 from workers.storage import Storage, StorageError
 
