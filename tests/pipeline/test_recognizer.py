@@ -1,0 +1,64 @@
+"""Recognizer plumbing on a tiny random checkpoint: long audio, word times, options."""
+
+import pytest
+import torch
+
+from pipeline.recognizer import RecognitionOptions, Recognizer
+from pipeline.vad import split_on_pauses
+from tests.helpers import make_tiny_asr_checkpoint
+
+SR = 16_000
+
+
+def _speech_with_pauses(seconds_on: list[float], pause: float = 0.6, seed: int = 0) -> torch.Tensor:
+    """Noise bursts ('speech') separated by near-silence."""
+    g = torch.Generator().manual_seed(seed)
+    parts = []
+    for s in seconds_on:
+        parts += [0.3 * torch.randn(int(s * SR), generator=g), 1e-4 * torch.randn(int(pause * SR), generator=g)]
+    return torch.cat(parts)
+
+
+def test_split_on_pauses_cuts_in_silence_and_bounds_length():
+    wav = _speech_with_pauses([7.0, 6.0, 8.0, 9.0, 5.0, 7.0])  # ~45 s
+    ranges = split_on_pauses(wav, SR, max_seconds=20.0)
+    assert ranges[0][0] == 0 and ranges[-1][1] == wav.numel()
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))  # contiguous, in order
+    assert all((end - start) / SR <= 20.0 for start, end in ranges)
+    for _, cut in ranges[:-1]:  # every cut lands in a pause
+        assert wav[cut - 800: cut + 800].abs().max() < 0.01
+
+
+def test_short_audio_is_one_piece():
+    assert split_on_pauses(torch.zeros(SR * 3), SR) == [(0, SR * 3)]
+
+
+@pytest.fixture(scope="module")
+def recognizer(tmp_path_factory):
+    path = make_tiny_asr_checkpoint(tmp_path_factory.mktemp("asr") / "asr.pt")
+    return Recognizer.load(path)
+
+
+@pytest.mark.parametrize("decoder", ["attention", "ctc"])
+def test_long_audio_word_times_are_ordered_and_inside(recognizer, decoder):
+    wav = _speech_with_pauses([6.0, 7.0, 6.0, 5.0])  # 26 s: two pieces
+    t = recognizer.transcribe(wav, decoder=decoder, beam_size=2)
+    assert t.duration == pytest.approx(wav.numel() / SR)
+    starts = [w.start for w in t.words]
+    assert starts == sorted(starts)
+    assert all(0 <= w.start <= w.end <= t.duration + 0.1 for w in t.words)
+    assert all(0.0 <= w.confidence <= 1.0 for w in t.words)
+
+
+def test_batch_equals_one_by_one(recognizer):
+    wavs = [_speech_with_pauses([1.0 + i], seed=i) for i in range(3)]
+    batch = recognizer.transcribe_batch(wavs, beam_size=2)
+    for wav, t in zip(wavs, batch):
+        assert recognizer.transcribe(wav, beam_size=2).text == t.text
+
+
+def test_options_are_validated():
+    with pytest.raises(ValueError, match="decoder"):
+        RecognitionOptions(decoder="rnnt")
+    with pytest.raises(ValueError):
+        RecognitionOptions(ctc_weight=1.5)
