@@ -197,4 +197,34 @@ def train_asr_cmd(manifest, text, vocab_size, speakers, batch_frames, attention,
     click.echo(json.dumps({"out": str(out), "eval": metrics}))
 
 
-COMMANDS = [text_corpus_cmd, corpus_cmd, train_group]
+@click.command("export")
+@click.argument("src", type=click.Path(exists=True, path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
+@click.option("--command", "commands", multiple=True,
+              help="the training command, for runs whose checkpoint does not record it")
+@click.option("--scores", type=click.Path(exists=True, path_type=Path), default=None,
+              help="a benchmark's JSON output to record as the checkpoint's scores")
+@click.option("--fp32", is_flag=True, help="keep float32 weights (default: fp16)")
+def export_cmd(src: Path, dst: Path, commands: tuple[str, ...], scores: Path | None, fp32: bool) -> None:
+    """Turn a training checkpoint into a shippable one: no optimizer state, fp16 weights, and
+    how it was made (commands, machine, hours, data) and what it scored."""
+    import torch
+
+    from pipeline.training import export_checkpoint
+
+    ckpt = torch.load(src, map_location="cpu", weights_only=False)
+    provenance = dict(ckpt.get("provenance") or {})
+    if commands:
+        provenance["commands"] = list(commands)
+    provenance["training_hours"] = round(ckpt.get("progress", {}).get("elapsed_seconds", 0) / 3600, 2)
+    extra = {"provenance": provenance}
+    if scores is not None:
+        lines = scores.read_text().strip().splitlines()
+        extra["scores"] = json.loads(lines[-1])
+    export_checkpoint(src, dst, half=not fp32, **extra)
+    size = dst.stat().st_size / 2**20
+    click.echo(json.dumps({"out": str(dst), "mb": round(size, 1), "provenance": provenance,
+                           "metrics": ckpt.get("metrics")}))
+
+
+COMMANDS = [text_corpus_cmd, corpus_cmd, train_group, export_cmd]

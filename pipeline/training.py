@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import platform
 import random
+import shlex
 import sys
 import time
 from collections.abc import Iterator
@@ -78,10 +81,18 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     tmp.replace(path)
 
 
+def describe_machine(device: torch.device | str = "cpu") -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, {os.cpu_count()} CPUs"
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores"
+
+
 def export_checkpoint(src: Path, dst: Path, half: bool = True, **extra) -> Path:
-    """An inference checkpoint without optimizer state, weights in fp16 (small enough for git)."""
+    """An inference checkpoint without optimizer state, weights in fp16 (small enough for git).
+    `extra` entries are merged into the checkpoint (a benchmark's scores, say)."""
     ckpt = torch.load(src, map_location="cpu", weights_only=False)
-    for key in ("optimizer", "rng", "progress"):
+    for key in ("optimizer", "rng"):
         ckpt.pop(key, None)
     if half:
         ckpt["state_dict"] = {
@@ -108,6 +119,7 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.best: float | None = None
         self.elapsed = 0.0  # training seconds over all runs, resumed ones included
+        self.commands: list[str] = []  # the command line of every run, resumed ones included
 
     # ---------------------------------------------------------------- checkpoints
 
@@ -119,6 +131,8 @@ class Trainer:
             "progress": {"step": self.step, "epoch": self.epoch,
                          "batch_in_epoch": self.batch_in_epoch, "best": self.best,
                          "elapsed_seconds": self.elapsed},
+            "provenance": {"commands": self.commands, "machine": describe_machine(self.device),
+                           "torch": torch.__version__},
         }
         if full:
             payload["optimizer"] = self.optimizer.state_dict()
@@ -136,6 +150,7 @@ class Trainer:
         self.step, self.epoch = progress["step"], progress["epoch"]
         self.batch_in_epoch, self.best = progress["batch_in_epoch"], progress["best"]
         self.elapsed = progress.get("elapsed_seconds", 0.0)
+        self.commands = list(ckpt.get("provenance", {}).get("commands", []))
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())
         random.setstate(ckpt["rng"]["python"])
         return True
@@ -171,6 +186,8 @@ class Trainer:
         if not (resume and self.resume()):
             torch.manual_seed(config.seed)
             random.seed(config.seed)
+        self.commands.append(shlex.join(["speechq", *sys.argv[1:]]
+                                        if sys.argv[0].endswith("speechq") else sys.argv))
         use_amp = config.amp and self.device.type == "cuda"
         bar = tqdm(total=config.max_steps, initial=self.step, disable=not sys.stderr.isatty(),
                    unit="step", dynamic_ncols=True)
