@@ -132,7 +132,7 @@ class Trainer:
                          "batch_in_epoch": self.batch_in_epoch, "best": self.best,
                          "elapsed_seconds": self.elapsed},
             "provenance": {"commands": self.commands, "machine": describe_machine(self.device),
-                           "torch": torch.__version__},
+                           "torch": str(torch.__version__)},
         }
         if full:
             payload["optimizer"] = self.optimizer.state_dict()
