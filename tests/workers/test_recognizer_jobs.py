@@ -3,8 +3,6 @@ checkpoint): batched, both decoders, a bad file failing alone."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from tests.workers.conftest import (
@@ -15,8 +13,7 @@ from tests.workers.conftest import (
     write_noise_wav,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("pipeline.recognizer") is None,
-                                                   reason="pipeline.recognizer not there yet")]
+pytestmark = pytest.mark.slow
 
 
 def test_real_recognizer_jobs(tmp_path, start_worker):

@@ -1,0 +1,39 @@
+"""The product's main path on the shipped models: a TTS job's wav, sent back as an ASR job,
+reads as the prompt (WER <= 0.3), through the real Redis and a real worker."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.checkpoints import REPO_ROOT
+from pipeline.evaluate import wer
+from tests.workers.conftest import flush, service_environment, settings_for
+
+SHIPPED = REPO_ROOT / "checkpoints"
+PROMPTS = [
+    "The birch canoe slid on the smooth planks.",
+    "Glue the sheet to the dark blue background.",
+    "These days a chicken leg is a rare dish.",
+    "Rice is often served in round bowls.",
+]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not ((SHIPPED / "tts-nat.pt").exists() and (SHIPPED / "asr.pt").exists()),
+                       reason="no shipped TTS and ASR checkpoints in checkpoints/"),
+]
+
+
+def test_tts_then_asr_reads_back_the_prompts(tmp_path, start_worker):
+    from workers.client import Client
+
+    flush()
+    env = service_environment(tmp_path, checkpoints=SHIPPED, recognizer="pipeline.recognizer:Recognizer")
+    start_worker(env)
+    client = Client(settings_for(env))
+    tts = [client.wait(client.submit_tts(p).id, timeout=300) for p in PROMPTS]
+    assert [j.state for j in tts] == ["succeeded"] * len(PROMPTS), [j.error for j in tts]
+    asr = [client.wait(client.submit_asr(client.audio_path(j)).id, timeout=300) for j in tts]
+    assert [j.state for j in asr] == ["succeeded"] * len(PROMPTS), [j.error for j in asr]
+    hyps = [j.result["text"] for j in asr]
+    assert wer(PROMPTS, hyps) <= 0.3, list(zip(PROMPTS, hyps))
