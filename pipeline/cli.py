@@ -210,12 +210,13 @@ def export_cmd(src: Path, dst: Path, commands: tuple[str, ...], scores: Path | N
     how it was made (commands, machine, hours, data) and what it scored."""
     import torch
 
-    from pipeline.training import export_checkpoint
+    from pipeline.training import describe_machine, export_checkpoint
 
     ckpt = torch.load(src, map_location="cpu", weights_only=False)
     provenance = dict(ckpt.get("provenance") or {})
     if commands:
         provenance["commands"] = list(commands)
+    provenance.setdefault("machine", describe_machine())  # runs that predate the record
     provenance["training_hours"] = round(ckpt.get("progress", {}).get("elapsed_seconds", 0) / 3600, 2)
     extra = {"provenance": provenance}
     if scores is not None:
