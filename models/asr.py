@@ -135,7 +135,7 @@ class SpeechTransformer(nn.Module):
         sos = targets.new_full((B, 1), self.dims.sos)
         tokens_in = torch.cat([sos, targets], dim=1)  # (B, L + 1)
         tokens_out = torch.cat([targets, targets.new_zeros(B, 1)], dim=1)
-        tokens_out[torch.arange(B), target_lengths] = self.dims.eos
+        tokens_out[torch.arange(B, device=targets.device), target_lengths] = self.dims.eos
         logprobs, _ = self(memory, mask, tokens_in)
         valid = lengths_to_mask(target_lengths + 1, tokens_out.size(1))
         nll = -logprobs.gather(-1, tokens_out[..., None]).squeeze(-1)

@@ -155,7 +155,7 @@ class GreedySearch(TokenSearch):
             logprobs = logprobs.clone()
             logprobs[:, self.eos] = -float("inf")
         best_logprob, token = logprobs.max(dim=-1)
-        token = token.masked_fill(self.finished, self.eos)
+        token = token.masked_fill(self.finished.to(token.device), self.eos)
         self.sum_logprobs += best_logprob.float().cpu().masked_fill(self.finished, 0.0)
         self.finished |= (token == self.eos).cpu() | (step + 1 >= self.max_lengths)
         hyp = torch.arange(tokens.size(0), device=tokens.device)

@@ -103,6 +103,16 @@ def export_checkpoint(src: Path, dst: Path, half: bool = True, **extra) -> Path:
     return dst
 
 
+def command_line() -> str:
+    """This process's command, as a user would retype it."""
+    program = sys.argv[0]
+    if program.endswith("speechq"):
+        return shlex.join(["speechq", *sys.argv[1:]])
+    if program.endswith("pipeline/__main__.py"):
+        return shlex.join(["python", "-m", "pipeline", *sys.argv[1:]])
+    return shlex.join(sys.argv)
+
+
 class Trainer:
     def __init__(self, task: TrainTask, config: TrainConfig, out_dir: str | Path):
         self.task, self.config, self.out = task, config, Path(out_dir)
@@ -186,8 +196,7 @@ class Trainer:
         if not (resume and self.resume()):
             torch.manual_seed(config.seed)
             random.seed(config.seed)
-        self.commands.append(shlex.join(["speechq", *sys.argv[1:]]
-                                        if sys.argv[0].endswith("speechq") else sys.argv))
+        self.commands.append(command_line())
         use_amp = config.amp and self.device.type == "cuda"
         bar = tqdm(total=config.max_steps, initial=self.step, disable=not sys.stderr.isatty(),
                    unit="step", dynamic_ncols=True)
