@@ -5,6 +5,7 @@ by one worker at a time, finishes at most once, and a resubmitted id finds the e
 
     queued --claim--> running --finish--> succeeded | failed | cancelled
        \\--cancel--> cancelled     \\--lease lapses (worker died)--> claimed again, attempt + 1
+                                  \\--release (batch over the soft limit)--> queued, runs alone
 
 A running job holds a lease key that its worker renews while it works. When the worker dies the
 lease lapses; the job's message comes back (late ack) and the next claim counts another attempt.
@@ -157,7 +158,8 @@ end
 attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'state', 'running', 'owner', ARGV[3], 'started_at', ARGV[1], 'worker', ARGV[6])
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
-return {'claimed', attempts, redis.call('HGET', KEYS[1], 'request')}
+return {'claimed', attempts, redis.call('HGET', KEYS[1], 'request'),
+        redis.call('HGET', KEYS[1], 'run_alone') or '0'}
 """
 
 # KEYS job, lease, stats, latency; ARGV now, expires, owner, state, result, error, error_type, batch
@@ -194,10 +196,11 @@ end_job('failed', ARGV[1], ARGV[2])
 return 1
 """
 
-# KEYS job, lease; ARGV owner, reason: give a claimed job back to the queue (no attempt counted)
+# KEYS job, lease; ARGV owner: give a claimed job back to the queue (no attempt counted), marked
+# to run alone, so it cannot land in the same over-long batch again and again
 _RELEASE = """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'queued')
+redis.call('HSET', KEYS[1], 'state', 'queued', 'run_alone', 1)
 redis.call('HINCRBY', KEYS[1], 'attempts', -1)
 redis.call('HDEL', KEYS[1], 'owner')
 redis.call('DEL', KEYS[2])
@@ -219,10 +222,17 @@ class Claim:
     status: str  # claimed | busy | done | cancelled | dead | missing
     attempts: int
     request: dict | None = None  # the job's request, when claimed
+    run_alone: bool = False  # released from a batch that ran over the soft limit
 
     @property
     def claimed(self) -> bool:
         return self.status == "claimed"
+
+    @property
+    def batchable(self) -> bool:
+        """Claimed on its first attempt and never split from a batch; any other job runs alone,
+        so a job that kills or stalls its batch cannot take the same jobs down twice."""
+        return self.claimed and self.attempts == 1 and not self.run_alone
 
 
 class JobStore:
@@ -280,8 +290,11 @@ class JobStore:
     def claim(self, job_id: str, owner: str, worker: str = "", kind: str | None = None) -> Claim:
         keys = self._end_keys(job_id, kind) + [DEAD_LETTERS]
         args = [f"{time.time():.6f}", self.result_expires, owner, self.lease_ms, self.max_attempts, worker]
-        status, attempts, *request = self._claim(keys=keys, args=args)
-        return Claim(status, int(attempts), json.loads(request[0]) if request else None)
+        status, attempts, *rest = self._claim(keys=keys, args=args)
+        if status != "claimed":
+            return Claim(status, int(attempts))
+        request, run_alone = rest
+        return Claim(status, int(attempts), json.loads(request), run_alone == "1")
 
     def finish(self, job_id: str, owner: str, state: str, result: dict | None = None,
                error: str = "", error_type: str = "", batch_size: int | None = None,

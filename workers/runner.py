@@ -82,13 +82,13 @@ class JobRunner:
             return {"id": job_id, "outcome": claim.status}
         batch, alone, taken = [Member(job_id, claim)], [], []
         try:
-            if claim.attempts == 1 and self.settings.max_batch_size > 1:
+            if claim.batchable and self.settings.max_batch_size > 1:
                 more, alone = collect(lambda: self._take(kind, owner, hostname, taken),
                                       lambda m: self._cost(kind, m),
                                       self.engines.cost(kind, claim.request), self.limits[kind])
                 batch += more
             outcomes = self._process(kind, batch, owner, hostname)
-            for m in alone:  # retried jobs run on their own: a poison job cannot take others down
+            for m in alone:  # retried or split jobs run on their own: one cannot take others down
                 if m.claim.status == "busy":
                     m.claim = self._claim(m.job_id, owner, hostname, kind)
                 if m.claim.claimed:
@@ -129,8 +129,8 @@ class JobRunner:
         return None
 
     def _cost(self, kind: str, m: Member) -> float | None:
-        if not m.claim.claimed or m.claim.attempts > 1:
-            return None  # busy, or lost once already: runs alone
+        if not m.claim.batchable:
+            return None  # busy, lost once already, or split from a batch: runs alone
         return self.engines.cost(kind, m.claim.request)
 
     # ------------------------------------------------------------ one batch
@@ -194,7 +194,8 @@ class JobRunner:
         return state
 
     def _on_soft_limit(self, kind: str, members: list[Member], ended: dict, owner: str) -> None:
-        """Over the soft limit: a lone job fails; the jobs of a batch go back to the queue alone."""
+        """Over the soft limit: a lone job fails; the jobs of a batch go back to the queue, each
+        to run alone next time (see `Claim.batchable`), where one that is slow by itself fails."""
         limit = self.settings.soft_time_limit
         for m in members:
             if m.job_id in ended:

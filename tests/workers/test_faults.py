@@ -69,9 +69,11 @@ def test_time_limits(tmp_path, start_worker):
     env = service_environment(tmp_path, soft_time_limit=3, hard_time_limit=5, visibility_timeout=8,
                               max_attempts=2)
     client = _client(env)
-    start_worker(env, queues="tts")
+    # both wait before the worker starts, so its first task always takes them as one batch; the
+    # soft limit splits it and each job then runs alone (submitted later, they batched by chance)
     slow = client.submit("tts", {"text": "Slow.", "_test": {"sleep": 10}})
     hung = client.submit("tts", {"text": "Hung.", "_test": {"hang": 30}})
+    start_worker(env, queues="tts")
     job = client.wait(slow.id, 60)
     assert job.state == "failed" and "longer than the time limit of 3 s" in job.error
     job = client.wait(hung.id, 90)

@@ -106,3 +106,9 @@ def test_job_transitions_in_redis():
     assert store.cancel("j4") == "running" and store.cancel_requested(["j4", "j3"]) == {"j4"}
     assert store.cancel("missing") == "missing"
     assert store.refuse("j4", "no") is False  # running: not refusable
+
+    store.create("j5", "tts", {"text": "hi"})
+    assert store.claim("j5", "w1").batchable
+    assert store.release("j5", "w1") and not store.release("j5", "w1")  # batch over the soft limit
+    c = store.claim("j5", "w2")
+    assert c.claimed and c.attempts == 1 and c.run_alone and not c.batchable
