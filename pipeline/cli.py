@@ -170,9 +170,12 @@ def train_tts_cmd(manifest, speaker, attention, units, reduction, d_model, layer
 @click.option("--encoder-layers", default=8, show_default=True)
 @click.option("--decoder-layers", default=3, show_default=True)
 @click.option("--ctc-weight", default=0.3, show_default=True)
+@click.option("--init-from", type=click.Path(exists=True, path_type=Path), default=None,
+              help="fine-tune this ASR checkpoint (its units, dims and weights) instead of starting fresh")
 @_train_options
 def train_asr_cmd(manifest, text, vocab_size, speakers, batch_frames, attention, d_model,
-                  conv_channels, encoder_layers, decoder_layers, ctc_weight, out, no_resume, **kwargs):
+                  conv_channels, encoder_layers, decoder_layers, ctc_weight, init_from, out,
+                  no_resume, **kwargs):
     """Train the joint CTC/attention Speech-Transformer."""
     from pipeline.train_asr import ASRDataConfig, ASRTask
     from pipeline.training import Trainer
@@ -181,15 +184,21 @@ def train_asr_cmd(manifest, text, vocab_size, speakers, batch_frames, attention,
     data = ASRDataConfig(manifest=manifest, text=text, vocab_size=vocab_size,
                          speakers=tuple(speakers.split(",")) if speakers else None,
                          max_batch_frames=batch_frames, ctc_weight=ctc_weight)
-    tokenizer = None
-    if not no_resume and (Path(out) / "last.pt").exists():
-        import torch
+    import torch
 
+    tokenizer, init = None, None
+    resuming = not no_resume and (Path(out) / "last.pt").exists()
+    if resuming:
         from pipeline.tokenizer import SubwordTokenizer
 
         last = torch.load(Path(out) / "last.pt", map_location="cpu", weights_only=False)
         tokenizer = SubwordTokenizer.from_dict(last["tokenizer"])  # resume with the same units
-    task = ASRTask(data, seed=config.seed, device=config.device, tokenizer=tokenizer,
+        init = last if "initialised_from" in last else None  # a fine-tuning run keeps its stats
+    elif init_from is not None:
+        from pipeline.checkpoints import load_checkpoint
+
+        init = load_checkpoint(init_from, kinds=("asr",))
+    task = ASRTask(data, seed=config.seed, device=config.device, tokenizer=tokenizer, init=init,
                    dims_overrides=dict(d_model=d_model, conv_channels=conv_channels,
                                        n_encoder_layers=encoder_layers,
                                        n_decoder_layers=decoder_layers, cross_attention=attention))

@@ -23,12 +23,14 @@ class SubwordTokenizer:
 
     @classmethod
     def train(cls, sentences: Iterable[str], vocab_size: int = 256) -> "SubwordTokenizer":
-        """Unigram model over the normalised words of `sentences`; vocab_size counts pieces."""
+        """Unigram model over the normalised words of `sentences`; vocab_size counts pieces, an
+        upper bound where the text has fewer (a small corpus gets the pieces it has)."""
         buffer = io.BytesIO()
         spm.SentencePieceTrainer.train(
             sentence_iterator=(words_for_scoring(s) for s in sentences),
             model_writer=buffer,
             vocab_size=vocab_size,
+            hard_vocab_limit=False,
             model_type="unigram",
             character_coverage=1.0,
             bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0,

@@ -25,6 +25,7 @@ import torchaudio.transforms as T
 from models.asr import ASRDims, SpeechTransformer
 from models.ctc import ctc_greedy
 from models.decoding import DecoderScorer, DecodingOptions, decode
+from pipeline.checkpoints import float_state_dict
 from pipeline.data import BucketBatchSampler, Utterance, pad_sequences, read_manifest
 from pipeline.featcache import load_features
 from pipeline.features import ASR_FEATURES, FeatureStats
@@ -86,8 +87,18 @@ def stretch(x: torch.Tensor, factor: float) -> torch.Tensor:
 
 class ASRTask:
     def __init__(self, data: ASRDataConfig, seed: int = 0, device: str = "cpu",
-                 tokenizer: SubwordTokenizer | None = None, dims_overrides: dict | None = None):
+                 tokenizer: SubwordTokenizer | None = None, dims_overrides: dict | None = None,
+                 init: dict | None = None):
+        """`init`: a loaded ASR checkpoint to fine-tune (its units, normalisation, dims and
+        weights; a GPU run continued on a CPU, say), or the last checkpoint of such a run when
+        it resumes. Otherwise the model starts fresh."""
         self.data, self.device = data, torch.device(device)
+        self.init_record = None  # what a fine-tuned model started from
+        if init is not None:
+            self.init_record = init.get("initialised_from") or {
+                k: init.get(k) for k in ("provenance", "progress", "metrics")}
+            tokenizer = SubwordTokenizer.from_dict(init["tokenizer"])
+            dims_overrides = init["dims"]
         self.rng = random.Random(seed)
         self.features = ASR_FEATURES
         utterances = [u for u in read_manifest(data.manifest, resolve_audio=True)
@@ -101,9 +112,15 @@ class ASRTask:
             tokenizer = SubwordTokenizer.train(text, data.vocab_size)
         self.tokenizer = tokenizer
         self.mels = load_features(Path(data.manifest), self.train + self.valid, self.features)
-        self.stats = FeatureStats.accumulate([self.mels[u.id].float() for u in self.train[::10]])
+        if init is not None:
+            self.stats = FeatureStats.from_dict(init["stats"])  # the model's own normalisation
+        else:
+            self.stats = FeatureStats.accumulate([self.mels[u.id].float() for u in self.train[::10]])
         self.targets = {u.id: torch.tensor(tokenizer.encode(u.text)) for u in self.train + self.valid}
-        self.model = SpeechTransformer(ASRDims(vocab_size=len(tokenizer), **(dims_overrides or {})))
+        dims = {"vocab_size": len(tokenizer), **(dims_overrides or {})}
+        self.model = SpeechTransformer(ASRDims(**dims))
+        if init is not None:
+            self.model.load_state_dict(float_state_dict(init["state_dict"]))
         lengths = [self.mels[u.id].size(0) for u in self.train]
         self.sampler = BucketBatchSampler(lengths, data.max_batch_frames, seed=seed, shortest_first=True)
         self.augment = SpecAugment() if data.spec_augment else None
@@ -164,4 +181,5 @@ class ASRTask:
                      "speakers": sorted({u.speaker for u in self.train}),
                      "train_utterances": len(self.train),
                      "train_hours": round(sum(u.duration for u in self.train) / 3600, 3)},
+            **({"initialised_from": self.init_record} if self.init_record else {}),
         }

@@ -1,0 +1,80 @@
+"""The ASR recipe end to end on a few generated utterances: training with validation WER, an
+exported checkpoint in the Recognizer, and fine-tuning from that export (`--init-from`)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.audio import save_wav
+from pipeline.recognizer import Recognizer
+from pipeline.train_asr import ASRDataConfig, ASRTask
+from pipeline.training import TrainConfig, Trainer, export_checkpoint
+
+pytestmark = pytest.mark.slow  # trains a tiny model twice
+
+SAMPLE_RATE = 16_000
+WORDS = ["red", "green", "blue", "cat", "dog", "sun"]
+TINY = dict(d_model=32, n_heads=2, d_ff=64, conv_channels=8, n_encoder_layers=1, n_decoder_layers=1)
+
+
+def _write_corpus(root, n=24, seed=0):
+    """Each word a tone of its own pitch; sentences of two or three words."""
+    rng = np.random.default_rng(seed)
+    (root / "wavs").mkdir()
+    with (root / "manifest.jsonl").open("w") as f:
+        for i in range(n):
+            words = list(rng.choice(WORDS, size=int(rng.integers(2, 4))))
+            t = np.arange(int(0.2 * SAMPLE_RATE)) / SAMPLE_RATE
+            parts = [0.3 * np.sin(2 * np.pi * (200 + 90 * WORDS.index(w)) * t) for w in words]
+            wav = np.concatenate([np.zeros(1600), *parts, np.zeros(1600)])
+            save_wav(root / "wavs" / f"u{i}.wav", torch.tensor(wav, dtype=torch.float32), SAMPLE_RATE)
+            f.write(json.dumps({"id": f"u{i:02d}", "audio": f"wavs/u{i}.wav", "text": " ".join(words),
+                                "duration": len(wav) / SAMPLE_RATE, "speaker": "tone"}) + "\n")
+    (root / "text.txt").write_text("\n".join(" ".join(rng.choice(WORDS, 3)) for _ in range(50)))
+    return root / "manifest.jsonl"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("asr")
+    data = ASRDataConfig(manifest=str(_write_corpus(root)), text=str(root / "text.txt"),
+                         vocab_size=24, valid_size=4, max_batch_frames=2000)
+    config = TrainConfig(max_steps=4, warmup_steps=1, eval_every=2, save_every=2, log_every=1)
+    task = ASRTask(data, dims_overrides=TINY)
+    metrics = Trainer(task, config, root / "run").fit()
+    return root, data, config, metrics
+
+
+def test_training_logs_validation_wer_and_resumes(run):
+    root, data, config, metrics = run
+    assert {"wer_ctc_greedy", "wer_attention_greedy", "score"} <= set(metrics)
+    log = [json.loads(line) for line in (root / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "eval" in r] == [2, 4]
+    assert (root / "run" / "best.pt").exists()
+    # a second run with a higher step limit resumes at step 4 with the same units
+    last = torch.load(root / "run" / "last.pt", weights_only=False)
+    from pipeline.tokenizer import SubwordTokenizer
+
+    task = ASRTask(data, tokenizer=SubwordTokenizer.from_dict(last["tokenizer"]), dims_overrides=TINY)
+    trainer = Trainer(task, TrainConfig(**{**config.__dict__, "max_steps": 5}), root / "run")
+    trainer.fit()
+    assert trainer.step == 5 and len(trainer.commands) == 2
+
+
+def test_export_fine_tunes_from_its_weights_units_and_normalisation(run, tmp_path):
+    root, data, config, _ = run
+    shipped = export_checkpoint(root / "run" / "best.pt", tmp_path / "asr.pt")
+    transcript = Recognizer.load(shipped).transcribe(root / "wavs" / "u0.wav")
+    assert isinstance(transcript.text, str)  # the export is a working model
+    init = torch.load(shipped, weights_only=True)
+    task = ASRTask(data, init=init)
+    for name, value in task.model.state_dict().items():
+        assert torch.equal(value, init["state_dict"][name].float()), name
+    assert task.stats.to_dict() == init["stats"]
+    assert task.tokenizer.to_dict() == init["tokenizer"]
+    Trainer(task, TrainConfig(max_steps=1, warmup_steps=1, eval_every=1), tmp_path / "tune").fit()
+    tuned = torch.load(tmp_path / "tune" / "best.pt", weights_only=False)
+    assert tuned["initialised_from"]["progress"]["step"] == init["progress"]["step"]
