@@ -9,6 +9,8 @@
 - Robustness: hard sentences (repeated words, tongue twisters, number lists, a 40-word sentence).
   A failure is a decoder that hit its length cap, or an output whose duration is outside
   0.67-1.5x flite's for the same text (a skipped or repeated stretch changes the length).
+  Autoregressive models run with the monotonic constraint at inference and, for comparison,
+  without it (`ar-NAME-unconstrained`).
 - Alignment: the boundary error (ms) against flite's phone segmentation that each
   autoregressive checkpoint recorded at its last validation.
 - Speed on this CPU, one thread: real-time factor with Griffin-Lim, and mel generation alone.
@@ -31,6 +33,7 @@ from pipeline.audio import duration_seconds  # noqa: E402
 from pipeline.checkpoints import default_checkpoint, load_checkpoint  # noqa: E402
 from pipeline.evalsets import harvard_lists, speak_set  # noqa: E402
 from pipeline.evaluate import pocketsphinx_transcribe, wer  # noqa: E402
+from models.tts import SynthesisOptions  # noqa: E402
 from pipeline.synthesizer import Synthesizer  # noqa: E402
 
 HARD_SENTENCES = [
@@ -126,13 +129,16 @@ def main() -> None:
 
         recognizer = Recognizer.load(asr_path)
 
-    models = {"nat": args.nat or default_checkpoint("tts-nat")}
+    # name -> (checkpoint, synthesis options); each AR model runs twice: with the monotonic
+    # constraint at inference (the default) and without it (plain attention, for comparison)
+    models = {"nat": (args.nat or default_checkpoint("tts-nat"), None)}
     for spec in filter(None, args.ar.split(",")):
         attention, _, path = spec.partition("=")
-        models[f"ar-{attention}"] = Path(path)
+        models[f"ar-{attention}"] = (Path(path), SynthesisOptions(monotonic=True))
+        models[f"ar-{attention}-unconstrained"] = (Path(path), SynthesisOptions(monotonic=False))
     result["models"] = {}
-    for name, path in models.items():
-        synth = Synthesizer.load(path)
+    for name, (path, options) in models.items():
+        synth = Synthesizer.load(path, options=options)
         scores = evaluate_model(synth, sentences, recognizer, teacher_durations)
         scores["checkpoint"] = str(path)
         metrics = load_checkpoint(path).get("metrics") or {}
@@ -143,7 +149,7 @@ def main() -> None:
         result["models"][name] = scores
         if not args.json:
             print(name, json.dumps({k: v for k, v in scores.items() if k != "hard"}))
-    ar = [m for m in result["models"] if m.startswith("ar-")]
+    ar = [m for m in result["models"] if m.startswith("ar-") and not m.endswith("-unconstrained")]
     if ar and "nat" in result["models"]:
         nat_mel = result["models"]["nat"]["mel_seconds"]
         result["nat_mel_speedup"] = {m: round(result["models"][m]["mel_seconds"] / nat_mel, 1) for m in ar}

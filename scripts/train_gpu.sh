@@ -73,16 +73,18 @@ speechq corpus --text "$text" --voices "$voices" --spread --limit "$SPREAD_LINES
 log "corpus: $(wc -l < data/corpus/manifest.jsonl) utterances"
 
 # ---------------------------------------------------------------- training, side by side
-# each run gets the time left less a margin for its start, last evaluation and export
+# each run gets the time left less a margin: --max-minutes counts from the first step, and
+# before it a run computes its features (ASR: ~90 s for the 37k utterances on an H200 machine's
+# 16 cores), then ends with an evaluation and is exported
 minutes() { "$PYTHON" -c "print(round(max(0.5, ($(seconds_left) - $1) / 60), 2))"; }
 common=(--device "$DEVICE" --threads "$THREADS" --max-steps 1000000)
 speechq train asr --manifest data/corpus/manifest.jsonl --text "$text" --out runs/asr \
-    "${common[@]}" --max-minutes "$(minutes 55)" --batch-frames "$ASR_BATCH" --lr 1.5e-3 \
+    "${common[@]}" --max-minutes "$(minutes 150)" --batch-frames "$ASR_BATCH" --lr 1.5e-3 \
     --warmup 600 --eval-every 500 --save-every 500 > runs/asr.log 2>&1 &
 asr=$!
 # NAT first: it writes the TTS feature cache that the AR run then reads
 speechq train tts-nat --manifest data/corpus/manifest.jsonl --out runs/tts-nat \
-    "${common[@]}" --max-minutes "$(minutes 45)" --batch-frames "$TTS_BATCH" --lr 1.5e-3 \
+    "${common[@]}" --max-minutes "$(minutes 90)" --batch-frames "$TTS_BATCH" --lr 1.5e-3 \
     --warmup 400 --eval-every 500 --save-every 500 > runs/tts-nat.log 2>&1 &
 nat=$!
 until ls data/corpus/features/manifest-*.pt >/dev/null 2>&1 && [ "$(ls data/corpus/features/manifest-*.pt | wc -l)" -ge 2 ]; do
@@ -90,7 +92,7 @@ until ls data/corpus/features/manifest-*.pt >/dev/null 2>&1 && [ "$(ls data/corp
     kill -0 $nat 2>/dev/null || break
 done
 speechq train tts --manifest data/corpus/manifest.jsonl --out runs/tts-ar-dot --attention dot \
-    --reduction 2 "${common[@]}" --max-minutes "$(minutes 50)" --batch-frames "$TTS_BATCH" \
+    --reduction 2 "${common[@]}" --max-minutes "$(minutes 80)" --batch-frames "$TTS_BATCH" \
     --lr 1e-3 --warmup 1000 --eval-every 1000 --save-every 1000 > runs/tts-ar-dot.log 2>&1 &
 ar=$!
 log "training: asr $asr, tts-nat $nat, tts-ar $ar"

@@ -1,21 +1,17 @@
 """The product's main path on the shipped models: a TTS job's wav, sent back as an ASR job,
-reads as the prompt (WER <= 0.3), through the real Redis and a real worker."""
+reads as the prompt (WER <= 0.3 over Harvard list 1), through the real Redis and a real worker."""
 
 from __future__ import annotations
 
 import pytest
 
 from pipeline.checkpoints import REPO_ROOT
+from pipeline.evalsets import harvard_lists
 from pipeline.evaluate import wer
 from tests.workers.conftest import flush, service_environment, settings_for
 
 SHIPPED = REPO_ROOT / "checkpoints"
-PROMPTS = [
-    "The birch canoe slid on the smooth planks.",
-    "Glue the sheet to the dark blue background.",
-    "These days a chicken leg is a rare dish.",
-    "Rice is often served in round bowls.",
-]
+PROMPTS = harvard_lists([1])  # ten sentences: the standard intelligibility list, never trained on
 
 pytestmark = [
     pytest.mark.slow,
