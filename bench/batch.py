@@ -2,7 +2,7 @@
 against the same files transcribed in one process without a queue.
 
     .venv/bin/python bench/batch.py --json
-    .venv/bin/python bench/batch.py --json --recognizer pipeline.recognizer:Recognizer --files 500
+    .venv/bin/python bench/batch.py --json --recognizer pipeline.recognizer:Recognizer --checkpoints checkpoints
 
 Both sides use the same model class, device, torch threads and batch size. Reported: each
 side's audio seconds per second, their ratio (target >= 0.9), and the worker's utilisation
@@ -87,6 +87,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=2.0, help="length of each clip")
     p.add_argument("--device", default="cpu")
     p.add_argument("--recognizer", default=STUB_RECOGNIZER)
+    p.add_argument("--checkpoints", default=None, help="folder with asr.pt for the real recognizer "
+                   "(both sides load it; default: a folder with a tiny random TTS model only)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
@@ -95,8 +97,11 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="speechq-bench-batch-"))
     folder = root / "clips"
     files = [write_noise_wav(folder / f"{i:05d}.wav", a.seconds, seed=i) for i in range(a.files)]
+    extra = {"checkpoints": Path(a.checkpoints).resolve()} if a.checkpoints else {}
     env = service_environment(root, redis_url=a.redis_url, recognizer=a.recognizer, threads=a.threads,
-                              device=a.device, max_batch_size=a.batch_size, batch_wait_ms=5, test_hooks=0)
+                              device=a.device, max_batch_size=a.batch_size, batch_wait_ms=5, test_hooks=0,
+                              **extra)
+    os.environ["SPEECHQ_CHECKPOINTS"] = env["SPEECHQ_CHECKPOINTS"]  # the direct side loads the same model
     report = {"machine": platform.node(), "cpus": os.cpu_count(), "device": a.device, "recognizer": a.recognizer,
               "files": a.files, "clip_seconds": a.seconds, "date": time.strftime("%Y-%m-%d")}
     report["direct"] = direct(files, a.recognizer, a.device, a.threads, a.batch_size)
