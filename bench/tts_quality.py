@@ -13,7 +13,8 @@
   without it (`ar-NAME-unconstrained`).
 - Alignment: the boundary error (ms) against flite's phone segmentation that each
   autoregressive checkpoint recorded at its last validation.
-- Speed on this CPU, one thread: real-time factor with Griffin-Lim, and mel generation alone.
+- Speed on this CPU, one thread: real-time factor with Griffin-Lim, mel generation (text in,
+  mel out: the flite phone front-end included) and the decoder alone (phones already encoded).
 """
 
 from __future__ import annotations
@@ -77,11 +78,15 @@ def evaluate_model(synth: Synthesizer, sentences: list[str], recognizer, teacher
     results, seconds = _timed(lambda: [synth.synthesize(s) for s in sentences])
     audio = sum(r.duration for r in results)
     _, mel_seconds = _timed(lambda: [synth.mels([s]) for s in sentences])
+    tokens = [torch.tensor(synth.frontend.encode(s))[None] for s in sentences]
+    with torch.no_grad():  # the decoder alone: text already in model units
+        _, decoder_seconds = _timed(lambda: [synth.generator.generate(t) for t in tokens])
     out = {
         "pocketsphinx_wer": round(wer(sentences, [pocketsphinx_transcribe(r.wav) for r in results]), 4),
         "rtf": round(seconds / audio, 4),
         "mel_seconds": round(mel_seconds, 3),
         "mel_rtf": round(mel_seconds / audio, 4),
+        "decoder_seconds": round(decoder_seconds, 3),
         "cap_hits": sum(r.hit_length_cap for r in results),
     }
     if recognizer is not None:
@@ -153,6 +158,9 @@ def main() -> None:
     if ar and "nat" in result["models"]:
         nat_mel = result["models"]["nat"]["mel_seconds"]
         result["nat_mel_speedup"] = {m: round(result["models"][m]["mel_seconds"] / nat_mel, 1) for m in ar}
+        nat_decoder = result["models"]["nat"]["decoder_seconds"]
+        result["nat_decoder_speedup"] = {
+            m: round(result["models"][m]["decoder_seconds"] / nat_decoder, 1) for m in ar}
     print(json.dumps(result) if args.json else json.dumps(result, indent=1))
 
 
