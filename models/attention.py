@@ -24,7 +24,9 @@ Variants, chosen by name with `build_cross_attention`:
                one position per step; soft expected alignment in training, hard at inference
 
 At inference, `dot` and `location` can be held to a monotonic window (`AttentionState.window`):
-the focus never moves backwards and at most `ahead` positions per step.
+the focus never moves backwards and at most `ahead` positions per step; with `max_dwell` it must
+also move on after that many steps on one position (a stalled alignment otherwise repeats one
+sound until the length cap).
 """
 
 from __future__ import annotations
@@ -140,17 +142,29 @@ class AttentionState:
     keys/values are the projected memory, computed once per utterance. Beam search only ever
     re-indexes hypotheses of the same utterance, which share that memory, so `reorder` leaves
     them alone. `window` = (back, ahead) turns on the monotonic inference constraint; `focus`
-    is then the position attended at the last step.
+    is then the position attended at the last step, and `dwell` the steps it has stayed there.
     """
 
     keys: Tensor  # (B, H, S, dk)
     values: Tensor  # (B, H, S, dh)
     window: tuple[int, int] | None = None
     focus: Tensor | None = None  # (B,) long
+    max_dwell: int | None = None  # steps on one position before the window moves on
+    dwell: Tensor | None = None  # (B,) long
 
     def reorder(self, indices: Tensor) -> "AttentionState":
-        focus = None if self.focus is None else self.focus[indices]
-        return replace(self, focus=focus)
+        if self.focus is None:
+            return self
+        return replace(self, focus=self.focus[indices], dwell=self.dwell[indices])
+
+    @classmethod
+    def start(cls, keys: Tensor, values: Tensor, window: tuple[int, int] | None,
+              max_dwell: int | None = None, **extra) -> "AttentionState":
+        """A first step's state; with a window, the focus starts on the first position."""
+        if window is None:
+            return cls(keys, values, **extra)
+        zeros = keys.new_zeros(keys.size(0), dtype=torch.long)
+        return cls(keys, values, window, zeros, max_dwell, zeros.clone(), **extra)
 
 
 class CrossAttention(nn.Module):
@@ -159,7 +173,8 @@ class CrossAttention(nn.Module):
     n_heads: int
 
     def init_state(
-        self, memory: Tensor, memory_mask: Tensor, window: tuple[int, int] | None = None
+        self, memory: Tensor, memory_mask: Tensor, window: tuple[int, int] | None = None,
+        max_dwell: int | None = None,
     ) -> AttentionState:
         raise NotImplementedError
 
@@ -178,13 +193,20 @@ class CrossAttention(nn.Module):
         back, ahead = state.window
         pos = torch.arange(memory_mask.size(1), device=memory_mask.device)[None, :]
         focus = state.focus[:, None]
-        allowed = (pos >= focus - back) & (pos <= focus + ahead) & memory_mask
+        lowest = focus - back
+        if state.max_dwell is not None:  # stayed too long: the next position (or the last one)
+            last = memory_mask.sum(dim=1, keepdim=True) - 1
+            stalled = state.dwell[:, None] >= state.max_dwell
+            lowest = torch.where(stalled, torch.minimum(focus + 1, last), lowest)
+        allowed = (pos >= lowest) & (pos <= focus + ahead) & memory_mask
         return allowed | (~allowed.any(dim=1, keepdim=True) & memory_mask)
 
     @staticmethod
-    def _move_focus(state: AttentionState, weights: Tensor) -> Tensor:
+    def _moved(state: AttentionState, weights: Tensor) -> AttentionState:
         """New focus: the argmax of the head-averaged weights, never behind the old one."""
-        return torch.maximum(state.focus, weights.mean(dim=1).argmax(dim=-1))
+        focus = torch.maximum(state.focus, weights.mean(dim=1).argmax(dim=-1))
+        dwell = torch.where(focus == state.focus, state.dwell + 1, torch.zeros_like(state.dwell))
+        return replace(state, focus=focus, dwell=dwell)
 
 
 class DotCrossAttention(CrossAttention):
@@ -198,10 +220,9 @@ class DotCrossAttention(CrossAttention):
         self.out = nn.Linear(d_model, d_model)
         self.drop = nn.Dropout(dropout)
 
-    def init_state(self, memory, memory_mask, window=None):
+    def init_state(self, memory, memory_mask, window=None, max_dwell=None):
         k, v = (_split_heads(t, self.n_heads) for t in self.kv(memory).chunk(2, dim=-1))
-        focus = None if window is None else memory.new_zeros(memory.size(0), dtype=torch.long)
-        return AttentionState(k, v, window, focus)
+        return AttentionState.start(k, v, window, max_dwell)
 
     def forward(self, query, memory, memory_mask, state=None):
         state = state or self.init_state(memory, memory_mask)
@@ -213,7 +234,7 @@ class DotCrossAttention(CrossAttention):
             mask = self._window_mask(state, memory_mask)
         context, weights = scaled_dot_product(q, state.keys, state.values, mask[:, None, None, :], True)
         if state.window is not None:
-            state = replace(state, focus=self._move_focus(state, weights[:, :, -1]))
+            state = self._moved(state, weights[:, :, -1])
         return self.out(_merge_heads(self.drop(context))), weights, state
 
 
@@ -256,15 +277,14 @@ class LocationCrossAttention(CrossAttention):
         self.out = nn.Linear(d_model, d_model)
         self.drop = nn.Dropout(dropout)
 
-    def init_state(self, memory, memory_mask, window=None):
+    def init_state(self, memory, memory_mask, window=None, max_dwell=None):
         B, S, _ = memory.size()
         keys = _split_heads(self.key(memory), self.n_heads)  # (B, H, S, A)
         values = _split_heads(self.value(memory), self.n_heads)  # (B, H, S, dh)
         # start with all weight on the first position, as a decoder that has read nothing
         prev = memory.new_zeros(B, self.n_heads, S)
         prev[:, :, 0] = 1.0
-        focus = None if window is None else memory.new_zeros(B, dtype=torch.long)
-        return LocationState(keys, values, window, focus, prev=prev, cum=prev.clone())
+        return LocationState.start(keys, values, window, max_dwell, prev=prev, cum=prev.clone())
 
     def location_features(self, prev: Tensor, cum: Tensor) -> Tensor:
         """prev, cum (B, H, S) -> (B, H, S, A)."""
@@ -288,8 +308,9 @@ class LocationCrossAttention(CrossAttention):
             weights = energies.masked_fill(~mask[:, None, :], NEG_INF).softmax(dim=-1)
             contexts.append(weights[:, :, None, :] @ state.values)  # (B, H, 1, dh)
             all_weights.append(weights)
-            focus = None if state.window is None else self._move_focus(state, weights)
-            state = replace(state, prev=weights, cum=state.cum + weights, focus=focus)
+            state = replace(state, prev=weights, cum=state.cum + weights)
+            if state.window is not None:
+                state = self._moved(state, weights)
         context = _merge_heads(torch.cat(contexts, dim=2))
         return self.out(self.drop(context)), torch.stack(all_weights, dim=2), state
 
@@ -329,8 +350,9 @@ class MonotonicCrossAttention(CrossAttention):
         self.noise_std = noise_std
         self.drop = nn.Dropout(dropout)
 
-    def init_state(self, memory, memory_mask, window=None):
-        """Any `window` turns on the hard alignment: this variant's own monotonic inference."""
+    def init_state(self, memory, memory_mask, window=None, max_dwell=None):
+        """Any `window` turns on the hard alignment: this variant's own monotonic inference
+        (it stays or moves one position per step; `max_dwell` is not used)."""
         B, S, _ = memory.size()
         k, v = (_split_heads(t, self.n_heads) for t in self.kv(memory).chunk(2, dim=-1))
         alpha = memory.new_zeros(B, self.n_heads, S)

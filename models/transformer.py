@@ -151,10 +151,11 @@ class Decoder(nn.Module):
         self.ln = nn.LayerNorm(d_model)
 
     def init_state(self, memory: Tensor, memory_mask: Tensor,
-                   window: tuple[int, int] | None = None) -> DecoderState:
-        """Project the memory once per utterance; `window` turns on monotonic inference."""
+                   window: tuple[int, int] | None = None, max_dwell: int | None = None) -> DecoderState:
+        """Project the memory once per utterance; `window` turns on monotonic inference, and
+        `max_dwell` bounds the steps its focus may stay on one position."""
         return DecoderState([
-            layer.cross_attn.init_state(memory, memory_mask, window) for layer in self.layers
+            layer.cross_attn.init_state(memory, memory_mask, window, max_dwell) for layer in self.layers
         ])
 
     def forward(

@@ -152,6 +152,29 @@ def test_window_constraint_is_monotonic_and_bounded(variant):
     assert ((moves >= 0) & (moves <= 2)).all()
 
 
+@pytest.mark.parametrize("variant", ["dot", "location"])
+@pytest.mark.parametrize("max_dwell", [None, 3])
+def test_a_stalled_focus_moves_on_after_max_dwell_steps(variant, max_dwell):
+    """Flat energies: every allowed position ties and argmax keeps the first, so the focus
+    would stay at 0 for ever; with max_dwell it stays max_dwell steps after arriving, moves
+    on at the next, and waits at the last position."""
+    attn = build_cross_attention(variant, D, H).eval()
+    with torch.no_grad():
+        for p in (attn.q.parameters() if variant == "dot" else [attn.energy]):
+            p.zero_()
+    memory, mask = _memory([4, 3])
+    state = attn.init_state(memory, mask, window=(1, 2), max_dwell=max_dwell)
+    focus = []
+    for _ in range(16):
+        _, _, state = attn(torch.randn(2, 1, D), memory, mask, state)
+        focus.append(state.focus.tolist())
+    if max_dwell is None:
+        assert focus == [[0, 0]] * 16
+    else:
+        expected = [[min((step + 1) // 4, 3), min((step + 1) // 4, 2)] for step in range(16)]
+        assert focus == expected
+
+
 def test_location_energies_depend_on_previous_alignment():
     torch.manual_seed(0)
     attn = LocationCrossAttention(D, H).double().eval()
