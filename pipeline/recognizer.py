@@ -26,6 +26,7 @@ from pipeline.audio import AudioLimits, load_audio
 from pipeline.checkpoints import default_checkpoint, float_state_dict, load_checkpoint
 from pipeline.data import pad_sequences
 from pipeline.features import FeatureConfig, FeatureStats, LogMel
+from pipeline.precision import autocast, resolve_precision
 from pipeline.tokenizer import SubwordTokenizer
 from pipeline.vad import split_on_pauses
 
@@ -70,8 +71,11 @@ class RecognitionOptions:
 
 
 class Recognizer:
-    def __init__(self, model: SpeechTransformer, checkpoint: dict, device: str = "cpu"):
+    def __init__(self, model: SpeechTransformer, checkpoint: dict, device: str = "cpu",
+                 precision: str = "auto"):
+        """`precision`: "fp32", "bf16" or "fp16" autocast, or "auto" (bf16 on a GPU, fp32 on a CPU)."""
         self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
         self.model = model.to(self.device).eval()
         self.features = FeatureConfig.from_dict(checkpoint["features"])
         self.stats = FeatureStats.from_dict(checkpoint["stats"])
@@ -81,11 +85,12 @@ class Recognizer:
         self.frame_seconds = self.features.frame_seconds * model.dims.subsampling
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None, device: str = "cpu") -> "Recognizer":
+    def load(cls, path: str | os.PathLike | None = None, device: str = "cpu",
+             precision: str = "auto") -> "Recognizer":
         ckpt = load_checkpoint(path or default_checkpoint("asr"), kinds=("asr",))
         model = SpeechTransformer(ASRDims(**ckpt["dims"]))
         model.load_state_dict(float_state_dict(ckpt["state_dict"]))
-        return cls(model, ckpt, device)
+        return cls(model, ckpt, device, precision)
 
     @property
     def sample_rate(self) -> int:
@@ -142,9 +147,12 @@ class Recognizer:
         return results
 
     def _decode_batch(self, feats: list[Tensor], opts: RecognitionOptions):
-        x, lengths = pad_sequences(feats)
+        with autocast(self.device, self.precision):
+            return self._decode_padded(*pad_sequences(feats), opts)
+
+    def _decode_padded(self, x: Tensor, lengths: Tensor, opts: RecognitionOptions):
         memory, mask = self.model.encode(x.to(self.device), lengths.to(self.device))
-        logprobs = self.model.ctc_logprobs(memory)
+        logprobs = self.model.ctc_logprobs(memory).float()
         enc_lengths = mask.sum(1)
         dims = self.model.dims
         if opts.decoder == "ctc":

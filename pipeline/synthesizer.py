@@ -24,6 +24,7 @@ from models.tts import SynthesisOptions, TransformerTTS, TTSDims
 from pipeline.checkpoints import default_checkpoint, float_state_dict, load_checkpoint
 from pipeline.features import FeatureConfig, FeatureStats, GriffinLim
 from pipeline.frontend import frontend_from_dict
+from pipeline.precision import autocast, resolve_precision
 from pipeline.text import check_text, split_sentences
 
 SENTENCE_PAUSE_SECONDS = 0.2
@@ -101,8 +102,11 @@ MelGenerator = NATMelGenerator | ARMelGenerator
 
 class Synthesizer:
     def __init__(self, generator: MelGenerator, checkpoint: dict, device: str = "cpu",
-                 griffin_lim_iters: int = 32):
+                 griffin_lim_iters: int = 32, precision: str = "auto"):
+        """`precision` of the acoustic model: "fp32", "bf16" or "fp16" autocast, or "auto" (bf16
+        on a GPU, fp32 on a CPU); Griffin-Lim always runs in float32."""
         self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
         self.generator = generator
         self.model = generator.model.to(self.device).eval()
         self.checkpoint_info = {k: checkpoint.get(k) for k in ("kind", "data", "metrics")}
@@ -114,7 +118,7 @@ class Synthesizer:
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, device: str = "cpu",
              griffin_lim_iters: int = 32, *, decoder: str | None = None,
-             options: SynthesisOptions | None = None) -> "Synthesizer":
+             options: SynthesisOptions | None = None, precision: str = "auto") -> "Synthesizer":
         """`decoder` "ar" or "nat" picks the shipped model and checks a given checkpoint's kind;
         None takes whichever kind `path` holds (the shipped NAT model without a path)."""
         if decoder is not None and decoder not in GENERATORS:
@@ -122,7 +126,7 @@ class Synthesizer:
         kinds = tuple(g.kind for name, g in GENERATORS.items() if decoder in (None, name))
         ckpt = load_checkpoint(path or default_checkpoint(f"tts-{decoder or 'nat'}"), kinds=kinds)
         generator = next(g for g in GENERATORS.values() if g.kind == ckpt["kind"])
-        return cls(generator.from_checkpoint(ckpt, options), ckpt, device, griffin_lim_iters)
+        return cls(generator.from_checkpoint(ckpt, options), ckpt, device, griffin_lim_iters, precision)
 
     @property
     def sample_rate(self) -> int:
@@ -134,9 +138,10 @@ class Synthesizer:
         tokens = [torch.tensor(self.frontend.encode(s)) for s in sentences]
         batch = torch.nn.utils.rnn.pad_sequence(tokens, batch_first=True,
                                                 padding_value=self.frontend.vocab.PAD)
-        results = self.generator.generate(batch.to(self.device), speed)
+        with autocast(self.device, self.precision):
+            results = self.generator.generate(batch.to(self.device), speed)
         for r in results:
-            r.mel = self.stats.denormalize(r.mel)
+            r.mel = self.stats.denormalize(r.mel.float())
         return results
 
     def mels(self, sentences: list[str], speed: float = 1.0) -> list[Tensor]:

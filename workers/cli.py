@@ -79,6 +79,8 @@ def _finish(job, wait: bool, timeout: float | None, as_json: bool) -> None:
 @click.option("--queues", default="tts,asr", show_default=True, help="comma-separated: tts, asr")
 @click.option("--concurrency", "-c", default=1, show_default=True, help="pool processes (one model each)")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None,
+              help="model arithmetic (default SPEECHQ_PRECISION or auto: bf16 on a GPU, fp32 on a CPU)")
 @click.option("--hostname", "-n", default=None, help="worker name (default speechq-<queues>@<host>)")
 @click.option("--metrics-port", type=int, default=None,
               help="serve Prometheus metrics here (0: any free port; default SPEECHQ_METRICS_PORT or off)")
@@ -88,7 +90,7 @@ def _finish(job, wait: bool, timeout: float | None, as_json: bool) -> None:
 @click.option("--preload/--no-preload", default=True, show_default=True,
               help="load the models when a pool process starts, not at its first job")
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
-def worker_cmd(queues, concurrency, device, hostname, metrics_port, max_batch_size, batch_wait_ms,
+def worker_cmd(queues, concurrency, device, precision, hostname, metrics_port, max_batch_size, batch_wait_ms,
                threads, preload, loglevel) -> None:
     """Run a worker in the foreground until SIGTERM (warm shutdown: running jobs finish)."""
     from workers.settings import QUEUES, Settings
@@ -98,7 +100,8 @@ def worker_cmd(queues, concurrency, device, hostname, metrics_port, max_batch_si
         raise click.UsageError(f"--queues: choose from {', '.join(QUEUES)}")
     if not (device == "cpu" or device == "cuda" or device.startswith("cuda:")):
         raise click.UsageError("--device: cpu, cuda or cuda:N")
-    overrides = {k: v for k, v in {"device": device, "metrics_port": metrics_port,
+    overrides = {k: v for k, v in {"device": device, "precision": precision,
+                                   "metrics_port": metrics_port,
                                    "max_batch_size": max_batch_size, "batch_wait_ms": batch_wait_ms,
                                    "threads": threads,
                                    "preload": ",".join(chosen) if preload else ""}.items() if v is not None}

@@ -63,11 +63,14 @@ class Engines:
             if kind == "tts":
                 from pipeline.synthesizer import Synthesizer
 
-                self._models[kind] = Synthesizer.load(device=self.settings.device)
+                self._models[kind] = Synthesizer.load(device=self.settings.device,
+                                                      precision=self.settings.precision)
             else:
                 cls = load_class(self.settings.recognizer)
-                self._models[kind] = cls.load(device=self.settings.device)
-            log.info("loaded the %s model on %s", kind, self.settings.device)
+                self._models[kind] = cls.load(device=self.settings.device,
+                                              precision=self.settings.precision)
+            log.info("loaded the %s model on %s (%s)", kind, self.settings.device,
+                     getattr(self._models[kind], "precision", self.settings.precision))
         return self._models[kind]
 
     @property

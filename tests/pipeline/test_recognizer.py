@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from pipeline.precision import autocast, resolve_precision
 from pipeline.recognizer import RecognitionOptions, Recognizer
 from pipeline.vad import split_on_pauses
 from tests.helpers import make_tiny_asr_checkpoint
@@ -62,3 +63,28 @@ def test_options_are_validated():
         RecognitionOptions(decoder="rnnt")
     with pytest.raises(ValueError):
         RecognitionOptions(ctc_weight=1.5)
+
+
+def test_precision_resolves_per_device():
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("bf16", "cpu") == "bf16"
+    with pytest.raises(ValueError, match="GPU"):
+        resolve_precision("fp16", "cpu")
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("int8", "cpu")
+
+
+def test_bf16_autocast_runs_the_model_in_bf16(tmp_path):
+    path = make_tiny_asr_checkpoint(tmp_path / "asr.pt")
+    full, low = Recognizer.load(path), Recognizer.load(path, precision="bf16")
+    dtypes = []
+    low.model.ctc_head.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    wav = _speech_with_pauses([1.5])
+    t = low.transcribe(wav, beam_size=2)
+    assert dtypes == [torch.bfloat16] and t.duration == pytest.approx(1.5 + 0.6, abs=0.01)
+    x = full._features(wav)[None]  # the same encoder output in both precisions, to bf16 accuracy
+    with torch.no_grad(), autocast(low.device, "bf16"):
+        lp_low = low.model.ctc_logprobs(low.model.encode(x, torch.tensor([x.size(1)]))[0]).float()
+    with torch.no_grad():
+        lp_full = full.model.ctc_logprobs(full.model.encode(x, torch.tensor([x.size(1)]))[0])
+    assert (lp_low.exp() - lp_full.exp()).abs().max() < 0.05

@@ -14,8 +14,9 @@ from workers.storage import Storage, StorageError
 
 def test_settings_from_env_and_celery_config():
     s = Settings.from_env({"SPEECHQ_REDIS_URL": "redis://h:1/2", "SPEECHQ_MAX_BATCH_SIZE": "8",
-                           "SPEECHQ_TEST_HOOKS": "yes"})
+                           "SPEECHQ_TEST_HOOKS": "yes", "SPEECHQ_PRECISION": "bf16"})
     assert s.redis_url == "redis://h:1/2" and s.max_batch_size == 8 and s.test_hooks
+    assert s.precision == "bf16" and Settings().precision == "auto"
     assert Settings.from_env(s.to_env()) == s
     c = celery_config(s)
     assert c["accept_content"] == ["json"] and c["task_serializer"] == "json"
@@ -27,7 +28,8 @@ def test_settings_from_env_and_celery_config():
 
 
 @pytest.mark.parametrize("bad", [{"SPEECHQ_VISIBILITY_TIMEOUT": "100", "SPEECHQ_HARD_TIME_LIMIT": "200"},
-                                 {"SPEECHQ_SOFT_TIME_LIMIT": "400"}, {"SPEECHQ_MAX_BATCH_SIZE": "zero"}])
+                                 {"SPEECHQ_SOFT_TIME_LIMIT": "400"}, {"SPEECHQ_MAX_BATCH_SIZE": "zero"},
+                                 {"SPEECHQ_PRECISION": "int8"}])
 def test_settings_refuse_nonsense(bad):
     with pytest.raises(ValueError):
         Settings.from_env(bad)
