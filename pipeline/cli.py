@@ -126,23 +126,38 @@ def train_tts_nat_cmd(manifest, speaker, teacher, batch_frames, limit, out, no_r
 @click.option("--sampling-start", default=4_000, show_default=True)
 @click.option("--batch-frames", default=12_000, show_default=True)
 @click.option("--limit", type=int, default=None, help="train on the first N utterances only")
+@click.option("--init-from", type=click.Path(exists=True, path_type=Path), default=None,
+              help="start from this AR checkpoint's weights (its units and sizes; --attention may "
+                   "differ: a dot model warm-starts a monotonic one)")
 @_train_options
 def train_tts_cmd(manifest, speaker, attention, units, reduction, d_model, layers, heads,
                   guided_weight, guided_sigma, scheduled_sampling, sampling_start, batch_frames,
-                  limit, out, no_resume, **kwargs):
+                  limit, init_from, out, no_resume, **kwargs):
     """Train the autoregressive Transformer-TTS model; attention plots go to OUT/attention."""
-    from models.tts import TTSLossOptions
+    import dataclasses
+
+    import torch
+
+    from models.tts import TTSDims, TTSLossOptions
+    from pipeline.checkpoints import load_checkpoint
     from pipeline.train_tts import TTSDataConfig
     from pipeline.train_tts_ar import ARTrainOptions, TransformerTTSTask, default_dims
     from pipeline.training import Trainer
 
     config = _train_config(kwargs)
+    last = Path(out) / "last.pt"
+    resuming = not no_resume and last.exists()
+    start = load_checkpoint(init_from, kinds=("tts-ar",)) if init_from is not None else None
     try:
         # noisy energies push the monotonic variant's stay/move decisions towards 0 or 1
         attention_options = {"noise_std": 1.0} if attention == "monotonic" else {}
-        dims = default_dims(units, reduction=reduction, d_model=d_model, n_heads=heads,
-                            n_encoder_layers=layers, n_decoder_layers=layers,
-                            cross_attention=attention, attention_options=attention_options)
+        if start is not None:  # the sizes are the starting checkpoint's
+            dims = dataclasses.replace(TTSDims(**start["dims"]), cross_attention=attention,
+                                       attention_options=attention_options)
+        else:
+            dims = default_dims(units, reduction=reduction, d_model=d_model, n_heads=heads,
+                                n_encoder_layers=layers, n_decoder_layers=layers,
+                                cross_attention=attention, attention_options=attention_options)
         loss = TTSLossOptions(guided_weight=guided_weight, guided_sigma=guided_sigma)
         options = ARTrainOptions(loss, scheduled_sampling=scheduled_sampling,
                                  sampling_start=sampling_start)
@@ -150,8 +165,13 @@ def train_tts_cmd(manifest, speaker, attention, units, reduction, d_model, layer
         raise click.UsageError(str(e)) from None
     data = TTSDataConfig(manifest=manifest, speaker=speaker, max_batch_frames=batch_frames,
                          limit=limit)
-    task = TransformerTTSTask(data, dims, options, seed=config.seed, device=config.device,
-                              plot_dir=Path(out) / "attention")
+    try:
+        task = TransformerTTSTask(data, dims, options, seed=config.seed, device=config.device,
+                                  plot_dir=Path(out) / "attention", init=None if resuming else start)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    if resuming:  # a warm-started run keeps its record
+        task.init_record = torch.load(last, map_location="cpu", weights_only=False).get("initialised_from")
     metrics = Trainer(task, config, out).fit(resume=not no_resume)
     click.echo(json.dumps({"out": str(out), "eval": metrics}))
 

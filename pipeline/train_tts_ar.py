@@ -78,7 +78,8 @@ class TransformerTTSTask:
 
     def __init__(self, data: TTSDataConfig, dims: TTSDims,
                  options: ARTrainOptions = ARTrainOptions(), seed: int = 0, device: str = "cpu",
-                 plot_dir: str | Path | None = None):
+                 plot_dir: str | Path | None = None, init: dict | None = None):
+        """`init`: a loaded "tts-ar" checkpoint whose weights start the model (`warm_start`)."""
         self.data, self.options, self.seed = data, options, seed
         self.device = torch.device(device)
         self.corpus = TTSCorpus(data)
@@ -90,6 +91,11 @@ class TransformerTTSTask:
         self.tokens = {i: torch.tensor(self.frontend.encode_utterance(u))
                        for i, u in self.utterances.items()}
         self.model = TransformerTTS(dims)
+        self.init_record = None  # what a warm-started model started from
+        if init is not None:
+            warm_start(self.model, init)
+            self.init_record = init.get("initialised_from") or {
+                k: init.get(k) for k in ("provenance", "progress", "metrics")}
         lengths = [self.corpus.mels[u.id].size(0) for u in self.corpus.train]
         # short utterances first in epoch 0: the attention finds its alignment sooner
         self.sampler = BucketBatchSampler(lengths, data.max_batch_frames, seed=seed,
@@ -190,7 +196,26 @@ class TransformerTTSTask:
             "frontend": self.frontend.units,
             "train_options": asdict(self.options),
             "data": self.corpus.describe(),
+            **({"initialised_from": self.init_record} if self.init_record else {}),
         }
+
+
+def warm_start(model: TransformerTTS, init: dict) -> None:
+    """Load a "tts-ar" checkpoint's weights into `model`, which may use another cross-attention.
+
+    `dot` and `monotonic` attention share their query, key/value and output projections, so a
+    model trained with `dot` attention starts a `monotonic` one with only the stay bias fresh;
+    cross-attention parameters the two variants do not share start fresh. Any other difference
+    (width, layers, vocabulary) is an error.
+    """
+    state = float_state_dict(init["state_dict"])
+    own = model.state_dict()
+    fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    left_out = sorted(set(state) - set(fits)) + sorted(set(own) - set(fits))
+    if any(".cross_attn." not in k for k in left_out):
+        raise ValueError("the checkpoint does not fit this model: "
+                         f"{[k for k in left_out if '.cross_attn.' not in k][:5]} differ")
+    model.load_state_dict(fits, strict=False)
 
 
 # ---------------------------------------------------------------------- AR -> NAT durations

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from models.fastspeech import FastSpeechDims
-from models.tts import SynthesisOptions
+from models.tts import SynthesisOptions, TransformerTTS, TTSDims
 from pipeline.audio import save_wav
 from pipeline.checkpoints import CheckpointError
 from pipeline.synthesizer import Synthesizer
 from pipeline.text import PhoneVocab
 from pipeline.train_tts import FastSpeechTask, TTSDataConfig
-from pipeline.train_tts_ar import ARTrainOptions, TransformerTTSTask, default_dims
+from pipeline.train_tts_ar import ARTrainOptions, TransformerTTSTask, default_dims, warm_start
 from pipeline.training import TrainConfig, Trainer
 
 pytestmark = pytest.mark.slow  # trains two tiny models
@@ -104,3 +104,24 @@ def test_nat_model_trains_from_the_teachers_attention(trained, tmp_path):
     synth = Synthesizer.load(tmp_path / "best.pt")  # the kind on file decides
     assert synth.checkpoint_info["kind"] == "tts-nat"
     assert synth.synthesize("Hello world.").focus_rate is None
+
+
+def test_a_trained_model_warm_starts_another_attention_variant(trained, tmp_path):
+    root, data, _ = trained
+    init = torch.load(root / "run" / "best.pt", map_location="cpu", weights_only=False)
+    dims = TTSDims(**{**init["dims"], "cross_attention": "monotonic",
+                      "attention_options": {"noise_std": 1.0}})
+    task = TransformerTTSTask(data, dims, init=init)
+    shared = {k: v for k, v in task.model.state_dict().items() if "cross_attn" not in k}
+    assert all(torch.equal(v, init["state_dict"][k].float()) for k, v in shared.items())
+    dot = TransformerTTS(TTSDims(**{**init["dims"], "cross_attention": "dot"}))  # shares q, kv, out
+    warm_start(task.model, {"state_dict": dot.state_dict()})
+    assert torch.equal(task.model.decoder.layers[0].cross_attn.q.weight,
+                       dot.decoder.layers[0].cross_attn.q.weight)
+    Trainer(task, TrainConfig(max_steps=1, warmup_steps=1, eval_every=1), tmp_path).fit()
+    saved = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=False)
+    assert saved["dims"]["cross_attention"] == "monotonic"
+    assert saved["initialised_from"]["progress"] == init["progress"]
+    wider = TTSDims(**{**init["dims"], "d_model": 48})
+    with pytest.raises(ValueError, match="does not fit"):
+        TransformerTTSTask(data, wider, init=init)
