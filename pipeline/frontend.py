@@ -3,15 +3,16 @@
 A checkpoint stores its vocabulary (`vocab.to_dict()`, which names its kind); `frontend_from_dict`
 rebuilds the matching front-end, so a model is always fed the units it was trained on.
 
-    phones  flite's phones (`flite_phones`), the units its `-psdur` segmentation uses; a
-            manifest utterance that carries that segmentation is read from it directly
+    phones  flite's phones, the units its `-psdur` segmentation uses, read by libflite in
+            process (`libflite_phones`, the same phones as the `flite` command); a manifest
+            utterance that carries that segmentation is read from it directly
     chars   characters of the normalised text
 """
 
 from __future__ import annotations
 
 from pipeline.data import Utterance
-from pipeline.text import CharVocab, PhoneVocab, TextError, flite_phones, normalize_text
+from pipeline.text import CharVocab, PhoneVocab, TextError, libflite_phones, normalize_text
 
 
 class PhoneFrontend:
@@ -21,7 +22,7 @@ class PhoneFrontend:
         self.vocab = vocab or PhoneVocab()
 
     def encode(self, text: str) -> list[int]:
-        ids = self.vocab.encode(flite_phones(normalize_text(text)))
+        ids = self.vocab.encode(libflite_phones(normalize_text(text)))
         if len(ids) <= 2:  # only the pauses at either end: nothing speakable survived
             raise TextError(f"nothing to say in {text!r}")
         return ids

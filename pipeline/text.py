@@ -5,6 +5,7 @@ currency, times, percentages and common abbreviations (num2words does the number
 `CharVocab` maps normalised text to ids for ASR targets and character TTS; `PhoneVocab` and
 `flite_phones` give the phone sequence flite's front-end produces (the one its `-psdur`
 segmentation uses, so a duration model trained on it reads the same units at inference);
+`libflite_phones` gives the same sequence from libflite in process, a hundred times faster;
 `espeak_phonemes` is the optional IPA front-end through espeak-ng.
 """
 
@@ -18,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from num2words import num2words
+
+from pipeline.flite import IN_PROCESS_TEXT, flite_front_end
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +259,21 @@ def flite_phones(text: str, timeout: float = 30.0) -> list[str]:
     if proc.returncode != 0:
         raise TextError(f"flite could not read the text: {proc.stderr.strip()}")
     return [item.rpartition(":")[0] for item in proc.stdout.split() if ":" in item]
+
+
+def libflite_phones(text: str) -> list[str]:
+    """`flite_phones(text)`, read by libflite in this process (~0.3 ms, not a ~35 ms process).
+
+    Normalised text only (what `normalize_text` returns); other text, and every text where
+    libflite cannot be loaded, goes to the `flite` command.
+    """
+    front_end = flite_front_end()
+    if front_end is None or not IN_PROCESS_TEXT.fullmatch(text):
+        return flite_phones(text)
+    try:
+        return front_end.phones(text)
+    except RuntimeError as e:
+        raise TextError(str(e)) from None
 
 
 def espeak_phonemes(text: str, voice: str = "en-us") -> str:
