@@ -2,7 +2,7 @@
 autocast, in one process on one device.
 
     .venv/bin/python bench/precision.py --json                      # CPU: fp32 vs bf16
-    python bench/precision.py --json --device cuda --precision bf16 # a GPU worker's default
+    python bench/precision.py --json --device cuda --precision bf16 # on a GPU
 
 Synthesises Harvard sentences with the NAT and AR models and transcribes the NAT audio with the
 ASR model, in a batch, once per precision (after a warm-up). Reported per precision: seconds for

@@ -72,8 +72,8 @@ class RecognitionOptions:
 
 class Recognizer:
     def __init__(self, model: SpeechTransformer, checkpoint: dict, device: str = "cpu",
-                 precision: str = "auto"):
-        """`precision`: "fp32", "bf16" or "fp16" autocast, or "auto" (bf16 on a GPU, fp32 on a CPU)."""
+                 precision: str = "fp32"):
+        """`precision`: "fp32", or "bf16"/"fp16" autocast (pipeline.precision)."""
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
         self.model = model.to(self.device).eval()
@@ -86,7 +86,7 @@ class Recognizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, device: str = "cpu",
-             precision: str = "auto") -> "Recognizer":
+             precision: str = "fp32") -> "Recognizer":
         ckpt = load_checkpoint(path or default_checkpoint("asr"), kinds=("asr",))
         model = SpeechTransformer(ASRDims(**ckpt["dims"]))
         model.load_state_dict(float_state_dict(ckpt["state_dict"]))

@@ -102,9 +102,9 @@ MelGenerator = NATMelGenerator | ARMelGenerator
 
 class Synthesizer:
     def __init__(self, generator: MelGenerator, checkpoint: dict, device: str = "cpu",
-                 griffin_lim_iters: int = 32, precision: str = "auto"):
-        """`precision` of the acoustic model: "fp32", "bf16" or "fp16" autocast, or "auto" (bf16
-        on a GPU, fp32 on a CPU); Griffin-Lim always runs in float32."""
+                 griffin_lim_iters: int = 32, precision: str = "fp32"):
+        """`precision` of the acoustic model: "fp32", or "bf16"/"fp16" autocast
+        (pipeline.precision); Griffin-Lim always runs in float32."""
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
         self.generator = generator
@@ -118,7 +118,7 @@ class Synthesizer:
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, device: str = "cpu",
              griffin_lim_iters: int = 32, *, decoder: str | None = None,
-             options: SynthesisOptions | None = None, precision: str = "auto") -> "Synthesizer":
+             options: SynthesisOptions | None = None, precision: str = "fp32") -> "Synthesizer":
         """`decoder` "ar" or "nat" picks the shipped model and checks a given checkpoint's kind;
         None takes whichever kind `path` holds (the shipped NAT model without a path)."""
         if decoder is not None and decoder not in GENERATORS:

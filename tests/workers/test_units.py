@@ -16,7 +16,7 @@ def test_settings_from_env_and_celery_config():
     s = Settings.from_env({"SPEECHQ_REDIS_URL": "redis://h:1/2", "SPEECHQ_MAX_BATCH_SIZE": "8",
                            "SPEECHQ_TEST_HOOKS": "yes", "SPEECHQ_PRECISION": "bf16"})
     assert s.redis_url == "redis://h:1/2" and s.max_batch_size == 8 and s.test_hooks
-    assert s.precision == "bf16" and Settings().precision == "auto"
+    assert s.precision == "bf16" and Settings().precision == "fp32"
     assert Settings.from_env(s.to_env()) == s
     c = celery_config(s)
     assert c["accept_content"] == ["json"] and c["task_serializer"] == "json"
