@@ -55,3 +55,13 @@ def load_checkpoint(path: str | os.PathLike, kinds: tuple[str, ...] | None = Non
 def float_state_dict(state_dict: dict) -> dict:
     """fp16-stored weights back to float32 for CPU inference."""
     return {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
+
+
+def lineage(ckpt: dict) -> dict:
+    """What a model fine-tuned or warm-started from `ckpt` records as `initialised_from`: that
+    checkpoint's provenance, progress and metrics, and its own `initialised_from`, so the whole
+    chain of runs back to the first stays on file."""
+    record = {k: ckpt.get(k) for k in ("provenance", "progress", "metrics")}
+    if ckpt.get("initialised_from"):
+        record["initialised_from"] = ckpt["initialised_from"]
+    return record

@@ -206,19 +206,21 @@ def train_asr_cmd(manifest, text, vocab_size, speakers, batch_frames, attention,
                          max_batch_frames=batch_frames, ctc_weight=ctc_weight)
     import torch
 
-    tokenizer, init = None, None
+    tokenizer, init, init_record = None, None, None
     resuming = not no_resume and (Path(out) / "last.pt").exists()
     if resuming:
         from pipeline.tokenizer import SubwordTokenizer
 
         last = torch.load(Path(out) / "last.pt", map_location="cpu", weights_only=False)
         tokenizer = SubwordTokenizer.from_dict(last["tokenizer"])  # resume with the same units
-        init = last if "initialised_from" in last else None  # a fine-tuning run keeps its stats
+        if "initialised_from" in last:  # a fine-tuning run keeps its stats and its record
+            init, init_record = last, last["initialised_from"]
     elif init_from is not None:
         from pipeline.checkpoints import load_checkpoint
 
         init = load_checkpoint(init_from, kinds=("asr",))
     task = ASRTask(data, seed=config.seed, device=config.device, tokenizer=tokenizer, init=init,
+                   init_record=init_record,
                    dims_overrides=dict(d_model=d_model, conv_channels=conv_channels,
                                        n_encoder_layers=encoder_layers,
                                        n_decoder_layers=decoder_layers, cross_attention=attention))

@@ -25,7 +25,7 @@ import torchaudio.transforms as T
 from models.asr import ASRDims, SpeechTransformer
 from models.ctc import ctc_greedy
 from models.decoding import DecoderScorer, DecodingOptions, decode
-from pipeline.checkpoints import float_state_dict
+from pipeline.checkpoints import float_state_dict, lineage
 from pipeline.data import BucketBatchSampler, Utterance, pad_sequences, read_manifest
 from pipeline.featcache import load_features
 from pipeline.features import ASR_FEATURES, FeatureStats
@@ -88,15 +88,15 @@ def stretch(x: torch.Tensor, factor: float) -> torch.Tensor:
 class ASRTask:
     def __init__(self, data: ASRDataConfig, seed: int = 0, device: str = "cpu",
                  tokenizer: SubwordTokenizer | None = None, dims_overrides: dict | None = None,
-                 init: dict | None = None):
+                 init: dict | None = None, init_record: dict | None = None):
         """`init`: a loaded ASR checkpoint to fine-tune (its units, normalisation, dims and
         weights; a GPU run continued on a CPU, say), or the last checkpoint of such a run when
-        it resumes. Otherwise the model starts fresh."""
+        it resumes, with `init_record` the record that run started with. Otherwise the model
+        starts fresh."""
         self.data, self.device = data, torch.device(device)
         self.init_record = None  # what a fine-tuned model started from
         if init is not None:
-            self.init_record = init.get("initialised_from") or {
-                k: init.get(k) for k in ("provenance", "progress", "metrics")}
+            self.init_record = init_record or lineage(init)
             tokenizer = SubwordTokenizer.from_dict(init["tokenizer"])
             dims_overrides = init["dims"]
         self.rng = random.Random(seed)

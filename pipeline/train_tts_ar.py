@@ -24,7 +24,7 @@ from models.tts import (
     TTSLossOptions,
     durations_from_attention,
 )
-from pipeline.checkpoints import float_state_dict, load_checkpoint
+from pipeline.checkpoints import float_state_dict, lineage, load_checkpoint
 from pipeline.data import BucketBatchSampler, Utterance, pad_sequences
 from pipeline.features import FeatureStats
 from pipeline.frontend import Frontend, frontend_for, frontend_from_dict
@@ -94,8 +94,7 @@ class TransformerTTSTask:
         self.init_record = None  # what a warm-started model started from
         if init is not None:
             warm_start(self.model, init)
-            self.init_record = init.get("initialised_from") or {
-                k: init.get(k) for k in ("provenance", "progress", "metrics")}
+            self.init_record = lineage(init)
         lengths = [self.corpus.mels[u.id].size(0) for u in self.corpus.train]
         # short utterances first in epoch 0: the attention finds its alignment sooner
         self.sampler = BucketBatchSampler(lengths, data.max_batch_frames, seed=seed,

@@ -78,3 +78,8 @@ def test_export_fine_tunes_from_its_weights_units_and_normalisation(run, tmp_pat
     Trainer(task, TrainConfig(max_steps=1, warmup_steps=1, eval_every=1), tmp_path / "tune").fit()
     tuned = torch.load(tmp_path / "tune" / "best.pt", weights_only=False)
     assert tuned["initialised_from"]["progress"]["step"] == init["progress"]["step"]
+    again = ASRTask(data, init=tuned)  # a fine-tune of a fine-tune keeps the whole chain
+    Trainer(again, TrainConfig(max_steps=1, warmup_steps=1, eval_every=1), tmp_path / "again").fit()
+    chain = torch.load(tmp_path / "again" / "best.pt", weights_only=False)["initialised_from"]
+    assert chain["progress"] == tuned["progress"]
+    assert chain["initialised_from"]["progress"]["step"] == init["progress"]["step"]
