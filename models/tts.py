@@ -91,11 +91,16 @@ class TTSLossOptions:
 class SynthesisOptions:
     stop_threshold: float = 0.5  # an item stops at its first frame with a stop probability above
     max_len_ratio: float = 10.0  # at most this many frames per input token, then `hit_length_cap`
+    # ... plus this many: a short input is mostly its leading and trailing pauses ("A." is three
+    # phones but flite speaks it in ~38 frames)
+    max_len_offset: int = 40
     min_len_ratio: float = 0.0  # no stop before this many frames per input token
     monotonic: bool = True  # hold the cross-attention of every layer monotonic
     window: tuple[int, int] = (1, 2)  # (back, ahead) tokens around the last focus (dot, location)
     # with the window: frames one token may hold the focus before it must move on (None: no
     # bound). 40 frames (0.64 s at hop 256, 16 kHz) is about twice flite slt's longest phone.
+    # Also, with `monotonic`, an item whose attention has held the last input token this long
+    # has said everything and ends there, even if its stop token never fires.
     max_dwell_frames: int | None = 40
     prenet_dropout: bool = True  # as in training (Tacotron); False gives deterministic output
 
@@ -104,6 +109,8 @@ class SynthesisOptions:
             raise ValueError("stop_threshold must be in (0, 1)")
         if self.max_len_ratio <= 0 or not 0 <= self.min_len_ratio < self.max_len_ratio:
             raise ValueError("need max_len_ratio > 0 and 0 <= min_len_ratio < max_len_ratio")
+        if self.max_len_offset < 0:
+            raise ValueError("max_len_offset must be >= 0")
         if len(self.window) != 2 or min(self.window) < 0 or self.window[1] < 1:
             raise ValueError("window must be (back >= 0, ahead >= 1)")
         if self.max_dwell_frames is not None and self.max_dwell_frames < 1:
@@ -113,7 +120,8 @@ class SynthesisOptions:
         """(B,) input lengths -> (B,) minimum and maximum decoder steps."""
         frames = in_lengths.float()
         min_steps = torch.floor(frames * self.min_len_ratio / reduction).long()
-        max_steps = torch.ceil(frames * self.max_len_ratio / reduction).long().clamp_min(1)
+        max_frames = frames * self.max_len_ratio + self.max_len_offset
+        max_steps = torch.ceil(max_frames / reduction).long().clamp_min(1)
         return min_steps, max_steps
 
 
@@ -182,19 +190,27 @@ class DecoderPrenet(nn.Module):
 
 
 class _StopTracker:
-    """Per-item stopping of a batched decode: the first frame past the stop threshold, or
-    the length cap. Items that are done keep being decoded (their rows are simply unused)."""
+    """Per-item stopping of a batched decode: the first frame past the stop threshold, the
+    attention having held the last input token for `end_steps` steps (when given), or the
+    length cap. Items that are done keep being decoded (their rows are simply unused)."""
 
-    def __init__(self, min_steps: Tensor, max_steps: Tensor, threshold: float, reduction: int):
+    def __init__(self, min_steps: Tensor, max_steps: Tensor, threshold: float, reduction: int,
+                 end_steps: int | None = None):
         self.min_steps, self.max_steps = min_steps, max_steps
-        self.threshold, self.r = threshold, reduction
+        self.threshold, self.r, self.end_steps = threshold, reduction, end_steps
         self.lengths = torch.zeros_like(max_steps)  # frames
         self.done = torch.zeros_like(max_steps, dtype=torch.bool)
         self.hit_cap = torch.zeros_like(self.done)
+        self.at_end = torch.zeros_like(max_steps)  # consecutive steps on the last token
 
-    def update(self, step: int, stop_logits: Tensor) -> bool:
-        """stop_logits (B, r) of decoder step `step`; True once every item is done."""
+    def update(self, step: int, stop_logits: Tensor, end_weight: Tensor | None = None) -> bool:
+        """stop_logits (B, r) of decoder step `step`, end_weight (B,) the attention on the last
+        input token (mean over layers and heads); True once every item is done."""
         fired = (torch.sigmoid(stop_logits) > self.threshold) & (step >= self.min_steps)[:, None]
+        if self.end_steps is not None and end_weight is not None:
+            self.at_end = torch.where(end_weight > 0.5, self.at_end + 1, 0)
+            said_all = (self.at_end >= self.end_steps) & (step >= self.min_steps)
+            fired[:, -1] |= said_all  # ends with this step's last frame
         stopped = fired.any(dim=1) & ~self.done
         capped = ~self.done & ~stopped & (step + 1 >= self.max_steps)
         first = fired.int().argmax(dim=1)  # the first frame of the step past the threshold
@@ -339,8 +355,10 @@ class TransformerTTS(nn.Module):
         memory, mask = self.encode(tokens)
         in_lengths = mask.sum(dim=1)
         r = self.dims.reduction
-        tracker = _StopTracker(*options.step_limits(in_lengths, r), options.stop_threshold, r)
         max_dwell = None if options.max_dwell_frames is None else -(-options.max_dwell_frames // r)
+        tracker = _StopTracker(*options.step_limits(in_lengths, r), options.stop_threshold, r,
+                               max_dwell if options.monotonic else None)
+        last = (in_lengths - 1)[:, None, None, None]  # (B, 1, 1, 1): the last token of each item
         state = self.decoder.init_state(memory, mask, options.window if options.monotonic else None,
                                         max_dwell)
         frame = memory.new_zeros(tokens.size(0), 1, self.dims.n_mels)  # the go frame
@@ -350,7 +368,8 @@ class TransformerTTS(nn.Module):
             state = out.state
             mels.append(out.mel)
             weights.append(torch.stack(out.weights, dim=1))  # (B, L, H, 1, S)
-            if tracker.update(step, out.stop_logits):
+            end_weight = weights[-1][..., 0, :].gather(-1, last.expand(-1, *weights[-1].shape[1:3], 1))
+            if tracker.update(step, out.stop_logits, end_weight.mean(dim=(1, 2, 3))):
                 break
             frame = out.mel[:, -1:]
         return self._finish(torch.cat(mels, dim=1), torch.cat(weights, dim=3), in_lengths, tracker)

@@ -206,15 +206,35 @@ def test_stops_at_the_stop_token_or_reports_the_cap():
     tokens = _tokens([4, 6])
     with torch.no_grad():
         model.stop_out.bias.fill_(-50.0)  # never stops
-    capped = model.generate(tokens, SynthesisOptions(max_len_ratio=2.0, prenet_dropout=False))
+    capped = model.generate(tokens, SynthesisOptions(max_len_ratio=2.0, max_len_offset=0,
+                                                     monotonic=False, prenet_dropout=False))
     assert [r.hit_length_cap for r in capped] == [True, True]
     assert [r.mel.size(0) for r in capped] == [9, 12]  # ceil(2 * S / r) steps of r frames
+    offset = SynthesisOptions(max_len_ratio=2.0, max_len_offset=6, monotonic=False, prenet_dropout=False)
+    assert [r.mel.size(0) for r in model.generate(tokens, offset)] == [15, 18]  # ceil((2 S + 6) / r)
     with torch.no_grad():
         model.stop_out.bias.copy_(torch.tensor([-50.0, 50.0, -50.0]))  # stops at a step's 2nd frame
     stopped = model.generate(tokens, SynthesisOptions(min_len_ratio=1.0, prenet_dropout=False))
     assert [r.hit_length_cap for r in stopped] == [False, False]
     assert [r.mel.size(0) for r in stopped] == [5, 8]  # first step past min_len, then 2 frames
     assert all(0 < r.focus_rate <= 1 for r in stopped)
+
+
+def test_an_item_whose_attention_holds_the_last_token_ends_there():
+    """A decoder that never fires its stop token still ends once its (monotonic) focus has sat
+    on the last input token for max_dwell_frames, not at the length cap."""
+    model = _model("dot", r=2, dtype=torch.float32, seed=4)
+    tokens = _tokens([4, 6])
+    with torch.no_grad():
+        model.stop_out.bias.fill_(-50.0)  # never stops by itself
+    options = SynthesisOptions(max_dwell_frames=6, max_len_ratio=40.0, prenet_dropout=False)
+    for result, n in zip(model.generate(tokens, options), [4, 6]):
+        assert not result.hit_length_cap
+        focus = result.weights.mean(dim=(0, 1)).argmax(-1)  # (steps,)
+        assert (focus[-3:] == n - 1).all()  # the last 6 frames (3 steps) on the last token
+        assert result.mel.size(0) < 40 * n
+    unbounded = SynthesisOptions(max_dwell_frames=None, max_len_ratio=3.0, prenet_dropout=False)
+    assert all(r.hit_length_cap for r in model.generate(tokens, unbounded))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
