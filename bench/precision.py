@@ -25,6 +25,7 @@ sys.path[:] = [str(REPO)] + [x for x in sys.path if Path(x or ".").resolve() != 
 
 import torch  # noqa: E402
 
+from pipeline.checkpoints import DEFAULT_NAMES  # noqa: E402
 from pipeline.evalsets import harvard_lists  # noqa: E402
 from pipeline.evaluate import wer  # noqa: E402
 from pipeline.recognizer import Recognizer  # noqa: E402
@@ -45,10 +46,10 @@ def _timed(device: torch.device, fn):
 
 
 def run(precision: str, device: str, sentences: list[str], checkpoints: Path | None, repeats: int) -> dict:
-    ckpt = (lambda name: checkpoints / name) if checkpoints else (lambda name: None)
-    nat = Synthesizer.load(ckpt("tts-nat.pt"), device, decoder="nat", precision=precision)
-    ar = Synthesizer.load(ckpt("tts-ar.pt"), device, decoder="ar", precision=precision)
-    asr = Recognizer.load(ckpt("asr.pt"), device, precision=precision)
+    ckpt = (lambda role: checkpoints / DEFAULT_NAMES[role]) if checkpoints else (lambda role: None)
+    nat = Synthesizer.load(ckpt("tts-nat"), device, decoder="nat", precision=precision)
+    ar = Synthesizer.load(ckpt("tts-ar"), device, decoder="ar", precision=precision)
+    asr = Recognizer.load(ckpt("asr"), device, precision=precision)
     dev = nat.device
     nat.mels(sentences[:2]), ar.mels(sentences[:2])  # warm up (kernels, caches)
     asr.transcribe_batch([r.wav for r in nat.synthesize_batch(sentences[:2])])

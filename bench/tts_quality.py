@@ -1,6 +1,6 @@
 """TTS intelligibility, robustness and speed, per model.
 
-    python bench/tts_quality.py [--nat checkpoints/tts-nat.pt] [--ar dot=checkpoints/tts-ar.pt,...]
+    python bench/tts_quality.py [--nat checkpoints/tts-nat.pt] [--ar dot=checkpoints/tts-ar-dot.pt,...]
                                 [--asr checkpoints/asr.pt] [--lists 1-6] [--json]
 
 - Intelligibility: Harvard sentences (never in training text) synthesised by each model and

@@ -17,7 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # shipped checkpoints, by role; SPEECHQ_CHECKPOINTS points elsewhere (a docker volume, say)
 DEFAULT_NAMES = {
     "tts-nat": "tts-nat.pt",
-    "tts-ar": "tts-ar.pt",
+    "tts-ar": "tts-ar-monotonic.pt",
     "asr": "asr.pt",
 }
 

@@ -5,7 +5,8 @@
 #   1. the queue benchmark with the worker on the GPU (nothing else on the GPU), while the
 #      corpus is spoken on the other cores;
 #   2. scripts/train_gpu.sh: ASR fine-tuned from checkpoints/asr.pt, and the monotonic-attention
-#      AR model warm-started from checkpoints/tts-ar.pt (dot), side by side;
+#      AR model warm-started from the shipped dot model (then checkpoints/tts-ar.pt, now
+#      checkpoints/tts-ar-dot.pt), side by side;
 #   3. the precision benchmark (fp32 against bf16) on the idle GPU.
 set -u
 G=$PWD/.gpu
@@ -42,7 +43,7 @@ taskset -c "$svc_cpus" env DEVICE="${SVC_DEVICE:-cuda:0}" SKIP_PRECISION=1 \
 wait $corpus; echo "corpus rc $?"; tail -2 "$O/corpus.log"
 
 env RUNS="asr ar" ASR_INIT=checkpoints/asr.pt ASR_LR="${ASR_LR:-6e-4}" ASR_WARMUP=200 \
-    AR_ATTENTION=monotonic AR_INIT=checkpoints/tts-ar.pt AR_LR="${AR_LR:-5e-4}" AR_WARMUP=200 \
+    AR_ATTENTION=monotonic AR_INIT=checkpoints/tts-ar-dot.pt AR_LR="${AR_LR:-5e-4}" AR_WARMUP=200 \
     SLT_LINES=$SLT_LINES SPREAD_LINES=$SPREAD_LINES scripts/train_gpu.sh "$O/models" "${BUDGET:-400}" > "$O/train.log" 2>&1
 echo "train rc $?"
 env DEVICE="${SVC_DEVICE:-cuda:0}" SKIP_QUEUE=1 scripts/gpu_service.sh "$O/service" >> "$O/service.log" 2>&1

@@ -16,7 +16,7 @@
 # packages (Celery, Redis, FastAPI) are not needed on the training machine.
 #
 # RUNS picks the runs (default "asr nat ar"). A run can continue a shipped model instead of
-# starting fresh: ASR_INIT=checkpoints/asr.pt fine-tunes the recogniser, AR_INIT=checkpoints/tts-ar.pt
+# starting fresh: ASR_INIT=checkpoints/asr.pt fine-tunes the recogniser, AR_INIT=checkpoints/tts-ar-dot.pt
 # starts the AR model (AR_ATTENTION=monotonic warm-starts the monotonic variant from a dot model);
 # *_LR and *_WARMUP set their schedules.
 set -euo pipefail
