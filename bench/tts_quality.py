@@ -133,6 +133,9 @@ def main() -> None:
         from pipeline.recognizer import Recognizer
 
         recognizer = Recognizer.load(asr_path)
+        # the ceiling for "our ASR reads our audio": the teacher voice the TTS imitates
+        result["teacher_flite_slt"]["our_asr_wer"] = round(wer(
+            sentences, [t.text for t in recognizer.transcribe_batch([i.audio for i in teacher])]), 4)
 
     # name -> (checkpoint, synthesis options); each AR model runs twice: with the monotonic
     # constraint at inference (the default) and without it (plain attention, for comparison)
