@@ -195,20 +195,23 @@ class _StopTracker:
     length cap. Items that are done keep being decoded (their rows are simply unused)."""
 
     def __init__(self, min_steps: Tensor, max_steps: Tensor, threshold: float, reduction: int,
-                 end_steps: int | None = None):
+                 end_steps: int | None = None, in_lengths: Tensor | None = None):
         self.min_steps, self.max_steps = min_steps, max_steps
         self.threshold, self.r, self.end_steps = threshold, reduction, end_steps
+        if end_steps is not None:  # (B, 1, 1, 1): the last input token of each item
+            self.last = (in_lengths - 1)[:, None, None, None]
         self.lengths = torch.zeros_like(max_steps)  # frames
         self.done = torch.zeros_like(max_steps, dtype=torch.bool)
         self.hit_cap = torch.zeros_like(self.done)
         self.at_end = torch.zeros_like(max_steps)  # consecutive steps on the last token
 
-    def update(self, step: int, stop_logits: Tensor, end_weight: Tensor | None = None) -> bool:
-        """stop_logits (B, r) of decoder step `step`, end_weight (B,) the attention on the last
-        input token (mean over layers and heads); True once every item is done."""
+    def update(self, step: int, stop_logits: Tensor, weights: Tensor) -> bool:
+        """stop_logits (B, r) and cross-attention weights (B, L, H, 1, S) of decoder step
+        `step`; True once every item is done."""
         fired = (torch.sigmoid(stop_logits) > self.threshold) & (step >= self.min_steps)[:, None]
-        if self.end_steps is not None and end_weight is not None:
-            self.at_end = torch.where(end_weight > 0.5, self.at_end + 1, 0)
+        if self.end_steps is not None:  # attention on the last token, mean over layers and heads
+            on_last = weights[..., 0, :].gather(-1, self.last.expand(-1, *weights.shape[1:3], 1))
+            self.at_end = torch.where(on_last.mean(dim=(1, 2, 3)) > 0.5, self.at_end + 1, 0)
             said_all = (self.at_end >= self.end_steps) & (step >= self.min_steps)
             fired[:, -1] |= said_all  # ends with this step's last frame
         stopped = fired.any(dim=1) & ~self.done
@@ -357,8 +360,7 @@ class TransformerTTS(nn.Module):
         r = self.dims.reduction
         max_dwell = None if options.max_dwell_frames is None else -(-options.max_dwell_frames // r)
         tracker = _StopTracker(*options.step_limits(in_lengths, r), options.stop_threshold, r,
-                               max_dwell if options.monotonic else None)
-        last = (in_lengths - 1)[:, None, None, None]  # (B, 1, 1, 1): the last token of each item
+                               max_dwell if options.monotonic else None, in_lengths)
         state = self.decoder.init_state(memory, mask, options.window if options.monotonic else None,
                                         max_dwell)
         frame = memory.new_zeros(tokens.size(0), 1, self.dims.n_mels)  # the go frame
@@ -368,8 +370,7 @@ class TransformerTTS(nn.Module):
             state = out.state
             mels.append(out.mel)
             weights.append(torch.stack(out.weights, dim=1))  # (B, L, H, 1, S)
-            end_weight = weights[-1][..., 0, :].gather(-1, last.expand(-1, *weights[-1].shape[1:3], 1))
-            if tracker.update(step, out.stop_logits, end_weight.mean(dim=(1, 2, 3))):
+            if tracker.update(step, out.stop_logits, weights[-1]):
                 break
             frame = out.mel[:, -1:]
         return self._finish(torch.cat(mels, dim=1), torch.cat(weights, dim=3), in_lengths, tracker)

@@ -90,8 +90,8 @@ def _finish(job, wait: bool, timeout: float | None, as_json: bool) -> None:
 @click.option("--preload/--no-preload", default=True, show_default=True,
               help="load the models when a pool process starts, not at its first job")
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
-def worker_cmd(queues, concurrency, device, precision, hostname, metrics_port, max_batch_size, batch_wait_ms,
-               threads, preload, loglevel) -> None:
+def worker_cmd(queues, concurrency, device, precision, hostname, metrics_port, max_batch_size,
+               batch_wait_ms, threads, preload, loglevel) -> None:
     """Run a worker in the foreground until SIGTERM (warm shutdown: running jobs finish)."""
     from workers.settings import QUEUES, Settings
 

@@ -24,6 +24,8 @@ ROUTES = {
 }
 QUEUES = tuple(sorted(set(ROUTES.values())))
 KINDS = QUEUES  # a job's kind is the queue it runs on
+# model arithmetic (pipeline.precision has the same list; importing it here would load torch)
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def task_name(kind: str) -> str:
@@ -70,8 +72,8 @@ class Settings:
             raise ValueError("max_attempts and max_batch_size must be >= 1")
         if self.batch_wait_ms < 0 or self.max_batch_audio_seconds <= 0 or self.max_batch_text_chars <= 0:
             raise ValueError("batch limits must be positive")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError("precision must be fp32, bf16 or fp16")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}")
         if self.restore_interval <= 0 or self.result_expires <= 0:
             raise ValueError("restore_interval and result_expires must be positive")
 
