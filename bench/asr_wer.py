@@ -1,12 +1,13 @@
 """ASR word error rate and speed: our model against PocketSphinx on the same held-out audio.
 
-    python bench/asr_wer.py [--model checkpoints/asr.pt] [--lists 1-6] [--json]
+    python bench/asr_wer.py [--model checkpoints/asr.pt] [--lm checkpoints/lm.pt] [--lists 1-6] [--json]
 
 Held-out audio: Harvard sentences (never in training text) spoken by voices no model trained
 on (Festival's cmu_us_slt_arctic_hts and kal_diphone, espeak-ng's en-gb-x-gbclan), and the
 five LibriVox clips of pocketsphinx-testdata (real read speech). Our model runs in batch mode
-with joint CTC/attention beam search and with greedy CTC; the real-time factor is processing
-time over audio time on this machine, one thread.
+with joint CTC/attention beam search, without and (where it has one) with its language model,
+and with greedy CTC; the real-time factor is processing time over audio time on this machine,
+one thread. The pooled row is computed from the per-voice transcripts.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch  # noqa: E402
 from pipeline.audio import duration_seconds  # noqa: E402
 from pipeline.evalsets import HELD_OUT_VOICES, EvalItem, harvard_lists, librivox_set, speak_set  # noqa: E402
 from pipeline.evaluate import pocketsphinx_transcribe, wer  # noqa: E402
-from pipeline.recognizer import Recognizer  # noqa: E402
+from pipeline.recognizer import RecognitionOptions, Recognizer  # noqa: E402
 
 
 def _parse_lists(spec: str) -> list[int]:
@@ -33,28 +34,46 @@ def _parse_lists(spec: str) -> list[int]:
     return list(range(int(lo), int(hi or lo) + 1))
 
 
-def score(items: list[EvalItem], recognizer: Recognizer, beam: int) -> dict:
-    refs = [i.text for i in items]
-    audio_seconds = sum(duration_seconds(i.audio) for i in items)
-    out = {"utterances": len(items), "audio_seconds": round(audio_seconds, 1)}
+def run_systems(items: list[EvalItem], recognizer: Recognizer, beam: int, lm_weight: float) -> dict:
+    """System name -> (transcripts, seconds) on `items`."""
+    audio = [i.audio for i in items]
     systems = {
-        f"ours_beam{beam}": lambda: [t.text for t in recognizer.transcribe_batch(
-            [i.audio for i in items], beam_size=beam, decoder="attention")],
-        "ours_ctc_greedy": lambda: [t.text for t in recognizer.transcribe_batch(
-            [i.audio for i in items], decoder="ctc")],
-        "pocketsphinx": lambda: [pocketsphinx_transcribe(i.audio) for i in items],
+        f"ours_beam{beam}": lambda: recognizer.transcribe_batch(audio, beam_size=beam, lm_weight=0.0),
+        "ours_ctc_greedy": lambda: recognizer.transcribe_batch(audio, decoder="ctc"),
+        "pocketsphinx": lambda: [pocketsphinx_transcribe(a) for a in audio],
     }
+    if recognizer.lm is not None:
+        systems[f"ours_beam{beam}_lm"] = lambda: recognizer.transcribe_batch(
+            audio, beam_size=beam, lm_weight=lm_weight)
+    out = {}
     for name, run in systems.items():
         start = time.perf_counter()
-        hyps = run()
-        seconds = time.perf_counter() - start
-        out[name] = {"wer": round(wer(refs, hyps), 4), "rtf": round(seconds / audio_seconds, 4)}
+        hyps = [h if isinstance(h, str) else h.text for h in run()]
+        out[name] = (hyps, time.perf_counter() - start)
     return out
+
+
+def score(items: list[EvalItem], runs: dict) -> dict:
+    """WER and real-time factor of each system's (transcripts, seconds) on `items`."""
+    audio_seconds = sum(duration_seconds(i.audio) for i in items)
+    out = {"utterances": len(items), "audio_seconds": round(audio_seconds, 1)}
+    for name, (hyps, seconds) in runs.items():
+        out[name] = {"wer": round(wer([i.text for i in items], hyps), 4),
+                     "rtf": round(seconds / audio_seconds, 4)}
+    return out
+
+
+def _pool(per_voice: list[dict]) -> dict:
+    return {name: ([h for runs in per_voice for h in runs[name][0]],
+                   sum(runs[name][1] for runs in per_voice)) for name in per_voice[0]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--lm", type=Path, default=None,
+                        help="language model (default: the shipped one, where it fits the model)")
+    parser.add_argument("--lm-weight", type=float, default=RecognitionOptions.lm_weight)
     parser.add_argument("--lists", default="1-6", help="Harvard lists, e.g. 1-6")
     parser.add_argument("--voices", default=",".join(HELD_OUT_VOICES))
     parser.add_argument("--beam", type=int, default=4)
@@ -62,19 +81,23 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    recognizer = Recognizer.load(args.model)
+    recognizer = Recognizer.load(args.model, lm=args.lm)
     sentences = harvard_lists(_parse_lists(args.lists))
-    result = {"model": str(args.model or "shipped"), "harvard_lists": args.lists,
-              "threads": args.threads, "machine": platform.machine(), "held_out": {}}
+    result = {"model": str(args.model or "shipped"), "lm": recognizer.checkpoint_info["lm"],
+              "lm_weight": args.lm_weight, "harvard_lists": args.lists, "threads": args.threads,
+              "machine": platform.machine(), "held_out": {}}
     pooled: list[EvalItem] = []
+    pooled_runs = []
     for voice in args.voices.split(","):
         items = speak_set(sentences, voice)
-        pooled += items
-        result["held_out"][voice] = score(items, recognizer, args.beam)
+        runs = run_systems(items, recognizer, args.beam, args.lm_weight)
+        pooled, pooled_runs = pooled + items, pooled_runs + [runs]
+        result["held_out"][voice] = score(items, runs)
         if not args.json:
             print(voice, json.dumps(result["held_out"][voice]))
-    result["held_out_all"] = score(pooled, recognizer, args.beam)
-    result["librivox"] = score(librivox_set(), recognizer, args.beam)
+    result["held_out_all"] = score(pooled, _pool(pooled_runs))
+    librivox = librivox_set()
+    result["librivox"] = score(librivox, run_systems(librivox, recognizer, args.beam, args.lm_weight))
     beam_rtf = result["held_out_all"][f"ours_beam{args.beam}"]["rtf"]
     result["ctc_speedup_over_beam"] = round(beam_rtf / result["held_out_all"]["ours_ctc_greedy"]["rtf"], 1)
     print(json.dumps(result) if args.json else json.dumps(result, indent=1))

@@ -19,6 +19,7 @@ DEFAULT_NAMES = {
     "tts-nat": "tts-nat.pt",
     "tts-ar": "tts-ar-monotonic.pt",
     "asr": "asr.pt",
+    "lm": "lm.pt",  # the recogniser's language model
 }
 
 

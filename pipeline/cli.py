@@ -228,6 +228,33 @@ def train_asr_cmd(manifest, text, vocab_size, speakers, batch_frames, attention,
     click.echo(json.dumps({"out": str(out), "eval": metrics}))
 
 
+@train_group.command("lm")
+@click.option("--text", type=click.Path(exists=True), required=True,
+              help="training text, one sentence a line (data/text/train.txt)")
+@click.option("--asr", "asr_path", type=click.Path(exists=True, path_type=Path), default=None,
+              help="the ASR checkpoint whose units the LM learns (default: the shipped one)")
+@click.option("--batch-tokens", default=16_000, show_default=True, help="padded tokens per batch")
+@click.option("--d-model", default=384, show_default=True)
+@click.option("--layers", default=2, show_default=True)
+@click.option("--dropout", default=0.2, show_default=True)
+@click.option("--limit", type=int, default=None, help="train on the first N lines only")
+@_train_options
+def train_lm_cmd(text, asr_path, batch_tokens, d_model, layers, dropout, limit, out, no_resume,
+                 **kwargs):
+    """Train the subword LSTM language model that `speechq asr` fuses into beam search."""
+    from pipeline.checkpoints import default_checkpoint, load_checkpoint
+    from pipeline.train_lm import LMDataConfig, LMTask
+    from pipeline.training import Trainer
+
+    config = _train_config(kwargs)
+    asr = load_checkpoint(asr_path or default_checkpoint("asr"), kinds=("asr",))
+    task = LMTask(LMDataConfig(text=text, max_batch_tokens=batch_tokens, limit=limit), asr,
+                  dims_overrides=dict(d_model=d_model, n_layers=layers, dropout=dropout),
+                  seed=config.seed, device=config.device)
+    metrics = Trainer(task, config, out).fit(resume=not no_resume)
+    click.echo(json.dumps({"out": str(out), "eval": metrics}))
+
+
 @click.command("export")
 @click.argument("src", type=click.Path(exists=True, path_type=Path))
 @click.argument("dst", type=click.Path(path_type=Path))

@@ -23,13 +23,18 @@ def _echo_error(message: str) -> None:
 @click.option("--decoder", type=click.Choice(["attention", "ctc"]), default="attention",
               show_default=True, help="joint CTC/attention beam search, or greedy CTC (fast)")
 @click.option("--ctc-weight", default=0.3, show_default=True)
+@click.option("--lm", "lm_path", type=click.Path(exists=True, path_type=Path), default=None,
+              help="language model for beam search (default: the shipped one, where it fits the model)")
+@click.option("--no-lm", is_flag=True, help="decode without a language model")
+@click.option("--lm-weight", default=0.3, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["txt", "jsonl", "srt", "vtt"]), default="txt",
               show_default=True)
 @click.option("--output-dir", type=click.Path(path_type=Path), default=None,
               help="write <stem>.<format> per input here instead of printing")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--batch-size", default=16, show_default=True, help="inputs decoded together")
-def asr_cmd(files, model, beam_size, decoder, ctc_weight, fmt, output_dir, device, batch_size):
+def asr_cmd(files, model, beam_size, decoder, ctc_weight, lm_path, no_lm, lm_weight, fmt, output_dir,
+            device, batch_size):
     """Transcribe audio files. A file that cannot be read is reported and the others still run;
     the exit status is 1 if any failed."""
     from pipeline.audio import AudioError
@@ -37,10 +42,10 @@ def asr_cmd(files, model, beam_size, decoder, ctc_weight, fmt, output_dir, devic
     from pipeline.recognizer import Recognizer
 
     try:
-        recognizer = Recognizer.load(model, device=device)
+        recognizer = Recognizer.load(model, device=device, lm=False if no_lm else lm_path)
     except CheckpointError as e:
         raise click.ClickException(str(e)) from None
-    options = dict(beam_size=beam_size, decoder=decoder, ctc_weight=ctc_weight)
+    options = dict(beam_size=beam_size, decoder=decoder, ctc_weight=ctc_weight, lm_weight=lm_weight)
     failed = 0
     for start in range(0, len(files), batch_size):
         chunk = files[start: start + batch_size]

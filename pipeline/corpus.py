@@ -34,7 +34,8 @@ HARVARD = Path(__file__).resolve().parent / "resources" / "harvard-sentences.txt
 
 FLITE_VOICES = ("kal16", "awb", "rms", "slt")
 # espeak-ng voices: a language plus an optional variant (+m3, +f2, ...)
-ESPEAK_LANGUAGES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan")
+ESPEAK_LANGUAGES = ("en-us", "en-us-nyc", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbcwmd",
+                    "en-gb-x-gbclan")
 DEFAULT_VOICES = ("slt", "awb", "rms", "kal16", "en-us", "en-gb+f2", "en-us+m3", "en-gb-x-rp+f3")
 
 

@@ -5,6 +5,8 @@
     print(transcript.text, transcript.words[0])
 
 Long audio is split at pauses into pieces of at most 20 s, decoded in batches and joined.
+The beam search fuses a subword language model (models.lm) where one fits the model's units:
+by default the shipped `checkpoints/lm.pt`.
 Word timing and confidence come from a CTC forced alignment of the chosen hypothesis
 (torchaudio.functional.forced_align); confidence is the mean frame posterior of a word's tokens.
 """
@@ -22,8 +24,9 @@ from torch import Tensor
 from models.asr import ASRDims, ConvSubsampling, SpeechTransformer
 from models.ctc import CTCPrefixScorer, ctc_greedy
 from models.decoding import DecoderScorer, DecodingOptions, LengthBonus, decode
+from models.lm import LMScorer, RNNLM
 from pipeline.audio import AudioLimits, load_audio
-from pipeline.checkpoints import default_checkpoint, float_state_dict, load_checkpoint
+from pipeline.checkpoints import CheckpointError, default_checkpoint, float_state_dict, load_checkpoint
 from pipeline.data import pad_sequences
 from pipeline.features import FeatureConfig, FeatureStats, LogMel
 from pipeline.precision import autocast, resolve_precision
@@ -56,6 +59,7 @@ class RecognitionOptions:
     decoder: str = "attention"  # "attention": joint CTC/attention beam search; "ctc": greedy CTC
     beam_size: int = 4
     ctc_weight: float = 0.3  # weight of the CTC prefix score in joint decoding
+    lm_weight: float = 0.3  # weight of the language model's score, where the recogniser has one
     length_bonus: float = 0.0
     length_penalty: float = 1.0
     max_segment_seconds: float = 20.0
@@ -68,15 +72,19 @@ class RecognitionOptions:
             raise ValueError("beam_size must be >= 1")
         if not 0.0 <= self.ctc_weight <= 1.0:
             raise ValueError("ctc_weight must be in [0, 1]")
+        if self.lm_weight < 0:
+            raise ValueError("lm_weight must be >= 0")
 
 
 class Recognizer:
     def __init__(self, model: SpeechTransformer, checkpoint: dict, device: str = "cpu",
-                 precision: str = "fp32"):
-        """`precision`: "fp32", or "bf16"/"fp16" autocast (pipeline.precision)."""
+                 precision: str = "fp32", lm: RNNLM | None = None):
+        """`precision`: "fp32", or "bf16"/"fp16" autocast (pipeline.precision). `lm`: a language
+        model over the same units, fused into beam search with `lm_weight`."""
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
         self.model = model.to(self.device).eval()
+        self.lm = lm.to(self.device).eval() if lm is not None else None
         self.features = FeatureConfig.from_dict(checkpoint["features"])
         self.stats = FeatureStats.from_dict(checkpoint["stats"])
         self.tokenizer = SubwordTokenizer.from_dict(checkpoint["tokenizer"])
@@ -86,11 +94,16 @@ class Recognizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, device: str = "cpu",
-             precision: str = "fp32") -> "Recognizer":
+             precision: str = "fp32", lm: str | os.PathLike | bool | None = None) -> "Recognizer":
+        """`lm`: an LM checkpoint over the model's units; None takes the shipped LM where its
+        units are the model's (the shipped recogniser and models fine-tuned from it), False none."""
         ckpt = load_checkpoint(path or default_checkpoint("asr"), kinds=("asr",))
         model = SpeechTransformer(ASRDims(**ckpt["dims"]))
         model.load_state_dict(float_state_dict(ckpt["state_dict"]))
-        return cls(model, ckpt, device, precision)
+        lm_model, lm_path = _load_lm(lm, ckpt)
+        recognizer = cls(model, ckpt, device, precision, lm_model)
+        recognizer.checkpoint_info["lm"] = lm_path and str(lm_path)
+        return recognizer
 
     @property
     def sample_rate(self) -> int:
@@ -164,6 +177,8 @@ class Recognizer:
             weights = {"decoder": 1 - opts.ctc_weight, "ctc": opts.ctc_weight, "length": opts.length_bonus}
             if opts.ctc_weight == 0:
                 del scorers["ctc"], weights["ctc"]
+            if self.lm is not None and opts.lm_weight > 0:
+                scorers["lm"], weights["lm"] = LMScorer(self.lm), opts.lm_weight
             options = DecodingOptions(beam_size=opts.beam_size, length_penalty=opts.length_penalty,
                                       max_len_ratio=1.0, max_len_offset=2)
             hyps = decode(scorers, weights, dims.sos, dims.eos, enc_lengths, options)
@@ -190,3 +205,22 @@ class Recognizer:
         return [Word(self.tokenizer.decode(ids), round(sp[0].start * fs, 3), round((sp[-1].end + 1) * fs, 3),
                      round(sum(s.score for s in sp) / len(sp), 4))
                 for ids, sp in words]
+
+
+def _load_lm(lm: str | os.PathLike | bool | None, asr: dict) -> tuple[RNNLM | None, Path | None]:
+    """The language model `Recognizer.load` asked for, checked against the ASR model's units,
+    and its path."""
+    from pipeline.train_lm import load_lm
+
+    if lm is False:
+        return None, None
+    path = default_checkpoint("lm") if lm is None or lm is True else Path(lm)
+    if lm is None and not path.is_file():
+        return None, None
+    ckpt = load_checkpoint(path, kinds=("lm",))
+    if ckpt["tokenizer"]["model"] != asr["tokenizer"]["model"]:
+        if lm is None:
+            return None, None  # the shipped LM belongs to the shipped recogniser's units
+        raise CheckpointError(f"{path}: the language model's units are not the recogniser's "
+                              "(train it with `speechq train lm --asr` on this model)")
+    return load_lm(ckpt), path

@@ -15,10 +15,13 @@
 # Python comes from $PYTHON (default python3) and runs `python -m pipeline`, so the service's
 # packages (Celery, Redis, FastAPI) are not needed on the training machine.
 #
-# RUNS picks the runs (default "asr nat ar"). A run can continue a shipped model instead of
-# starting fresh: ASR_INIT=checkpoints/asr.pt fine-tunes the recogniser, AR_INIT=checkpoints/tts-ar-dot.pt
-# starts the AR model (AR_ATTENTION=monotonic warm-starts the monotonic variant from a dot model);
-# *_LR and *_WARMUP set their schedules.
+# RUNS picks the runs (default "asr nat ar"; "lm" adds the recogniser's language model, trained
+# on the text alone with the units of ASR_INIT or the shipped recogniser). A run can continue a shipped model instead of
+# starting fresh: ASR_INIT=checkpoints/asr.pt fine-tunes the recogniser. AR_RUNS lists the
+# autoregressive runs as ATTENTION[=INIT] words (default "dot"): "monotonic=checkpoints/tts-ar-monotonic.pt
+# location=checkpoints/tts-ar-dot.pt" continues the monotonic model and warm-starts a
+# location-aware one from the dot model, side by side. *_LR and *_WARMUP set the schedules;
+# VOICES the corpus voices (the recogniser's; the TTS runs take flite slt).
 set -euo pipefail
 
 out_dir=${1:?usage: scripts/train_gpu.sh OUT_DIR [BUDGET_SECONDS]}
@@ -33,19 +36,23 @@ TTS_BATCH=${TTS_BATCH:-24000}
 THREADS=${THREADS:-4}
 RUNS=${RUNS:-asr nat ar}
 CORPUS_WORKERS=${CORPUS_WORKERS:-$(nproc)}
-AR_ATTENTION=${AR_ATTENTION:-dot}
+AR_RUNS=${AR_RUNS:-dot}
 ASR_LR=${ASR_LR:-1.5e-3} ASR_WARMUP=${ASR_WARMUP:-600}
 AR_LR=${AR_LR:-1e-3} AR_WARMUP=${AR_WARMUP:-1000}
 asr_init=(${ASR_INIT:+--init-from "$ASR_INIT"})
-ar_init=(${AR_INIT:+--init-from "$AR_INIT"})
+# before it trains, the ASR run computes the features of the corpus (~90 s for 37k utterances on
+# an H200 machine's 16 cores); ASR_MARGIN leaves that time and the final evaluation and export
+ASR_MARGIN=${ASR_MARGIN:-150}
 wants() { [[ " $RUNS " == *" $1 "* ]]; }
 started=$(date +%s)
 mkdir -p "$out_dir" runs
 log() { echo "[$(($(date +%s) - started)) s] $*"; }
 speechq() { "$PYTHON" -m pipeline "$@"; }
 seconds_left() { echo $((budget - ($(date +%s) - started))); }
+# --max-minutes for a run that must end $1 seconds before the budget does
+minutes() { "$PYTHON" -c "print(round(max(0.5, ($(seconds_left) - $1) / 60), 2))"; }
 
-voices=slt,awb,rms,kal16,en-us,en-gb+f2,en-us+m3,en-gb-x-rp+f3,en-gb-scotland+m1,en-us+f4
+voices=${VOICES:-slt,awb,rms,kal16,en-us,en-gb+f2,en-us+m3,en-gb-x-rp+f3,en-gb-scotland+m1,en-us+f4}
 text=data/text/train.txt
 [ -s "$text" ] || speechq text-corpus --out "$text"
 
@@ -74,15 +81,27 @@ ok=1
 [ -z "$asr_smoke" ] || wait $asr_smoke || { ok=0; log "smoke ASR failed"; tail -30 runs/smoke-asr.log; }
 wait $nat_smoke || { ok=0; log "smoke NAT failed"; tail -30 runs/smoke-nat.log; }
 if wants ar; then
-    speechq train tts --manifest data/smoke/manifest.jsonl --out runs/smoke-ar \
-        --attention "$AR_ATTENTION" "${ar_init[@]}" "${smoke[@]}" --batch-frames 4000 \
-        > runs/smoke-ar.log 2>&1 || { ok=0; log "smoke AR failed"; tail -30 runs/smoke-ar.log; }
+    for run in $AR_RUNS; do
+        attention=${run%%=*} init=${run#*=}
+        [ "$init" != "$run" ] || init=""
+        speechq train tts --manifest data/smoke/manifest.jsonl --out "runs/smoke-ar-$attention" \
+            --attention "$attention" ${init:+--init-from "$init"} "${smoke[@]}" --batch-frames 4000 \
+            > "runs/smoke-ar-$attention.log" 2>&1 \
+            || { ok=0; log "smoke AR $attention failed"; tail -30 "runs/smoke-ar-$attention.log"; }
+    done
 fi
 if [ $ok = 0 ]; then
     kill $corpus 2>/dev/null || true
     exit 3
 fi
 log "smoke runs passed"
+pids=()
+if wants lm; then  # text only: it trains while the corpus is spoken
+    speechq train lm --text "$text" ${ASR_INIT:+--asr "$ASR_INIT"} --out runs/lm --device "$DEVICE" \
+        --threads 2 --max-steps 1000000 --max-minutes "$(minutes 60)" --batch-tokens 8000 --lr 2e-3 --warmup 300 \
+        --eval-every 250 --save-every 1000 > runs/lm.log 2>&1 &
+    pids+=(lm:$!)
+fi
 
 # ---------------------------------------------------------------- corpus
 wait $corpus
@@ -96,12 +115,10 @@ log "corpus: $(wc -l < data/corpus/manifest.jsonl) utterances"
 # each run gets the time left less a margin: --max-minutes counts from the first step, and
 # before it a run computes its features (ASR: ~90 s for the 37k utterances on an H200 machine's
 # 16 cores), then ends with an evaluation and is exported
-minutes() { "$PYTHON" -c "print(round(max(0.5, ($(seconds_left) - $1) / 60), 2))"; }
 common=(--device "$DEVICE" --threads "$THREADS" --max-steps 1000000)
-pids=()
 if wants asr; then
     speechq train asr --manifest data/corpus/manifest.jsonl --text "$text" --out runs/asr \
-        "${common[@]}" "${asr_init[@]}" --max-minutes "$(minutes 150)" --batch-frames "$ASR_BATCH" \
+        "${common[@]}" "${asr_init[@]}" --max-minutes "$(minutes "$ASR_MARGIN")" --batch-frames "$ASR_BATCH" \
         --lr "$ASR_LR" --warmup "$ASR_WARMUP" --eval-every 500 --save-every 500 > runs/asr.log 2>&1 &
     pids+=(asr:$!)
 fi
@@ -120,11 +137,15 @@ if wants ar; then
             kill -0 "${pids[-1]#*:}" 2>/dev/null || break
         done
     fi
-    speechq train tts --manifest data/corpus/manifest.jsonl --out "runs/tts-ar-$AR_ATTENTION" \
-        --attention "$AR_ATTENTION" --reduction 2 "${ar_init[@]}" "${common[@]}" \
-        --max-minutes "$(minutes 80)" --batch-frames "$TTS_BATCH" --lr "$AR_LR" --warmup "$AR_WARMUP" \
-        --eval-every 1000 --save-every 1000 > "runs/tts-ar-$AR_ATTENTION.log" 2>&1 &
-    pids+=("tts-ar-$AR_ATTENTION:$!")
+    for run in $AR_RUNS; do
+        attention=${run%%=*} init=${run#*=}
+        [ "$init" != "$run" ] || init=""
+        speechq train tts --manifest data/corpus/manifest.jsonl --out "runs/tts-ar-$attention" \
+            --attention "$attention" --reduction 2 ${init:+--init-from "$init"} "${common[@]}" \
+            --max-minutes "$(minutes 80)" --batch-frames "$TTS_BATCH" --lr "$AR_LR" --warmup "$AR_WARMUP" \
+            --eval-every 1000 --save-every 1000 > "runs/tts-ar-$attention.log" 2>&1 &
+        pids+=("tts-ar-$attention:$!")
+    done
 fi
 log "training: ${pids[*]}"
 status=0
@@ -133,13 +154,14 @@ for run in "${pids[@]}"; do
 done
 
 # ---------------------------------------------------------------- export
-for name in asr tts-nat "tts-ar-$AR_ATTENTION"; do
+ar_names=$(for run in $AR_RUNS; do echo "tts-ar-${run%%=*}"; done)
+for name in asr tts-nat $ar_names lm; do
     if [ -f "runs/$name/best.pt" ]; then
         speechq export "runs/$name/best.pt" "$out_dir/$name.pt" | cut -c1-600 || status=1
     fi
 done
 # the inference paths on the device: synthesise a Harvard sentence, then transcribe it
-tts_model=$(ls "$out_dir/tts-nat.pt" "$out_dir/tts-ar-$AR_ATTENTION.pt" 2>/dev/null | head -1 || true)
+tts_model=$(ls "$out_dir/tts-nat.pt" $(printf "$out_dir/%s.pt " $ar_names) 2>/dev/null | head -1 || true)
 tts_decoder=$([[ $tts_model == *tts-nat.pt ]] && echo nat || echo ar)
 asr_model=$(ls "$out_dir/asr.pt" 2>/dev/null || true)
 if [ -n "$tts_model" ] && [ -n "$asr_model" ]; then
