@@ -1,6 +1,7 @@
 """ASR word error rate and speed: our model against PocketSphinx on the same held-out audio.
 
     python bench/asr_wer.py [--model checkpoints/asr.pt] [--lm checkpoints/lm.pt] [--lists 1-6] [--json]
+    python bench/asr_wer.py --lists 7-10 --sweep-lm-weight 0,0.2,0.4 --json   # choose lm_weight
 
 Held-out audio: Harvard sentences (never in training text) spoken by voices no model trained
 on (Festival's cmu_us_slt_arctic_hts and kal_diphone, espeak-ng's en-gb-x-gbclan), and the
@@ -8,6 +9,9 @@ five LibriVox clips of pocketsphinx-testdata (real read speech). Our model runs 
 with joint CTC/attention beam search, without and (where it has one) with its language model,
 and with greedy CTC; the real-time factor is processing time over audio time on this machine,
 one thread. The pooled row is computed from the per-voice transcripts.
+
+`--sweep-lm-weight` instead reports only the pooled beam-search WER at each language-model
+weight: run it on lists the report does not use (7-10), so the weight is not tuned on the test.
 """
 
 from __future__ import annotations
@@ -68,6 +72,13 @@ def _pool(per_voice: list[dict]) -> dict:
                    sum(runs[name][1] for runs in per_voice)) for name in per_voice[0]}
 
 
+def sweep_lm_weight(items: list[EvalItem], recognizer: Recognizer, beam: int, weights: list[float]) -> dict:
+    audio = [i.audio for i in items]
+    refs = [i.text for i in items]
+    return {str(w): round(wer(refs, [t.text for t in recognizer.transcribe_batch(
+        audio, beam_size=beam, lm_weight=w)]), 4) for w in weights}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None)
@@ -77,6 +88,7 @@ def main() -> None:
     parser.add_argument("--lists", default="1-6", help="Harvard lists, e.g. 1-6")
     parser.add_argument("--voices", default=",".join(HELD_OUT_VOICES))
     parser.add_argument("--beam", type=int, default=4)
+    parser.add_argument("--sweep-lm-weight", default=None, help="comma-separated LM weights")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -86,6 +98,12 @@ def main() -> None:
     result = {"model": str(args.model or "shipped"), "lm": recognizer.checkpoint_info["lm"],
               "lm_weight": args.lm_weight, "harvard_lists": args.lists, "threads": args.threads,
               "machine": platform.machine(), "held_out": {}}
+    if args.sweep_lm_weight:
+        items = [i for voice in args.voices.split(",") for i in speak_set(sentences, voice)]
+        weights = [float(w) for w in args.sweep_lm_weight.split(",")]
+        result["wer_by_lm_weight"] = sweep_lm_weight(items, recognizer, args.beam, weights)
+        print(json.dumps(result) if args.json else json.dumps(result, indent=1))
+        return
     pooled: list[EvalItem] = []
     pooled_runs = []
     for voice in args.voices.split(","):
