@@ -320,9 +320,13 @@ class MonotonicState(AttentionState):
     alpha: Tensor | None = None  # (B, H, S) alignment of the last step
     last: Tensor | None = None  # (B,) index of the last valid memory position
     hard: bool = False  # inference: one-hot alignment that stays or moves one position
+    head_dwell: Tensor | None = None  # (B, H) long: hard steps each head has stayed in place
 
     def reorder(self, indices):
-        return replace(super().reorder(indices), alpha=self.alpha[indices], last=self.last[indices])
+        state = replace(super().reorder(indices), alpha=self.alpha[indices], last=self.last[indices])
+        if self.head_dwell is not None:
+            state = replace(state, head_dwell=self.head_dwell[indices])
+        return state
 
 
 class MonotonicCrossAttention(CrossAttention):
@@ -352,13 +356,17 @@ class MonotonicCrossAttention(CrossAttention):
 
     def init_state(self, memory, memory_mask, window=None, max_dwell=None):
         """Any `window` turns on the hard alignment: this variant's own monotonic inference
-        (it stays or moves one position per step; `max_dwell` is not used)."""
+        (it stays or moves one position per step). With `max_dwell`, a head that has stayed
+        that many steps on one position moves on, whatever its stay probability."""
         B, S, _ = memory.size()
         k, v = (_split_heads(t, self.n_heads) for t in self.kv(memory).chunk(2, dim=-1))
         alpha = memory.new_zeros(B, self.n_heads, S)
         alpha[:, :, 0] = 1.0
         last = memory_mask.sum(dim=1) - 1
-        return MonotonicState(k, v, alpha=alpha, last=last, hard=window is not None)
+        hard = window is not None
+        head_dwell = memory.new_zeros(B, self.n_heads, dtype=torch.long) if hard else None
+        return MonotonicState(k, v, max_dwell=max_dwell if hard else None, alpha=alpha, last=last,
+                              hard=hard, head_dwell=head_dwell)
 
     def stay_probability(self, q: Tensor, k: Tensor, last: Tensor) -> Tensor:
         """q (B, H, T, dh), k (B, H, S, dh) -> p (B, H, T, S); p = 1 at and after `last`."""
@@ -375,26 +383,32 @@ class MonotonicCrossAttention(CrossAttention):
         q = _split_heads(self.q(query), self.n_heads)
         p_stay = self.stay_probability(q, state.keys, state.last)  # (B, H, T, S)
         alphas = []
-        alpha = state.alpha
+        alpha, dwell = state.alpha, state.head_dwell
         for t in range(query.size(1)):
             p = p_stay[:, :, t]
             if state.hard:
-                alpha = self._hard_step(alpha, p)
+                alpha, dwell = self._hard_step(alpha, p, state.last, dwell, state.max_dwell)
             else:
                 moved = alpha * (1.0 - p)
                 alpha = alpha * p + F.pad(moved[..., :-1], (1, 0))  # shift right by one position
             alphas.append(alpha)
         weights = torch.stack(alphas, dim=2)  # (B, H, T, S)
         context = _merge_heads(weights @ state.values)
-        return self.out(self.drop(context)), weights, replace(state, alpha=alpha)
+        return self.out(self.drop(context)), weights, replace(state, alpha=alpha, head_dwell=dwell)
 
     @staticmethod
-    def _hard_step(alpha: Tensor, p: Tensor) -> Tensor:
-        """One-hot alpha (B, H, S): move one position where staying is less likely than not."""
+    def _hard_step(alpha: Tensor, p: Tensor, last: Tensor, dwell: Tensor,
+                   max_dwell: int | None) -> tuple[Tensor, Tensor]:
+        """One-hot alpha (B, H, S): move one position where staying is less likely than not,
+        or where the head has stayed `max_dwell` steps; never past `last` (B,). dwell (B, H)."""
         pos = alpha.argmax(dim=-1)  # (B, H)
         stay = p.gather(-1, pos[..., None]).squeeze(-1)
-        pos = pos + (stay < 0.5).long()  # p = 1 at the last position: never moves past it
-        return F.one_hot(pos, alpha.size(-1)).to(alpha.dtype)
+        move = stay < 0.5  # p = 1 at the last position: never moves past it
+        if max_dwell is not None:
+            move |= dwell >= max_dwell
+        new_pos = torch.minimum(pos + move.long(), last[:, None])
+        dwell = torch.where(new_pos == pos, dwell + 1, torch.zeros_like(dwell))
+        return F.one_hot(new_pos, alpha.size(-1)).to(alpha.dtype), dwell
 
 
 CROSS_ATTENTION = {

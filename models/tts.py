@@ -102,6 +102,9 @@ class SynthesisOptions:
     # Also, with `monotonic`, an item whose attention has held the last input token this long
     # has said everything and ends there, even if its stop token never fires.
     max_dwell_frames: int | None = 40
+    # with `monotonic` and monotonic attention: the stop token counts only once the focus is
+    # within this many tokens of the last one (an earlier stop would drop the end of the text)
+    stop_within_tokens: int = 3
     prenet_dropout: bool = True  # as in training (Tacotron); False gives deterministic output
 
     def __post_init__(self) -> None:
@@ -115,6 +118,8 @@ class SynthesisOptions:
             raise ValueError("window must be (back >= 0, ahead >= 1)")
         if self.max_dwell_frames is not None and self.max_dwell_frames < 1:
             raise ValueError("max_dwell_frames must be >= 1 (or None)")
+        if self.stop_within_tokens < 1:
+            raise ValueError("stop_within_tokens must be >= 1")
 
     def step_limits(self, in_lengths: Tensor, reduction: int) -> tuple[Tensor, Tensor]:
         """(B,) input lengths -> (B,) minimum and maximum decoder steps."""
@@ -192,12 +197,23 @@ class DecoderPrenet(nn.Module):
 class _StopTracker:
     """Per-item stopping of a batched decode: the first frame past the stop threshold, the
     attention having held the last input token for `end_steps` steps (when given), or the
-    length cap. Items that are done keep being decoded (their rows are simply unused)."""
+    length cap. Items that are done keep being decoded (their rows are simply unused).
+
+    With `end_tokens` (hard monotonic attention), the stop token only counts once the focus
+    (the argmax of the attention averaged over layers and heads) is within `end_tokens` of the
+    last input token: a decode that stops earlier drops the rest of the text, and a hard
+    alignment always gets there. (A windowed soft alignment need not, so `dot` and `location`
+    go without.)
+    """
 
     def __init__(self, min_steps: Tensor, max_steps: Tensor, threshold: float, reduction: int,
-                 end_steps: int | None = None, in_lengths: Tensor | None = None):
+                 end_steps: int | None = None, in_lengths: Tensor | None = None,
+                 end_tokens: int | None = None):
         self.min_steps, self.max_steps = min_steps, max_steps
         self.threshold, self.r, self.end_steps = threshold, reduction, end_steps
+        self.end_tokens = end_tokens
+        if end_tokens is not None:
+            self.last_token = in_lengths - 1
         if end_steps is not None:  # (B, 1, 1, 1): the last input token of each item
             self.last = (in_lengths - 1)[:, None, None, None]
         self.lengths = torch.zeros_like(max_steps)  # frames
@@ -209,6 +225,9 @@ class _StopTracker:
         """stop_logits (B, r) and cross-attention weights (B, L, H, 1, S) of decoder step
         `step`; True once every item is done."""
         fired = (torch.sigmoid(stop_logits) > self.threshold) & (step >= self.min_steps)[:, None]
+        if self.end_tokens is not None:
+            focus = weights[..., 0, :].mean(dim=(1, 2)).argmax(dim=-1)  # (B,)
+            fired &= (focus > self.last_token - self.end_tokens)[:, None]
         if self.end_steps is not None:  # attention on the last token, mean over layers and heads
             on_last = weights[..., 0, :].gather(-1, self.last.expand(-1, *weights.shape[1:3], 1))
             self.at_end = torch.where(on_last.mean(dim=(1, 2, 3)) > 0.5, self.at_end + 1, 0)
@@ -359,8 +378,10 @@ class TransformerTTS(nn.Module):
         in_lengths = mask.sum(dim=1)
         r = self.dims.reduction
         max_dwell = None if options.max_dwell_frames is None else -(-options.max_dwell_frames // r)
+        hard = options.monotonic and self.dims.cross_attention == "monotonic"
         tracker = _StopTracker(*options.step_limits(in_lengths, r), options.stop_threshold, r,
-                               max_dwell if options.monotonic else None, in_lengths)
+                               max_dwell if options.monotonic else None, in_lengths,
+                               options.stop_within_tokens if hard else None)
         state = self.decoder.init_state(memory, mask, options.window if options.monotonic else None,
                                         max_dwell)
         frame = memory.new_zeros(tokens.size(0), 1, self.dims.n_mels)  # the go frame

@@ -1,7 +1,9 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
-from models.attention import CROSS_ATTENTION
+from models.attention import CROSS_ATTENTION, MonotonicCrossAttention
 from models.fastspeech import Postnet
 from models.losses import diagonal_score, focus_rate, guided_attention_loss
 from models.tts import (
@@ -214,10 +216,44 @@ def test_stops_at_the_stop_token_or_reports_the_cap():
     assert [r.mel.size(0) for r in model.generate(tokens, offset)] == [15, 18]  # ceil((2 S + 6) / r)
     with torch.no_grad():
         model.stop_out.bias.copy_(torch.tensor([-50.0, 50.0, -50.0]))  # stops at a step's 2nd frame
-    stopped = model.generate(tokens, SynthesisOptions(min_len_ratio=1.0, prenet_dropout=False))
+    stopped = model.generate(tokens, SynthesisOptions(min_len_ratio=1.0, monotonic=False,
+                                                      prenet_dropout=False))
     assert [r.hit_length_cap for r in stopped] == [False, False]
     assert [r.mel.size(0) for r in stopped] == [5, 8]  # first step past min_len, then 2 frames
     assert all(0 < r.focus_rate <= 1 for r in stopped)
+
+
+def test_a_monotonic_decode_does_not_stop_before_its_focus_reaches_the_end():
+    """With monotonic attention, a stop token that fires at once is ignored until the focus
+    is near the last token, so an early stop cannot drop the end of the text."""
+    model = _model("monotonic", r=2, dtype=torch.float32, seed=4)
+    tokens = _tokens([9, 12])
+    with torch.no_grad():
+        model.stop_out.bias.fill_(50.0)  # always fires
+    options = SynthesisOptions(max_dwell_frames=4, max_len_ratio=40.0, prenet_dropout=False)
+    for result, n in zip(model.generate(tokens, options), [9, 12]):
+        assert not result.hit_length_cap
+        focus = result.weights.mean(dim=(0, 1)).argmax(-1)  # (steps,)
+        assert focus[-1] > n - 1 - 3  # it ended only near the last token
+        assert result.mel.size(0) > 2  # ... so not at its first step
+    unconstrained = model.generate(tokens, replace(options, monotonic=False))
+    assert [r.mel.size(0) for r in unconstrained] == [1, 1]  # the stop token alone: first frame
+
+
+def test_hard_monotonic_attention_moves_on_after_max_dwell():
+    """Heads that would stay forever (stay probability ~1) move one position every
+    max_dwell + 1 steps, never backwards and never past the last position."""
+    torch.manual_seed(0)
+    attn = MonotonicCrossAttention(16, 2, bias_init=50.0)
+    memory, mask = torch.randn(2, 5, 16), torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    state = attn.init_state(memory, mask, window=(0, 1), max_dwell=2)
+    positions = []
+    for _ in range(12):
+        _, weights, state = attn(torch.randn(2, 1, 16), memory, mask, state)
+        positions.append(weights[:, :, 0].argmax(-1))  # (B, H)
+    positions = torch.stack(positions, dim=-1)  # (B, H, steps)
+    assert positions[0, 0].tolist() == [0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4]
+    assert positions[1].max() == 2 and (positions.diff(dim=-1) >= 0).all()
 
 
 def test_an_item_whose_attention_holds_the_last_token_ends_there():
