@@ -16,11 +16,13 @@ import click
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="text file to write")
 @click.option("--min-words", default=3, show_default=True)
 @click.option("--max-words", default=24, show_default=True)
-def text_corpus_cmd(out: Path, min_words: int, max_words: int) -> None:
+@click.option("--glosses", is_flag=True,
+              help="add WordNet's definitions (text for the language model, not prompts)")
+def text_corpus_cmd(out: Path, min_words: int, max_words: int, glosses: bool) -> None:
     """Write the training text: WordNet example sentences, disjoint from the Harvard sentences."""
     from pipeline import corpus
 
-    lines = corpus.build_training_text(corpus.read_harvard(), min_words, max_words)
+    lines = corpus.build_training_text(corpus.read_harvard(), min_words, max_words, glosses)
     corpus.write_lines(out, lines)
     click.echo(json.dumps({"out": str(out), **corpus.corpus_stats(lines)}))
 

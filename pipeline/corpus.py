@@ -74,13 +74,30 @@ def wordnet_examples(wordnet_dir: Path = WORDNET_DIR) -> list[str]:
     return out
 
 
+def wordnet_glosses(wordnet_dir: Path = WORDNET_DIR) -> list[str]:
+    """WordNet's definitions ("a small rowboat ..."), without their quoted examples, in file
+    order, deduplicated: text for a language model, not prompts to speak."""
+    seen, out = set(), []
+    for f in sorted(wordnet_dir.glob("data.*")):
+        for line in f.read_text(encoding="latin-1").splitlines():
+            if line.startswith("  ") or "|" not in line:
+                continue
+            for part in line.split("|", 1)[1].split(";"):
+                gloss = part.strip()
+                if gloss and '"' not in gloss and gloss not in seen:
+                    seen.add(gloss)
+                    out.append(gloss)
+    return out
+
+
 _PLAIN = re.compile(r"^[A-Za-z][A-Za-z0-9 ,.'?!-]*$")
 
 
 def build_training_text(
-    exclude: Iterable[str] = (), min_words: int = 3, max_words: int = 24
+    exclude: Iterable[str] = (), min_words: int = 3, max_words: int = 24, glosses: bool = False,
 ) -> list[str]:
-    """WordNet example sentences usable as TTS/ASR prompts, none of them in `exclude`.
+    """WordNet example sentences usable as TTS/ASR prompts, none of them in `exclude`; with
+    `glosses`, WordNet's definitions too (language-model text: they are phrases, not sentences).
 
     A sentence is dropped if it matches an excluded one after normalisation, or contains
     one (so a Harvard sentence never hides inside a longer line). The order is shuffled with
@@ -89,7 +106,7 @@ def build_training_text(
     """
     excluded = {normalize_for_match(s) for s in exclude}
     out = []
-    for s in wordnet_examples():
+    for s in wordnet_examples() + (wordnet_glosses() if glosses else []):
         if not _PLAIN.match(s) or "--" in s:
             continue
         n = len(s.split())

@@ -94,6 +94,19 @@ def test_text_corpus_size_and_disjoint_from_harvard(training_text):
     assert not harvard & {normalize_for_match(s) for s in lines}
 
 
+@needs_wordnet
+def test_language_model_text_adds_glosses_and_stays_disjoint(training_text, tmp_path):
+    out = tmp_path / "lm.txt"
+    result = CliRunner().invoke(speechq, ["text-corpus", "--out", str(out), "--glosses"])
+    assert result.exit_code == 0, result.output
+    lines = out.read_text().splitlines()
+    examples = set(training_text[0].read_text().splitlines())
+    assert examples <= set(lines) and len(lines) > 3 * len(examples)  # the examples, and more
+    assert not any('"' in line for line in lines)  # glosses come without their quoted examples
+    harvard = {normalize_for_match(s) for s in read_harvard()}
+    assert not harvard & {normalize_for_match(s) for s in lines}
+
+
 # ---------------------------------------------------------------- speech corpus
 
 
