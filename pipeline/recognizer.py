@@ -24,9 +24,14 @@ from torch import Tensor
 from models.asr import ASRDims, ConvSubsampling, SpeechTransformer
 from models.ctc import CTCPrefixScorer, ctc_greedy
 from models.decoding import DecoderScorer, DecodingOptions, LengthBonus, decode
-from models.lm import LMScorer, RNNLM
+from models.lm import LMDims, LMScorer, RNNLM
 from pipeline.audio import AudioLimits, load_audio
-from pipeline.checkpoints import CheckpointError, default_checkpoint, float_state_dict, load_checkpoint
+from pipeline.checkpoints import (
+    CheckpointError,
+    default_checkpoint,
+    float_state_dict,
+    load_checkpoint,
+)
 from pipeline.data import pad_sequences
 from pipeline.features import FeatureConfig, FeatureStats, LogMel
 from pipeline.precision import autocast, resolve_precision
@@ -210,8 +215,6 @@ class Recognizer:
 def _load_lm(lm: str | os.PathLike | bool | None, asr: dict) -> tuple[RNNLM | None, Path | None]:
     """The language model `Recognizer.load` asked for, checked against the ASR model's units,
     and its path."""
-    from pipeline.train_lm import load_lm
-
     if lm is False:
         return None, None
     path = default_checkpoint("lm") if lm is None or lm is True else Path(lm)
@@ -223,4 +226,6 @@ def _load_lm(lm: str | os.PathLike | bool | None, asr: dict) -> tuple[RNNLM | No
             return None, None  # the shipped LM belongs to the shipped recogniser's units
         raise CheckpointError(f"{path}: the language model's units are not the recogniser's "
                               "(train it with `speechq train lm --asr` on this model)")
-    return load_lm(ckpt), path
+    model = RNNLM(LMDims(**ckpt["dims"]))
+    model.load_state_dict(float_state_dict(ckpt["state_dict"]))
+    return model.eval(), path

@@ -83,11 +83,3 @@ class LMTask:
                      "train_tokens": sum(len(t) for t in self.train)},
         }
 
-
-def load_lm(ckpt: dict) -> RNNLM:
-    """The model of a loaded "lm" checkpoint, in float32, in eval mode."""
-    from pipeline.checkpoints import float_state_dict
-
-    model = RNNLM(LMDims(**ckpt["dims"]))
-    model.load_state_dict(float_state_dict(ckpt["state_dict"]))
-    return model.eval()
