@@ -42,19 +42,23 @@ def run_systems(items: list[EvalItem], recognizer: Recognizer, beam: int, lm_wei
     """System name -> (transcripts, seconds) on `items`."""
     audio = [i.audio for i in items]
     systems = {
-        f"ours_beam{beam}": lambda: recognizer.transcribe_batch(audio, beam_size=beam, lm_weight=0.0),
-        "ours_ctc_greedy": lambda: recognizer.transcribe_batch(audio, decoder="ctc"),
+        f"ours_beam{beam}": lambda: _texts(recognizer, audio, beam_size=beam, lm_weight=0.0),
+        "ours_ctc_greedy": lambda: _texts(recognizer, audio, decoder="ctc"),
         "pocketsphinx": lambda: [pocketsphinx_transcribe(a) for a in audio],
     }
     if recognizer.lm is not None:
-        systems[f"ours_beam{beam}_lm"] = lambda: recognizer.transcribe_batch(
-            audio, beam_size=beam, lm_weight=lm_weight)
+        systems[f"ours_beam{beam}_lm"] = lambda: _texts(recognizer, audio, beam_size=beam,
+                                                        lm_weight=lm_weight)
     out = {}
     for name, run in systems.items():
         start = time.perf_counter()
-        hyps = [h if isinstance(h, str) else h.text for h in run()]
+        hyps = run()
         out[name] = (hyps, time.perf_counter() - start)
     return out
+
+
+def _texts(recognizer: Recognizer, audio: list, **options) -> list[str]:
+    return [t.text for t in recognizer.transcribe_batch(audio, **options)]
 
 
 def score(items: list[EvalItem], runs: dict) -> dict:
@@ -75,8 +79,8 @@ def _pool(per_voice: list[dict]) -> dict:
 def sweep_lm_weight(items: list[EvalItem], recognizer: Recognizer, beam: int, weights: list[float]) -> dict:
     audio = [i.audio for i in items]
     refs = [i.text for i in items]
-    return {str(w): round(wer(refs, [t.text for t in recognizer.transcribe_batch(
-        audio, beam_size=beam, lm_weight=w)]), 4) for w in weights}
+    return {str(w): round(wer(refs, _texts(recognizer, audio, beam_size=beam, lm_weight=w)), 4)
+            for w in weights}
 
 
 def main() -> None:

@@ -212,10 +212,7 @@ class _StopTracker:
         self.min_steps, self.max_steps = min_steps, max_steps
         self.threshold, self.r, self.end_steps = threshold, reduction, end_steps
         self.end_tokens = end_tokens
-        if end_tokens is not None:
-            self.last_token = in_lengths - 1
-        if end_steps is not None:  # (B, 1, 1, 1): the last input token of each item
-            self.last = (in_lengths - 1)[:, None, None, None]
+        self.last = None if in_lengths is None else in_lengths - 1  # (B,) last input token
         self.lengths = torch.zeros_like(max_steps)  # frames
         self.done = torch.zeros_like(max_steps, dtype=torch.bool)
         self.hit_cap = torch.zeros_like(self.done)
@@ -227,9 +224,10 @@ class _StopTracker:
         fired = (torch.sigmoid(stop_logits) > self.threshold) & (step >= self.min_steps)[:, None]
         if self.end_tokens is not None:
             focus = weights[..., 0, :].mean(dim=(1, 2)).argmax(dim=-1)  # (B,)
-            fired &= (focus > self.last_token - self.end_tokens)[:, None]
+            fired &= (focus > self.last - self.end_tokens)[:, None]
         if self.end_steps is not None:  # attention on the last token, mean over layers and heads
-            on_last = weights[..., 0, :].gather(-1, self.last.expand(-1, *weights.shape[1:3], 1))
+            last = self.last[:, None, None, None].expand(-1, *weights.shape[1:3], 1)  # (B, L, H, 1)
+            on_last = weights[..., 0, :].gather(-1, last)
             self.at_end = torch.where(on_last.mean(dim=(1, 2, 3)) > 0.5, self.at_end + 1, 0)
             said_all = (self.at_end >= self.end_steps) & (step >= self.min_steps)
             fired[:, -1] |= said_all  # ends with this step's last frame

@@ -17,7 +17,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,38 +56,35 @@ def read_harvard(path: Path = HARVARD) -> list[str]:
     return [s.strip() for s in lines if s.strip() and not s.startswith("#")]
 
 
-def wordnet_examples(wordnet_dir: Path = WORDNET_DIR) -> list[str]:
-    """Quoted example sentences from WordNet's data files, in file order, deduplicated."""
+def _wordnet_glosses_raw(wordnet_dir: Path) -> Iterator[str]:
+    """The gloss field (definitions and quoted examples, after '|') of every synset line."""
     files = sorted(wordnet_dir.glob("data.*"))
     if not files:
         raise CorpusError(f"no WordNet data in {wordnet_dir}: install Debian's wordnet-base")
-    seen, out = set(), []
     for f in files:
         for line in f.read_text(encoding="latin-1").splitlines():
             if line.startswith("  ") or "|" not in line:
                 continue  # licence header lines start with two spaces
-            for example in re.findall(r'"([^"]+)"', line.split("|", 1)[1]):
-                example = example.strip().strip(";,").strip()
-                if example and example not in seen:
-                    seen.add(example)
-                    out.append(example)
-    return out
+            yield line.split("|", 1)[1]
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    """Non-empty items, first occurrence only, in order."""
+    return [x for x in dict.fromkeys(items) if x]
+
+
+def wordnet_examples(wordnet_dir: Path = WORDNET_DIR) -> list[str]:
+    """Quoted example sentences from WordNet's data files, in file order, deduplicated."""
+    return _unique(example.strip().strip(";,").strip()
+                   for gloss in _wordnet_glosses_raw(wordnet_dir)
+                   for example in re.findall(r'"([^"]+)"', gloss))
 
 
 def wordnet_glosses(wordnet_dir: Path = WORDNET_DIR) -> list[str]:
     """WordNet's definitions ("a small rowboat ..."), without their quoted examples, in file
     order, deduplicated: text for a language model, not prompts to speak."""
-    seen, out = set(), []
-    for f in sorted(wordnet_dir.glob("data.*")):
-        for line in f.read_text(encoding="latin-1").splitlines():
-            if line.startswith("  ") or "|" not in line:
-                continue
-            for part in line.split("|", 1)[1].split(";"):
-                gloss = part.strip()
-                if gloss and '"' not in gloss and gloss not in seen:
-                    seen.add(gloss)
-                    out.append(gloss)
-    return out
+    return _unique(part.strip() for gloss in _wordnet_glosses_raw(wordnet_dir)
+                   for part in gloss.split(";") if '"' not in part)
 
 
 _PLAIN = re.compile(r"^[A-Za-z][A-Za-z0-9 ,.'?!-]*$")

@@ -16,11 +16,11 @@
 # packages (Celery, Redis, FastAPI) are not needed on the training machine.
 #
 # RUNS picks the runs (default "asr nat ar"; "lm" adds the recogniser's language model, trained
-# on the text alone with the units of ASR_INIT or the shipped recogniser). A run can continue a shipped model instead of
-# starting fresh: ASR_INIT=checkpoints/asr.pt fine-tunes the recogniser. AR_RUNS lists the
-# autoregressive runs as ATTENTION[=INIT] words (default "dot"): "monotonic=checkpoints/tts-ar-monotonic.pt
-# location=checkpoints/tts-ar-dot.pt" continues the monotonic model and warm-starts a
-# location-aware one from the dot model, side by side. *_LR and *_WARMUP set the schedules;
+# on the text alone with the units of ASR_INIT or the shipped recogniser). A run can continue a
+# shipped model instead of starting fresh: ASR_INIT=checkpoints/asr.pt fine-tunes the
+# recogniser. AR_RUNS lists the autoregressive runs as ATTENTION[=INIT] words (default "dot"):
+# "monotonic=checkpoints/tts-ar-monotonic.pt location=checkpoints/tts-ar-dot.pt" continues the
+# monotonic model and warm-starts a location-aware one from the dot model, side by side. *_LR and *_WARMUP set the schedules;
 # VOICES the corpus voices (the recogniser's; the TTS runs take flite slt).
 set -euo pipefail
 
@@ -49,6 +49,8 @@ mkdir -p "$out_dir" runs
 log() { echo "[$(($(date +%s) - started)) s] $*"; }
 speechq() { "$PYTHON" -m pipeline "$@"; }
 seconds_left() { echo $((budget - ($(date +%s) - started))); }
+# one AR_RUNS word, ATTENTION[=INIT] -> "ATTENTION INIT" (INIT empty when none is given)
+ar_run() { local init=${1#*=}; [ "$init" != "$1" ] || init=""; echo "${1%%=*} $init"; }
 # --max-minutes for a run that must end $1 seconds before the budget does
 minutes() { "$PYTHON" -c "print(round(max(0.5, ($(seconds_left) - $1) / 60), 2))"; }
 
@@ -82,8 +84,7 @@ ok=1
 wait $nat_smoke || { ok=0; log "smoke NAT failed"; tail -30 runs/smoke-nat.log; }
 if wants ar; then
     for run in $AR_RUNS; do
-        attention=${run%%=*} init=${run#*=}
-        [ "$init" != "$run" ] || init=""
+        read -r attention init <<< "$(ar_run "$run")"
         speechq train tts --manifest data/smoke/manifest.jsonl --out "runs/smoke-ar-$attention" \
             --attention "$attention" ${init:+--init-from "$init"} "${smoke[@]}" --batch-frames 4000 \
             > "runs/smoke-ar-$attention.log" 2>&1 \
@@ -97,9 +98,10 @@ fi
 log "smoke runs passed"
 pids=()
 if wants lm; then  # text only: it trains while the corpus is spoken
-    speechq train lm --text "$text" ${ASR_INIT:+--asr "$ASR_INIT"} --out runs/lm --device "$DEVICE" \
-        --threads 2 --max-steps 1000000 --max-minutes "$(minutes 60)" --batch-tokens 8000 --lr 2e-3 --warmup 300 \
-        --eval-every 250 --save-every 1000 > runs/lm.log 2>&1 &
+    speechq train lm --text "$text" ${ASR_INIT:+--asr "$ASR_INIT"} --out runs/lm \
+        --device "$DEVICE" --threads 2 --max-steps 1000000 --max-minutes "$(minutes 60)" \
+        --batch-tokens 8000 --lr 2e-3 --warmup 300 --eval-every 250 --save-every 1000 \
+        > runs/lm.log 2>&1 &
     pids+=(lm:$!)
 fi
 
@@ -138,8 +140,7 @@ if wants ar; then
         done
     fi
     for run in $AR_RUNS; do
-        attention=${run%%=*} init=${run#*=}
-        [ "$init" != "$run" ] || init=""
+        read -r attention init <<< "$(ar_run "$run")"
         speechq train tts --manifest data/corpus/manifest.jsonl --out "runs/tts-ar-$attention" \
             --attention "$attention" --reduction 2 ${init:+--init-from "$init"} "${common[@]}" \
             --max-minutes "$(minutes 80)" --batch-frames "$TTS_BATCH" --lr "$AR_LR" --warmup "$AR_WARMUP" \
