@@ -1,17 +1,19 @@
 """ASR word error rate and speed: our model against PocketSphinx on the same held-out audio.
 
     python bench/asr_wer.py [--model checkpoints/asr.pt] [--lm checkpoints/lm.pt] [--lists 1-6] [--json]
-    python bench/asr_wer.py --lists 7-10 --sweep-lm-weight 0,0.2,0.4 --json   # choose lm_weight
+    python bench/asr_wer.py --lists 7-10 --sweep lm_weight=0,0.2,0.4 --json   # choose lm_weight
 
 Held-out audio: Harvard sentences (never in training text) spoken by voices no model trained
 on (Festival's cmu_us_slt_arctic_hts and kal_diphone, espeak-ng's en-gb-x-gbclan), and the
 five LibriVox clips of pocketsphinx-testdata (real read speech). Our model runs in batch mode
-with joint CTC/attention beam search, without and (where it has one) with its language model,
-and with greedy CTC; the real-time factor is processing time over audio time on this machine,
+with joint CTC/attention beam search: plain, with its language model, and with the language
+model and the lexicon (where it has them; the last is the default); and with greedy CTC; the real-time factor is processing time over audio time on this machine,
 one thread. The pooled row is computed from the per-voice transcripts.
 
-`--sweep-lm-weight` instead reports only the pooled beam-search WER at each language-model
-weight: run it on lists the report does not use (7-10), so the weight is not tuned on the test.
+`--sweep NAME=V1,V2,...` instead reports only the pooled beam-search WER at each value of one
+RecognitionOptions field (lm_weight, lexicon_weight, ctc_weight, beam_size, ...), the others at
+their defaults or flags: run it on lists the report does not use (7-10), so nothing is tuned on
+the test.
 """
 
 from __future__ import annotations
@@ -38,17 +40,22 @@ def _parse_lists(spec: str) -> list[int]:
     return list(range(int(lo), int(hi or lo) + 1))
 
 
-def run_systems(items: list[EvalItem], recognizer: Recognizer, beam: int, lm_weight: float) -> dict:
-    """System name -> (transcripts, seconds) on `items`."""
+def run_systems(items: list[EvalItem], recognizer: Recognizer, options: dict) -> dict:
+    """System name -> (transcripts, seconds) on `items`; `options`: RecognitionOptions fields."""
     audio = [i.audio for i in items]
+    beam = options["beam_size"]
+    plain = {**options, "lm_weight": 0.0, "lexicon_weight": 0.0}
     systems = {
-        f"ours_beam{beam}": lambda: _texts(recognizer, audio, beam_size=beam, lm_weight=0.0),
+        f"ours_beam{beam}": lambda: _texts(recognizer, audio, **plain),
         "ours_ctc_greedy": lambda: _texts(recognizer, audio, decoder="ctc"),
         "pocketsphinx": lambda: [pocketsphinx_transcribe(a) for a in audio],
     }
     if recognizer.lm is not None:
-        systems[f"ours_beam{beam}_lm"] = lambda: _texts(recognizer, audio, beam_size=beam,
-                                                        lm_weight=lm_weight)
+        with_lm = {**options, "lexicon_weight": 0.0}
+        systems[f"ours_beam{beam}_lm"] = lambda: _texts(recognizer, audio, **with_lm)
+    if recognizer.lexicon is not None:
+        name = f"ours_beam{beam}{'_lm' if recognizer.lm is not None else ''}_lexicon"
+        systems[name] = lambda: _texts(recognizer, audio, **options)
     out = {}
     for name, run in systems.items():
         start = time.perf_counter()
@@ -76,11 +83,16 @@ def _pool(per_voice: list[dict]) -> dict:
                    sum(runs[name][1] for runs in per_voice)) for name in per_voice[0]}
 
 
-def sweep_lm_weight(items: list[EvalItem], recognizer: Recognizer, beam: int, weights: list[float]) -> dict:
+def sweep(items: list[EvalItem], recognizer: Recognizer, options: dict, spec: str) -> dict:
+    """Pooled WER at each value of one option: spec "NAME=V1,V2,..."."""
+    name, _, values = spec.partition("=")
+    kind = type(getattr(RecognitionOptions, name, None))
+    if kind not in (int, float) or not values:
+        raise SystemExit(f"--sweep: {spec!r} is not NAME=V1,V2,... over a numeric RecognitionOptions field")
     audio = [i.audio for i in items]
     refs = [i.text for i in items]
-    return {str(w): round(wer(refs, _texts(recognizer, audio, beam_size=beam, lm_weight=w)), 4)
-            for w in weights}
+    return {v: round(wer(refs, _texts(recognizer, audio, **{**options, name: kind(float(v))})), 4)
+            for v in values.split(",")}
 
 
 def main() -> None:
@@ -89,37 +101,40 @@ def main() -> None:
     parser.add_argument("--lm", type=Path, default=None,
                         help="language model (default: the shipped one, where it fits the model)")
     parser.add_argument("--lm-weight", type=float, default=RecognitionOptions.lm_weight)
+    parser.add_argument("--lexicon", type=Path, default=None, help="word list (default: the shipped one)")
+    parser.add_argument("--lexicon-weight", type=float, default=RecognitionOptions.lexicon_weight)
     parser.add_argument("--lists", default="1-6", help="Harvard lists, e.g. 1-6")
     parser.add_argument("--voices", default=",".join(HELD_OUT_VOICES))
     parser.add_argument("--beam", type=int, default=4)
-    parser.add_argument("--sweep-lm-weight", default=None, help="comma-separated LM weights")
+    parser.add_argument("--sweep", default=None, help="NAME=V1,V2,...: pooled WER at each value")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    recognizer = Recognizer.load(args.model, lm=args.lm)
+    recognizer = Recognizer.load(args.model, lm=args.lm, lexicon=args.lexicon)
     sentences = harvard_lists(_parse_lists(args.lists))
+    options = {"beam_size": args.beam, "lm_weight": args.lm_weight, "lexicon_weight": args.lexicon_weight}
     result = {"model": str(args.model or "shipped"), "lm": recognizer.checkpoint_info["lm"],
-              "lm_weight": args.lm_weight, "harvard_lists": args.lists, "threads": args.threads,
+              "lexicon": recognizer.checkpoint_info["lexicon"], **options,
+              "harvard_lists": args.lists, "threads": args.threads,
               "machine": platform.machine(), "held_out": {}}
-    if args.sweep_lm_weight:
+    if args.sweep:
         items = [i for voice in args.voices.split(",") for i in speak_set(sentences, voice)]
-        weights = [float(w) for w in args.sweep_lm_weight.split(",")]
-        result["wer_by_lm_weight"] = sweep_lm_weight(items, recognizer, args.beam, weights)
+        result["sweep"] = {args.sweep.partition("=")[0]: sweep(items, recognizer, options, args.sweep)}
         print(json.dumps(result) if args.json else json.dumps(result, indent=1))
         return
     pooled: list[EvalItem] = []
     pooled_runs = []
     for voice in args.voices.split(","):
         items = speak_set(sentences, voice)
-        runs = run_systems(items, recognizer, args.beam, args.lm_weight)
+        runs = run_systems(items, recognizer, options)
         pooled, pooled_runs = pooled + items, pooled_runs + [runs]
         result["held_out"][voice] = score(items, runs)
         if not args.json:
             print(voice, json.dumps(result["held_out"][voice]))
     result["held_out_all"] = score(pooled, _pool(pooled_runs))
     librivox = librivox_set()
-    result["librivox"] = score(librivox, run_systems(librivox, recognizer, args.beam, args.lm_weight))
+    result["librivox"] = score(librivox, run_systems(librivox, recognizer, options))
     beam_rtf = result["held_out_all"][f"ours_beam{args.beam}"]["rtf"]
     result["ctc_speedup_over_beam"] = round(beam_rtf / result["held_out_all"]["ours_ctc_greedy"]["rtf"], 1)
     print(json.dumps(result) if args.json else json.dumps(result, indent=1))

@@ -27,6 +27,29 @@ def text_corpus_cmd(out: Path, min_words: int, max_words: int, glosses: bool) ->
     click.echo(json.dumps({"out": str(out), **corpus.corpus_stats(lines)}))
 
 
+@click.command("lexicon")
+@click.option("--text", "text_files", type=click.Path(exists=True, path_type=Path), multiple=True,
+              required=True, help="training text, one sentence a line (repeatable)")
+@click.option("--dictionary", "dictionaries", type=click.Path(exists=True, path_type=Path),
+              multiple=True, help="a pronouncing dictionary to add (default: CMUdict from pocketsphinx)")
+@click.option("--no-cmudict", is_flag=True, help="the text's words only")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="word list to write")
+def lexicon_cmd(text_files: tuple[Path, ...], dictionaries: tuple[Path, ...], no_cmudict: bool,
+                out: Path) -> None:
+    """Write the recogniser's word list: the training text's words and a dictionary's."""
+    from pipeline import lexicon
+
+    try:
+        if not dictionaries and not no_cmudict:
+            dictionaries = (lexicon.cmudict_path(),)
+        lines = [line for path in text_files for line in path.read_text().splitlines()]
+        words = lexicon.build_lexicon(lines, dictionaries)
+    except lexicon.LexiconError as e:
+        raise click.ClickException(str(e)) from None
+    n = lexicon.write_lexicon(out, words)
+    click.echo(json.dumps({"out": str(out), "words": n, "dictionaries": [str(d) for d in dictionaries]}))
+
+
 @click.command("corpus")
 @click.option("--text", "text_file", type=click.Path(exists=True, path_type=Path), required=True,
               help="one sentence a line")
@@ -288,4 +311,4 @@ def export_cmd(src: Path, dst: Path, commands: tuple[str, ...], scores: Path | N
                            "metrics": ckpt.get("metrics")}))
 
 
-COMMANDS = [text_corpus_cmd, corpus_cmd, train_group, export_cmd]
+COMMANDS = [text_corpus_cmd, lexicon_cmd, corpus_cmd, train_group, export_cmd]

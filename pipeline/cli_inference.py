@@ -26,26 +26,36 @@ def _echo_error(message: str) -> None:
 @click.option("--lm", "lm_path", type=click.Path(exists=True, path_type=Path), default=None,
               help="language model for beam search (default: the shipped one, where it fits the model)")
 @click.option("--no-lm", is_flag=True, help="decode without a language model")
-@click.option("--lm-weight", default=0.3, show_default=True)
+@click.option("--lm-weight", type=float, default=None, help="[default: RecognitionOptions.lm_weight]")
+@click.option("--lexicon", "lexicon_path", type=click.Path(exists=True, path_type=Path), default=None,
+              help="word list for beam search (default: the shipped one)")
+@click.option("--no-lexicon", is_flag=True, help="decode without a word list")
+@click.option("--lexicon-weight", type=float, default=None,
+              help="penalty per word outside it [default: RecognitionOptions.lexicon_weight]")
 @click.option("--format", "fmt", type=click.Choice(["txt", "jsonl", "srt", "vtt"]), default="txt",
               show_default=True)
 @click.option("--output-dir", type=click.Path(path_type=Path), default=None,
               help="write <stem>.<format> per input here instead of printing")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--batch-size", default=16, show_default=True, help="inputs decoded together")
-def asr_cmd(files, model, beam_size, decoder, ctc_weight, lm_path, no_lm, lm_weight, fmt, output_dir,
-            device, batch_size):
+def asr_cmd(files, model, beam_size, decoder, ctc_weight, lm_path, no_lm, lm_weight, lexicon_path,
+            no_lexicon, lexicon_weight, fmt, output_dir, device, batch_size):
     """Transcribe audio files. A file that cannot be read is reported and the others still run;
     the exit status is 1 if any failed."""
     from pipeline.audio import AudioError
     from pipeline.checkpoints import CheckpointError
+    from pipeline.lexicon import LexiconError
     from pipeline.recognizer import Recognizer
 
     try:
-        recognizer = Recognizer.load(model, device=device, lm=False if no_lm else lm_path)
-    except CheckpointError as e:
+        recognizer = Recognizer.load(model, device=device, lm=False if no_lm else lm_path,
+                                     lexicon=False if no_lexicon else lexicon_path)
+    except (CheckpointError, LexiconError) as e:
         raise click.ClickException(str(e)) from None
-    options = dict(beam_size=beam_size, decoder=decoder, ctc_weight=ctc_weight, lm_weight=lm_weight)
+    options = dict(beam_size=beam_size, decoder=decoder, ctc_weight=ctc_weight)
+    for name, value in (("lm_weight", lm_weight), ("lexicon_weight", lexicon_weight)):
+        if value is not None:
+            options[name] = value
     failed = 0
     for start in range(0, len(files), batch_size):
         chunk = files[start: start + batch_size]

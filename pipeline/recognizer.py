@@ -5,8 +5,9 @@
     print(transcript.text, transcript.words[0])
 
 Long audio is split at pauses into pieces of at most 20 s, decoded in batches and joined.
-The beam search fuses a subword language model (models.lm) where one fits the model's units:
-by default the shipped `checkpoints/lm.pt`.
+The beam search fuses a subword language model (models.lm) where one fits the model's units,
+by default the shipped `checkpoints/lm.pt`, and a word list as a soft lexicon constraint
+(models.lexicon), by default `checkpoints/lexicon.txt`.
 Word timing and confidence come from a CTC forced alignment of the chosen hypothesis
 (torchaudio.functional.forced_align); confidence is the mean frame posterior of a word's tokens.
 """
@@ -24,6 +25,7 @@ from torch import Tensor
 from models.asr import ASRDims, ConvSubsampling, SpeechTransformer
 from models.ctc import CTCPrefixScorer, ctc_greedy
 from models.decoding import DecoderScorer, DecodingOptions, LengthBonus, decode
+from models.lexicon import Lexicon, LexiconScorer
 from models.lm import LMDims, LMScorer, RNNLM
 from pipeline.audio import AudioLimits, load_audio
 from pipeline.checkpoints import (
@@ -34,6 +36,7 @@ from pipeline.checkpoints import (
 )
 from pipeline.data import pad_sequences
 from pipeline.features import FeatureConfig, FeatureStats, LogMel
+from pipeline.lexicon import read_lexicon
 from pipeline.precision import autocast, resolve_precision
 from pipeline.tokenizer import SubwordTokenizer
 from pipeline.vad import split_on_pauses
@@ -65,6 +68,7 @@ class RecognitionOptions:
     beam_size: int = 4
     ctc_weight: float = 0.3  # weight of the CTC prefix score in joint decoding
     lm_weight: float = 0.3  # weight of the language model's score, where the recogniser has one
+    lexicon_weight: float = 10.0  # penalty per word outside the lexicon, where it has one
     length_bonus: float = 0.0
     length_penalty: float = 1.0
     max_segment_seconds: float = 20.0
@@ -77,15 +81,16 @@ class RecognitionOptions:
             raise ValueError("beam_size must be >= 1")
         if not 0.0 <= self.ctc_weight <= 1.0:
             raise ValueError("ctc_weight must be in [0, 1]")
-        if self.lm_weight < 0:
-            raise ValueError("lm_weight must be >= 0")
+        if self.lm_weight < 0 or self.lexicon_weight < 0:
+            raise ValueError("lm_weight and lexicon_weight must be >= 0")
 
 
 class Recognizer:
     def __init__(self, model: SpeechTransformer, checkpoint: dict, device: str = "cpu",
-                 precision: str = "fp32", lm: RNNLM | None = None):
+                 precision: str = "fp32", lm: RNNLM | None = None, lexicon: Lexicon | None = None):
         """`precision`: "fp32", or "bf16"/"fp16" autocast (pipeline.precision). `lm`: a language
-        model over the same units, fused into beam search with `lm_weight`."""
+        model over the same units, fused into beam search with `lm_weight`; `lexicon`: words,
+        each word outside it costing `lexicon_weight`."""
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
         self.model = model.to(self.device).eval()
@@ -93,21 +98,29 @@ class Recognizer:
         self.features = FeatureConfig.from_dict(checkpoint["features"])
         self.stats = FeatureStats.from_dict(checkpoint["stats"])
         self.tokenizer = SubwordTokenizer.from_dict(checkpoint["tokenizer"])
+        self.lexicon = lexicon
+        self._lexicon_scorer = (LexiconScorer(lexicon, self.tokenizer.pieces(), model.dims.eos)
+                                if lexicon is not None else None)
         self.logmel = LogMel(self.features).to(self.device)
         self.checkpoint_info = {k: checkpoint.get(k) for k in ("kind", "data", "metrics")}
         self.frame_seconds = self.features.frame_seconds * model.dims.subsampling
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, device: str = "cpu",
-             precision: str = "fp32", lm: str | os.PathLike | bool | None = None) -> "Recognizer":
+             precision: str = "fp32", lm: str | os.PathLike | bool | None = None,
+             lexicon: str | os.PathLike | bool | None = None) -> "Recognizer":
         """`lm`: an LM checkpoint over the model's units; None takes the shipped LM where its
-        units are the model's (the shipped recogniser and models fine-tuned from it), False none."""
+        units are the model's (the shipped recogniser and models fine-tuned from it), False none.
+        `lexicon`: a word list (pipeline.lexicon); None the shipped one if there is one, False none."""
         ckpt = load_checkpoint(path or default_checkpoint("asr"), kinds=("asr",))
         model = SpeechTransformer(ASRDims(**ckpt["dims"]))
         model.load_state_dict(float_state_dict(ckpt["state_dict"]))
         lm_model, lm_path = _load_lm(lm, ckpt)
-        recognizer = cls(model, ckpt, device, precision, lm_model)
+        lexicon_path = _lexicon_path(lexicon)
+        words = read_lexicon(lexicon_path) if lexicon_path else None
+        recognizer = cls(model, ckpt, device, precision, lm_model, words)
         recognizer.checkpoint_info["lm"] = lm_path and str(lm_path)
+        recognizer.checkpoint_info["lexicon"] = lexicon_path and str(lexicon_path)
         return recognizer
 
     @property
@@ -184,6 +197,8 @@ class Recognizer:
                 del scorers["ctc"], weights["ctc"]
             if self.lm is not None and opts.lm_weight > 0:
                 scorers["lm"], weights["lm"] = LMScorer(self.lm), opts.lm_weight
+            if self._lexicon_scorer is not None and opts.lexicon_weight > 0:
+                scorers["lexicon"], weights["lexicon"] = self._lexicon_scorer, opts.lexicon_weight
             options = DecodingOptions(beam_size=opts.beam_size, length_penalty=opts.length_penalty,
                                       max_len_ratio=1.0, max_len_offset=2)
             hyps = decode(scorers, weights, dims.sos, dims.eos, enc_lengths, options)
@@ -210,6 +225,15 @@ class Recognizer:
         return [Word(self.tokenizer.decode(ids), round(sp[0].start * fs, 3), round((sp[-1].end + 1) * fs, 3),
                      round(sum(s.score for s in sp) / len(sp), 4))
                 for ids, sp in words]
+
+
+def _lexicon_path(lexicon: str | os.PathLike | bool | None) -> Path | None:
+    if lexicon is False:
+        return None
+    if lexicon is None or lexicon is True:
+        path = default_checkpoint("lexicon")
+        return path if lexicon or path.is_file() else None
+    return Path(lexicon)
 
 
 def _load_lm(lm: str | os.PathLike | bool | None, asr: dict) -> tuple[RNNLM | None, Path | None]:

@@ -51,6 +51,11 @@ class SubwordTokenizer:
     def piece(self, token_id: int) -> str:
         return self.sp.id_to_piece(token_id - RESERVED)
 
+    def pieces(self) -> list[str | None]:
+        """Each id's text (None for the reserved ids and the unknown piece), for models.lexicon."""
+        return [None] * RESERVED + [None if self.sp.is_unknown(i) or self.sp.is_control(i)
+                                    else self.sp.id_to_piece(i) for i in range(self.sp.get_piece_size())]
+
     def starts_word(self, token_id: int) -> bool:
         return token_id >= RESERVED and self.piece(token_id).startswith("\u2581")
 

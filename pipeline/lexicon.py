@@ -1,0 +1,73 @@
+"""The recogniser's word list: the words of the training text and of a pronouncing dictionary.
+
+    speechq lexicon --text data/text/train.txt --out checkpoints/lexicon.txt
+
+The dictionary is CMUdict as the pocketsphinx package carries it (its English model's
+`cmudict-en-us.dict`), so nothing is fetched. `Recognizer.load` reads the shipped
+`checkpoints/lexicon.txt` and fuses it into beam search as a soft constraint (models.lexicon).
+The file is one normalised word a line, sorted: it diffs and greps like any word list.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from models.lexicon import Lexicon
+from pipeline.text import words_for_scoring
+
+_VARIANT = re.compile(r"\(\d+\)$")  # CMUdict's second and later pronunciations: "read(2)"
+
+
+class LexiconError(ValueError):
+    pass
+
+
+def cmudict_path() -> Path:
+    """CMUdict inside the installed pocketsphinx package."""
+    try:
+        import pocketsphinx
+    except ImportError:
+        raise LexiconError("pocketsphinx is not installed: pass --dictionary or --no-cmudict") from None
+    path = Path(pocketsphinx.get_model_path()) / "en-us" / "cmudict-en-us.dict"
+    if not path.is_file():
+        raise LexiconError(f"{path}: pocketsphinx carries no CMUdict here")
+    return path
+
+
+def dictionary_words(path: Path) -> set[str]:
+    """Headwords of a pronouncing dictionary ("word PH ON ES" a line), normalised as ASR text."""
+    words: set[str] = set()
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            head = line.split(maxsplit=1)[0] if line.strip() else ""
+            words.update(words_for_scoring(_VARIANT.sub("", head)).split())
+    return words
+
+
+def text_words(lines: Iterable[str]) -> set[str]:
+    return {w for line in lines for w in words_for_scoring(line).split()}
+
+
+def build_lexicon(text_lines: Iterable[str], dictionaries: Iterable[Path] = ()) -> list[str]:
+    words = text_words(text_lines)
+    for path in dictionaries:
+        words |= dictionary_words(path)
+    return sorted(words)
+
+
+def write_lexicon(path: Path, words: Iterable[str]) -> int:
+    words = sorted(set(words))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{w}\n" for w in words))
+    return len(words)
+
+
+def read_lexicon(path: Path) -> Lexicon:
+    if not path.is_file():
+        raise LexiconError(f"{path}: no such lexicon")
+    words = [w.strip() for w in path.read_text().splitlines()]
+    if not any(words):
+        raise LexiconError(f"{path}: an empty lexicon")
+    return Lexicon(words)

@@ -1,0 +1,84 @@
+"""The recogniser's word list: building it, the shipped file, and the Recognizer's use of it."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pipeline.checkpoints import default_checkpoint
+from pipeline.cli import lexicon_cmd
+from pipeline.lexicon import (
+    LexiconError,
+    build_lexicon,
+    cmudict_path,
+    dictionary_words,
+    read_lexicon,
+    write_lexicon,
+)
+from pipeline.recognizer import Recognizer
+from tests.helpers import make_tiny_asr_checkpoint
+
+DICTIONARY = "READ R EH D\nread(2) R IY D\nDON'T D OW N T\nA. EY\nrock-n-roll R AA K\n\n"
+
+
+def test_build_normalises_text_and_dictionary_words(tmp_path):
+    (tmp_path / "dict").write_text(DICTIONARY)
+    words = build_lexicon(["The cat sat on 2 mats.", "It's Tom's hat!"], [tmp_path / "dict"])
+    assert words == sorted(words)
+    assert set(words) == {"the", "cat", "sat", "on", "two", "mats", "it's", "tom's", "hat", "read", "don't",
+                          "a", "rock", "n", "roll"}
+
+
+def test_write_and_read_round_trip(tmp_path):
+    assert write_lexicon(tmp_path / "lex.txt", ["dog", "cat", "dog"]) == 2
+    assert (tmp_path / "lex.txt").read_text() == "cat\ndog\n"
+    lexicon = read_lexicon(tmp_path / "lex.txt")
+    assert "cat" in lexicon and "ca" not in lexicon and "ca" in lexicon.prefixes
+
+
+def test_missing_or_empty_lexicon_is_a_clear_error(tmp_path):
+    with pytest.raises(LexiconError, match="no such lexicon"):
+        read_lexicon(tmp_path / "none.txt")
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(LexiconError, match="empty"):
+        read_lexicon(tmp_path / "empty.txt")
+
+
+def test_cli_writes_text_and_dictionary_words(tmp_path):
+    (tmp_path / "text.txt").write_text("A dog barked.\nThe dog slept.\n")
+    (tmp_path / "dict").write_text(DICTIONARY)
+    out = tmp_path / "lex.txt"
+    result = CliRunner().invoke(lexicon_cmd, ["--text", str(tmp_path / "text.txt"), "--dictionary",
+                                              str(tmp_path / "dict"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["words"] == len(out.read_text().split()) == 10
+    result = CliRunner().invoke(lexicon_cmd, ["--text", str(tmp_path / "text.txt"), "--no-cmudict",
+                                              "--out", str(out)])
+    assert out.read_text().split() == ["a", "barked", "dog", "slept", "the"]
+
+
+def test_shipped_lexicon_holds_cmudict():
+    """checkpoints/lexicon.txt is CMUdict (as pocketsphinx carries it) plus the training text."""
+    shipped = read_lexicon(default_checkpoint("lexicon"))
+    cmudict = dictionary_words(cmudict_path())
+    assert len(cmudict) > 100_000 and cmudict <= shipped.words
+
+
+@pytest.fixture(scope="module")
+def asr_path(tmp_path_factory):
+    return make_tiny_asr_checkpoint(tmp_path_factory.mktemp("asr") / "asr.pt")
+
+
+def test_recognizer_loads_a_lexicon_and_weight_zero_is_none(asr_path, tmp_path):
+    write_lexicon(tmp_path / "lex.txt", ["cat", "dog"])
+    wav = torch.randn(16_000) * 0.1
+    plain = Recognizer.load(asr_path, lexicon=False)
+    assert plain.lexicon is None and plain.checkpoint_info["lexicon"] is None
+    fused = Recognizer.load(asr_path, lexicon=tmp_path / "lex.txt")
+    assert fused.checkpoint_info["lexicon"].endswith("lex.txt") and len(fused.lexicon) == 2
+    assert fused.transcribe(wav, lexicon_weight=0.0).text == plain.transcribe(wav).text
+    assert isinstance(fused.transcribe(wav, lexicon_weight=2.0).text, str)
+    assert Recognizer.load(asr_path).checkpoint_info["lexicon"] == str(default_checkpoint("lexicon"))
+    with pytest.raises(LexiconError):
+        Recognizer.load(asr_path, lexicon=tmp_path / "none.txt")
