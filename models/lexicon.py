@@ -20,7 +20,6 @@ from models.decoding import Scorer
 
 WORD_START = "\u2581"  # sentencepiece's mark on a piece that begins a word
 
-WordState = list[str | None]  # per hypothesis: the word spelled so far; None once it left the lexicon
 
 
 class Lexicon:
@@ -41,7 +40,9 @@ class LexiconScorer(Scorer):
     """`Lexicon` penalties for the next token of each hypothesis.
 
     Holds no per-utterance data (the state is the hypotheses' words), so one scorer can serve
-    every batch and keep its cache of rows, one per word prefix met, up to `max_cached`.
+    every batch and keep its cache of rows, one per word prefix met, up to `max_cached`. The
+    state is a list with, per hypothesis, the word spelled so far, or None once it has left the
+    lexicon (and paid).
 
     Args:
         pieces: each token id's text, a piece that begins a word starting with WORD_START;
@@ -49,12 +50,14 @@ class LexiconScorer(Scorer):
         eos: the end-of-sentence id, which ends the last word.
     """
 
-    def __init__(self, lexicon: Lexicon, pieces: Sequence[str | None], eos: int, max_cached: int = 50_000):
-        self.lexicon, self.pieces, self.eos, self.max_cached = lexicon, list(pieces), eos, max_cached
+    def __init__(self, lexicon: Lexicon, pieces: Sequence[str | None], eos: int,
+                 max_cached: int = 50_000):
+        self.lexicon, self.pieces, self.eos = lexicon, list(pieces), eos
+        self.max_cached = max_cached
         self._starts = [p is not None and p.startswith(WORD_START) for p in self.pieces]
         # the cost of starting a word with each piece, whatever came before
-        self._start_cost = torch.tensor(
-            [-float(s and p[1:] not in lexicon.prefixes) for p, s in zip(self.pieces, self._starts)])
+        self._start_cost = torch.tensor([-float(starts and piece[1:] not in lexicon.prefixes)
+                                         for piece, starts in zip(self.pieces, self._starts)])
         self._start_list = self._start_cost.tolist()
         self._rows: dict[str | None, Tensor] = {None: self._start_cost}
 

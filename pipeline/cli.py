@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -39,6 +40,7 @@ def lexicon_cmd(text_files: tuple[Path, ...], dictionaries: tuple[Path, ...], no
     """Write the recogniser's word list: the training text's words and a dictionary's."""
     from pipeline import lexicon
 
+    given = dictionaries
     try:
         if not dictionaries and not no_cmudict:
             dictionaries = (lexicon.cmudict_path(),)
@@ -46,7 +48,13 @@ def lexicon_cmd(text_files: tuple[Path, ...], dictionaries: tuple[Path, ...], no
         words = lexicon.build_lexicon(lines, dictionaries)
     except lexicon.LexiconError as e:
         raise click.ClickException(str(e)) from None
-    n = lexicon.write_lexicon(out, words)
+    command = ["speechq lexicon", *(f"--text {t}" for t in text_files),
+               *(f"--dictionary {d}" for d in given), *(["--no-cmudict"] if no_cmudict else []),
+               f"--out {out}"]
+    provenance = {"command": " ".join(command),
+                  "sources": ", ".join([*map(str, text_files), *map(lexicon.describe_source, dictionaries)]),
+                  "made": time.strftime("%Y-%m-%d %H:%M %Z")}
+    n = lexicon.write_lexicon(out, words, provenance)
     click.echo(json.dumps({"out": str(out), "words": n, "dictionaries": [str(d) for d in dictionaries]}))
 
 

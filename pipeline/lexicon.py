@@ -5,7 +5,8 @@
 The dictionary is CMUdict as the pocketsphinx package carries it (its English model's
 `cmudict-en-us.dict`), so nothing is fetched. `Recognizer.load` reads the shipped
 `checkpoints/lexicon.txt` and fuses it into beam search as a soft constraint (models.lexicon).
-The file is one normalised word a line, sorted: it diffs and greps like any word list.
+The file is one normalised word a line, sorted, after "# " lines that say how it was made: it
+diffs and greps like any word list.
 """
 
 from __future__ import annotations
@@ -29,11 +30,24 @@ def cmudict_path() -> Path:
     try:
         import pocketsphinx
     except ImportError:
-        raise LexiconError("pocketsphinx is not installed: pass --dictionary or --no-cmudict") from None
+        raise LexiconError("pocketsphinx is not installed: pass --dictionary or --no-cmudict") \
+            from None
     path = Path(pocketsphinx.get_model_path()) / "en-us" / "cmudict-en-us.dict"
     if not path.is_file():
         raise LexiconError(f"{path}: pocketsphinx carries no CMUdict here")
     return path
+
+
+def describe_source(path: Path) -> str:
+    """A dictionary's path, or for pocketsphinx's CMUdict its name and package version."""
+    try:
+        if path.resolve() == cmudict_path().resolve():
+            from importlib.metadata import version
+
+            return f"CMUdict from pocketsphinx {version('pocketsphinx')} (en-us/{path.name})"
+    except LexiconError:
+        pass
+    return str(path)
 
 
 def dictionary_words(path: Path) -> set[str]:
@@ -57,17 +71,19 @@ def build_lexicon(text_lines: Iterable[str], dictionaries: Iterable[Path] = ()) 
     return sorted(words)
 
 
-def write_lexicon(path: Path, words: Iterable[str]) -> int:
+def write_lexicon(path: Path, words: Iterable[str], provenance: dict | None = None) -> int:
+    """Write the sorted words after one "# key: value" line per `provenance` entry."""
     words = sorted(set(words))
+    header = "".join(f"# {k}: {v}\n" for k, v in (provenance or {}).items())
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{w}\n" for w in words))
+    path.write_text(header + "".join(f"{w}\n" for w in words))
     return len(words)
 
 
 def read_lexicon(path: Path) -> Lexicon:
     if not path.is_file():
         raise LexiconError(f"{path}: no such lexicon")
-    words = [w.strip() for w in path.read_text().splitlines()]
+    words = [w.strip() for w in path.read_text().splitlines() if not w.startswith("#")]
     if not any(words):
         raise LexiconError(f"{path}: an empty lexicon")
     return Lexicon(words)

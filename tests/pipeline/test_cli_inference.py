@@ -61,3 +61,15 @@ def test_tts_refuses_empty_and_over_long_text(tmp_path):
     assert empty.exit_code != 0 and "empty" in empty.output
     long = runner.invoke(tts_cmd, ["word " * 1000, "-o", str(tmp_path / "x.wav"), "--model", str(model)])
     assert long.exit_code != 0 and "limit" in long.output
+
+
+def test_asr_lexicon_flags(tmp_path):
+    model = make_tiny_asr_checkpoint(tmp_path / "asr.pt")
+    wav = write_noise_wav(tmp_path / "clip.wav", seconds=1.0)
+    (tmp_path / "lex.txt").write_text("cat\ndog\n")
+    for flags in (["--lexicon", str(tmp_path / "lex.txt"), "--lexicon-weight", "2"], ["--no-lexicon"]):
+        result = CliRunner().invoke(asr_cmd, [str(wav), "--model", str(model), "--beam", "2", *flags])
+        assert result.exit_code == 0, result.output
+    (tmp_path / "empty.txt").write_text("# made: never\n")
+    result = CliRunner().invoke(asr_cmd, [str(wav), "--model", str(model), "--lexicon", str(tmp_path / "empty.txt")])
+    assert result.exit_code == 1 and "empty lexicon" in result.output

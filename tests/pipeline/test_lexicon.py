@@ -31,8 +31,8 @@ def test_build_normalises_text_and_dictionary_words(tmp_path):
 
 
 def test_write_and_read_round_trip(tmp_path):
-    assert write_lexicon(tmp_path / "lex.txt", ["dog", "cat", "dog"]) == 2
-    assert (tmp_path / "lex.txt").read_text() == "cat\ndog\n"
+    assert write_lexicon(tmp_path / "lex.txt", ["dog", "cat", "dog"], {"made": "today"}) == 2
+    assert (tmp_path / "lex.txt").read_text() == "# made: today\ncat\ndog\n"
     lexicon = read_lexicon(tmp_path / "lex.txt")
     assert "cat" in lexicon and "ca" not in lexicon and "ca" in lexicon.prefixes
 
@@ -52,10 +52,18 @@ def test_cli_writes_text_and_dictionary_words(tmp_path):
     result = CliRunner().invoke(lexicon_cmd, ["--text", str(tmp_path / "text.txt"), "--dictionary",
                                               str(tmp_path / "dict"), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["words"] == len(out.read_text().split()) == 10
+    assert json.loads(result.stdout)["words"] == len(read_lexicon(out)) == 10
     result = CliRunner().invoke(lexicon_cmd, ["--text", str(tmp_path / "text.txt"), "--no-cmudict",
                                               "--out", str(out)])
-    assert out.read_text().split() == ["a", "barked", "dog", "slept", "the"]
+    header, words = _header_and_words(out)
+    assert words == ["a", "barked", "dog", "slept", "the"]
+    assert header[0] == f"# command: speechq lexicon --text {tmp_path / 'text.txt'} --no-cmudict --out {out}"
+    assert header[1] == f"# sources: {tmp_path / 'text.txt'}"
+
+
+def _header_and_words(path):
+    lines = path.read_text().splitlines()
+    return [x for x in lines if x.startswith("#")], [x for x in lines if not x.startswith("#")]
 
 
 def test_shipped_lexicon_holds_cmudict():
