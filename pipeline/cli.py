@@ -223,12 +223,14 @@ def train_tts_cmd(manifest, speaker, attention, units, reduction, d_model, layer
 @click.option("--encoder-layers", default=8, show_default=True)
 @click.option("--decoder-layers", default=3, show_default=True)
 @click.option("--ctc-weight", default=0.3, show_default=True)
+@click.option("--channel-augment", "channel_db", default=0.0, show_default=True,
+              help="random equaliser per training utterance, up to this many dB (0: off)")
 @click.option("--init-from", type=click.Path(exists=True, path_type=Path), default=None,
               help="fine-tune this ASR checkpoint (its units, dims and weights) instead of starting fresh")
 @_train_options
 def train_asr_cmd(manifest, text, vocab_size, speakers, batch_frames, attention, d_model,
-                  conv_channels, encoder_layers, decoder_layers, ctc_weight, init_from, out,
-                  no_resume, **kwargs):
+                  conv_channels, encoder_layers, decoder_layers, ctc_weight, channel_db, init_from,
+                  out, no_resume, **kwargs):
     """Train the joint CTC/attention Speech-Transformer."""
     from pipeline.train_asr import ASRDataConfig, ASRTask
     from pipeline.training import Trainer
@@ -236,7 +238,7 @@ def train_asr_cmd(manifest, text, vocab_size, speakers, batch_frames, attention,
     config = _train_config(kwargs)
     data = ASRDataConfig(manifest=manifest, text=text, vocab_size=vocab_size,
                          speakers=tuple(speakers.split(",")) if speakers else None,
-                         max_batch_frames=batch_frames, ctc_weight=ctc_weight)
+                         max_batch_frames=batch_frames, ctc_weight=ctc_weight, channel_db=channel_db)
     import torch
 
     tokenizer, init, init_record = None, None, None

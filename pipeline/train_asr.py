@@ -7,12 +7,14 @@ What makes it converge quickly on a CPU: global mean/variance normalisation of t
 model, ~5 tokens a second), the CTC branch guiding the attention early, the shortest batches
 first in the first epoch, warmup then a high learning rate. SpecAugment (torchaudio's masks)
 and tempo perturbation (the log-mel stretched in time by 0.9-1.1) against over-fitting to
-the few synthetic voices.
+the few synthetic voices; optionally a random equaliser per utterance (`channel_db`) against
+over-fitting to their vocoders' spectral colouring.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,7 @@ class ASRDataConfig:
     speakers: tuple[str, ...] | None = None  # None: every speaker in the manifest
     spec_augment: bool = True
     tempo: tuple[float, float] = (0.9, 1.1)
+    channel_db: float = 0.0  # random equaliser per utterance, up to this many dB (0: off)
     ctc_weight: float = 0.3
     label_smoothing: float = 0.1
 
@@ -83,6 +86,22 @@ def stretch(x: torch.Tensor, factor: float) -> torch.Tensor:
     """Tempo perturbation on features: (T, F) -> (round(T / factor), F)."""
     new_len = max(2, round(x.size(0) / factor))
     return F.interpolate(x.T[None], size=new_len, mode="linear", align_corners=False)[0].T
+
+
+_DB = math.log(10) / 10  # one decibel of power in natural-log units, the log-mel's
+
+
+def random_equalizer(n_mels: int, max_db: float, rng: random.Random) -> torch.Tensor:
+    """(n_mels,) a smooth random gain curve to add to log-mel frames: a tilt and two cosine
+    bumps over the mel axis, peaking at a random level up to `max_db` dB. A fixed filter over
+    a whole utterance, like a channel's or a vocoder's colouring, which the synthetic training
+    voices share and held-out voices do not."""
+    u = torch.linspace(0.0, 1.0, n_mels)
+    curve = rng.uniform(-1, 1) * (2 * u - 1)
+    for k in (1, 2):
+        curve = curve + rng.uniform(-1, 1) * torch.cos(math.pi * k * u + rng.uniform(0, math.pi))
+    peak = curve.abs().max().clamp_min(1e-6)
+    return curve / peak * rng.uniform(0.0, max_db) * _DB
 
 
 class ASRTask:
@@ -132,7 +151,10 @@ class ASRTask:
         return ordered[:n]
 
     def collate(self, utterances: list[Utterance], train: bool):
-        feats = [self.stats.normalize(self.mels[u.id].float()) for u in utterances]
+        feats = [self.mels[u.id].float() for u in utterances]
+        if train and self.data.channel_db > 0:
+            feats = [f + random_equalizer(f.size(1), self.data.channel_db, self.rng) for f in feats]
+        feats = [self.stats.normalize(f) for f in feats]
         if train and self.data.tempo != (1.0, 1.0):
             feats = [stretch(f, self.rng.uniform(*self.data.tempo)) for f in feats]
         x, lengths = pad_sequences(feats)

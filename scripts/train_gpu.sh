@@ -38,6 +38,7 @@ RUNS=${RUNS:-asr nat ar}
 CORPUS_WORKERS=${CORPUS_WORKERS:-$(nproc)}
 AR_RUNS=${AR_RUNS:-dot}
 ASR_LR=${ASR_LR:-1.5e-3} ASR_WARMUP=${ASR_WARMUP:-600}
+ASR_CHANNEL_DB=${ASR_CHANNEL_DB:-6}  # random equaliser in ASR training (docs/recipes.md)
 AR_LR=${AR_LR:-1e-3} AR_WARMUP=${AR_WARMUP:-1000}
 asr_init=(${ASR_INIT:+--init-from "$ASR_INIT"})
 # before it trains, the ASR run computes the features of the corpus (~90 s for 37k utterances on
@@ -121,7 +122,8 @@ common=(--device "$DEVICE" --threads "$THREADS" --max-steps 1000000)
 if wants asr; then
     speechq train asr --manifest data/corpus/manifest.jsonl --text "$text" --out runs/asr \
         "${common[@]}" "${asr_init[@]}" --max-minutes "$(minutes "$ASR_MARGIN")" --batch-frames "$ASR_BATCH" \
-        --lr "$ASR_LR" --warmup "$ASR_WARMUP" --eval-every 500 --save-every 500 > runs/asr.log 2>&1 &
+        --lr "$ASR_LR" --warmup "$ASR_WARMUP" --channel-augment "$ASR_CHANNEL_DB" \
+        --eval-every 500 --save-every 500 > runs/asr.log 2>&1 &
     pids+=(asr:$!)
 fi
 if wants nat; then

@@ -83,3 +83,37 @@ def test_export_fine_tunes_from_its_weights_units_and_normalisation(run, tmp_pat
     chain = torch.load(tmp_path / "again" / "best.pt", weights_only=False)["initialised_from"]
     assert chain["progress"] == tuned["progress"]
     assert chain["initialised_from"]["progress"]["step"] == init["progress"]["step"]
+
+
+def test_random_equalizer_is_smooth_bounded_and_seeded():
+    import math
+    import random
+
+    from pipeline.train_asr import random_equalizer
+
+    db = math.log(10) / 10
+    curves = [random_equalizer(80, 6.0, random.Random(seed)) for seed in range(20)]
+    assert all(c.shape == (80,) and c.abs().max() <= 6.0 * db + 1e-5 for c in curves)
+    assert max(c.abs().max() for c in curves) > 3.0 * db  # it does reach the range
+    assert all((c[1:] - c[:-1]).abs().max() < 1.0 * db for c in curves)  # smooth: < 1 dB a bin
+    torch.testing.assert_close(random_equalizer(80, 6.0, random.Random(3)), curves[3])
+
+
+def test_channel_augment_adds_one_curve_per_utterance(run):
+    """With masks and tempo off, a training batch differs from the plain one by a per-bin offset
+    constant over each utterance's frames; validation batches are left alone."""
+    root, data, _, _ = run
+    from dataclasses import replace
+
+    plain = ASRTask(replace(data, spec_augment=False, tempo=(1.0, 1.0)), dims_overrides=TINY)
+    augmented = ASRTask(replace(data, spec_augment=False, tempo=(1.0, 1.0), channel_db=6.0),
+                        dims_overrides=TINY)
+    utterances = plain.train[:3]
+    x0, lengths, *_ = plain.collate(utterances, train=True)
+    x1, *_ = augmented.collate(utterances, train=True)
+    for b, n in enumerate(lengths.tolist()):
+        offset = x1[b, :n] - x0[b, :n]  # (T, F): one row repeated
+        assert offset.abs().max() > 0
+        torch.testing.assert_close(offset, offset[:1].expand_as(offset), atol=1e-4, rtol=0)
+    torch.testing.assert_close(augmented.collate(utterances, train=False)[0],
+                               plain.collate(utterances, train=False)[0])
