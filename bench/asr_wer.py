@@ -6,9 +6,10 @@
 Held-out audio: Harvard sentences (never in training text) spoken by voices no model trained
 on (Festival's cmu_us_slt_arctic_hts and kal_diphone, espeak-ng's en-gb-x-gbclan), and the
 five LibriVox clips of pocketsphinx-testdata (real read speech). Our model runs in batch mode
-with joint CTC/attention beam search: plain, with its language model, and with the language
-model and the lexicon (where it has them; the last is the default); and with greedy CTC; the real-time factor is processing time over audio time on this machine,
-one thread. The pooled row is computed from the per-voice transcripts.
+with joint CTC/attention beam search (plain, with its language model, and with the language
+model and the lexicon, where it has them; the last is the default) and with greedy CTC; the
+real-time factor is processing time over audio time on this machine, one thread. The pooled
+row is computed from the per-voice transcripts.
 
 `--sweep NAME=V1,V2,...` instead reports only the pooled beam-search WER at each value of one
 RecognitionOptions field (lm_weight, lexicon_weight, ctc_weight, beam_size, ...), the others at

@@ -21,7 +21,6 @@ from models.decoding import Scorer
 WORD_START = "\u2581"  # sentencepiece's mark on a piece that begins a word
 
 
-
 class Lexicon:
     """A set of words and of all their prefixes ("" included)."""
 
@@ -55,11 +54,11 @@ class LexiconScorer(Scorer):
         self.lexicon, self.pieces, self.eos = lexicon, list(pieces), eos
         self.max_cached = max_cached
         self._starts = [p is not None and p.startswith(WORD_START) for p in self.pieces]
-        # the cost of starting a word with each piece, whatever came before
-        self._start_cost = torch.tensor([-float(starts and piece[1:] not in lexicon.prefixes)
-                                         for piece, starts in zip(self.pieces, self._starts)])
-        self._start_list = self._start_cost.tolist()
-        self._rows: dict[str | None, Tensor] = {None: self._start_cost}
+        # the cost of starting a word with each piece, whatever came before: also the whole row
+        # after a word that has left the lexicon (and paid)
+        self._start_cost = [-float(starts and piece[1:] not in lexicon.prefixes)
+                            for piece, starts in zip(self.pieces, self._starts)]
+        self._rows: dict[str | None, Tensor] = {}
 
     def init_state(self, beam_size):
         return None  # the batch size is known at the first `score`
@@ -87,15 +86,18 @@ class LexiconScorer(Scorer):
         """(V,) costs of each next token after `word` (cached: hypotheses share prefixes)."""
         row = self._rows.get(word)
         if row is None:
-            ends_badly = -float(word != "" and word not in self.lexicon)
-            prefixes = self.lexicon.prefixes
-            row = torch.tensor([
-                0.0 if piece is None else
-                self._start_list[i] + ends_badly if self._starts[i] else
-                -float(word + piece not in prefixes)
-                for i, piece in enumerate(self.pieces)])
-            row[self.eos] = ends_badly
+            if word is None:
+                row = torch.tensor(self._start_cost)
+            else:
+                ends_badly = -float(word != "" and word not in self.lexicon)
+                prefixes = self.lexicon.prefixes
+                row = torch.tensor([
+                    0.0 if piece is None else
+                    self._start_cost[i] + ends_badly if self._starts[i] else
+                    -float(word + piece not in prefixes)
+                    for i, piece in enumerate(self.pieces)])
+                row[self.eos] = ends_badly
             if len(self._rows) >= self.max_cached:
-                self._rows = {None: self._start_cost}
+                self._rows.clear()
             self._rows[word] = row
         return row

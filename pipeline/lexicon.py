@@ -11,6 +11,7 @@ diffs and greps like any word list.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -81,8 +82,15 @@ def write_lexicon(path: Path, words: Iterable[str], provenance: dict | None = No
 
 
 def read_lexicon(path: Path) -> Lexicon:
+    """The word list at `path`; read once per file version, since a Lexicon is immutable and
+    every Recognizer loads the shipped one."""
     if not path.is_file():
         raise LexiconError(f"{path}: no such lexicon")
+    return _read_lexicon(path.resolve(), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_lexicon(path: Path, mtime_ns: int) -> Lexicon:
     words = [w.strip() for w in path.read_text().splitlines() if not w.startswith("#")]
     if not any(words):
         raise LexiconError(f"{path}: an empty lexicon")

@@ -98,7 +98,6 @@ class Recognizer:
         self.features = FeatureConfig.from_dict(checkpoint["features"])
         self.stats = FeatureStats.from_dict(checkpoint["stats"])
         self.tokenizer = SubwordTokenizer.from_dict(checkpoint["tokenizer"])
-        self.lexicon = lexicon
         self._lexicon_scorer = (LexiconScorer(lexicon, self.tokenizer.pieces(), model.dims.eos)
                                 if lexicon is not None else None)
         self.logmel = LogMel(self.features).to(self.device)
@@ -122,6 +121,10 @@ class Recognizer:
         recognizer.checkpoint_info["lm"] = lm_path and str(lm_path)
         recognizer.checkpoint_info["lexicon"] = lexicon_path and str(lexicon_path)
         return recognizer
+
+    @property
+    def lexicon(self) -> Lexicon | None:
+        return self._lexicon_scorer.lexicon if self._lexicon_scorer is not None else None
 
     @property
     def sample_rate(self) -> int:
