@@ -73,8 +73,11 @@ def audio_inputs(source: str) -> list[Path]:
     return matches
 
 
-def asr_items(paths: Iterable[Path], beam_size: int = 4, decoder: str = "attention") -> list[Item]:
-    return [Item(str(p), {"audio": str(p), "beam_size": beam_size, "decoder": decoder}) for p in paths]
+def asr_items(paths: Iterable[Path], beam_size: int = 4, decoder: str = "attention",
+              **weights: float | None) -> list[Item]:
+    """`weights`: beam-search weights (workers.settings.ASR_WEIGHTS); None: the worker's default."""
+    options = {"beam_size": beam_size, "decoder": decoder, **{k: v for k, v in weights.items() if v is not None}}
+    return [Item(str(p), {"audio": str(p), **options}) for p in paths]
 
 
 def tts_items(lines_file: Path, speed: float = 1.0) -> list[Item]:
@@ -187,8 +190,8 @@ def _submit(client, kind: str, item: Item) -> tuple[str, str | None]:
     job_id = item.job_id(kind)
     try:
         if kind == "asr":
-            req = item.request
-            client.submit_asr(req["audio"], job_id=job_id, beam_size=req["beam_size"], decoder=req["decoder"])
+            options = dict(item.request)
+            client.submit_asr(options.pop("audio"), job_id=job_id, **options)
         else:
             client.submit(kind, item.request, job_id=job_id)
     except (ValueError, OSError) as e:  # the file vanished, or is unreadable

@@ -152,15 +152,31 @@ def submit_tts_cmd(text, speed, wait, timeout, as_json, job_id) -> None:
     _finish(job, wait, timeout, as_json)
 
 
+def _asr_options(f):
+    """Decoding options of an ASR job; the weights left out are the worker's defaults."""
+    for option in reversed([
+        click.option("--beam-size", default=4, show_default=True),
+        click.option("--decoder", type=click.Choice(["attention", "ctc"]), default="attention",
+                     show_default=True),
+        click.option("--ctc-weight", type=click.FloatRange(0, 1), default=None,
+                     help="CTC share of the joint score [default: the recogniser's]"),
+        click.option("--lm-weight", type=click.FloatRange(0), default=None,
+                     help="language model weight [default: the recogniser's]"),
+        click.option("--lexicon-weight", type=click.FloatRange(0), default=None,
+                     help="cost of a word outside the word list [default: the recogniser's]"),
+    ]):
+        f = option(f)
+    return f
+
+
 @submit_group.command("asr")
 @click.argument("audio", type=click.Path(path_type=Path))
-@click.option("--beam-size", default=4, show_default=True)
-@click.option("--decoder", type=click.Choice(["attention", "ctc"]), default="attention", show_default=True)
+@_asr_options
 @_job_options
-def submit_asr_cmd(audio, beam_size, decoder, wait, timeout, as_json, job_id) -> None:
+def submit_asr_cmd(audio, wait, timeout, as_json, job_id, **decoding) -> None:
     """Transcribe an audio file (copied into the storage directory)."""
     try:
-        job = _client().submit_asr(audio, job_id=job_id, beam_size=beam_size, decoder=decoder)
+        job = _client().submit_asr(audio, job_id=job_id, **decoding)
     except ValueError as e:  # no such file, bad id
         _emit(_refusal(str(e)), as_json)
         sys.exit(2)
@@ -268,10 +284,9 @@ def _batch_exit(report) -> None:
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True,
               help="results JSONL (appended; rerunning skips what it records)")
 @click.option("--format", "formats", default="", help="also write subtitles beside each input: srt,vtt,txt")
-@click.option("--beam-size", default=4, show_default=True)
-@click.option("--decoder", type=click.Choice(["attention", "ctc"]), default="attention", show_default=True)
+@_asr_options
 @_batch_options
-def batch_asr_cmd(source, out, formats, beam_size, decoder, max_in_flight, retry_failed, no_progress) -> None:
+def batch_asr_cmd(source, out, formats, max_in_flight, retry_failed, no_progress, **decoding) -> None:
     """Transcribe SOURCE: a folder (recursive), a glob, or a JSONL manifest of {"audio": path}."""
     from pipeline.formats import FORMATS
     from workers import batch
@@ -280,7 +295,7 @@ def batch_asr_cmd(source, out, formats, beam_size, decoder, max_in_flight, retry
     if any(f not in FORMATS for f in chosen):
         raise click.UsageError(f"--format: choose from {', '.join(FORMATS)}")
     try:
-        items = batch.asr_items(batch.audio_inputs(source), beam_size, decoder)
+        items = batch.asr_items(batch.audio_inputs(source), **decoding)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     on_done = batch.write_subtitles(chosen) if chosen else None

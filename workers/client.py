@@ -23,7 +23,7 @@ from pathlib import Path
 import redis
 
 from workers.jobs import QUEUED, TERMINAL, Job, JobStore, done_channel
-from workers.settings import KINDS, Settings, task_name
+from workers.settings import ASR_WEIGHTS, KINDS, Settings, task_name
 from workers.storage import Storage
 
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -74,14 +74,20 @@ class Client:
         return self.submit("tts", {"text": text, "speed": speed}, job_id)
 
     def submit_asr(self, audio: str | os.PathLike, job_id: str | None = None, beam_size: int = 4,
-                   decoder: str = "attention", name: str | None = None) -> Job:
-        """`audio` is copied into the storage directory unless it is already inside."""
+                   decoder: str = "attention", name: str | None = None, **weights: float | None) -> Job:
+        """`audio` is copied into the storage directory unless it is already inside. `weights`:
+        beam-search weights (ctc_weight, lm_weight, lexicon_weight); those left out or None are
+        the worker's recogniser defaults."""
+        unknown = set(weights) - set(ASR_WEIGHTS)
+        if unknown:
+            raise TypeError(f"submit_asr: unknown weights {sorted(unknown)}; choose from {ASR_WEIGHTS}")
         job_id = job_id or uuid.uuid4().hex
         existing = self.store.get(job_id)
         if existing is not None:
             return self.submit("asr", existing.request, job_id)
         ref = self.storage.put_file(audio, job_id)
-        request = {"audio": ref, "name": name or str(audio), "beam_size": beam_size, "decoder": decoder}
+        request = {"audio": ref, "name": name or str(audio), "beam_size": beam_size, "decoder": decoder,
+                   **{k: v for k, v in weights.items() if v is not None}}
         return self.submit("asr", request, job_id)
 
     # ------------------------------------------------------------ following

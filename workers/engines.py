@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.audio import AudioError, load_audio, probe, save_wav
 from pipeline.text import TextError, check_text
-from workers.settings import Settings
+from workers.settings import ASR_WEIGHTS, Settings
 from workers.storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ class Engines:
             raise ValueError(f"beam_size must be an integer from 1 to {MAX_BEAM}, not {beam!r}")
         if decoder not in ASR_DECODERS:
             raise ValueError(f"decoder must be one of {ASR_DECODERS}, not {decoder!r}")
-        work.options = (beam, decoder)
+        work.options = (beam, decoder, asr_weights(work.request))
 
     # ------------------------------------------------------------ the batch
 
@@ -157,9 +158,9 @@ class Engines:
                 w.extra["synthesis"] = out
                 w.audio_seconds = out.duration
         else:
-            beam, decoder = options
+            beam, decoder, weights = options
             transcripts = self.model("asr").transcribe_batch(
-                [w.inputs for w in group], beam_size=beam, decoder=decoder)
+                [w.inputs for w in group], beam_size=beam, decoder=decoder, **dict(weights))
             for w, t in zip(group, transcripts):
                 w.extra["transcript"] = t
 
@@ -174,6 +175,22 @@ class Engines:
         else:
             t = work.extra.pop("transcript")
             work.result = {**t.to_dict(), "audio_duration": round(work.audio_seconds, 4)}
+
+
+def asr_weights(request: dict) -> tuple[tuple[str, float], ...]:
+    """The beam-search weights an ASR request sets, checked: (name, value) in ASR_WEIGHTS order."""
+    weights = []
+    for name in ASR_WEIGHTS:
+        value = request.get(name)
+        if value is None:
+            continue
+        high = 1.0 if name == "ctc_weight" else math.inf
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (number and 0 <= value <= high and math.isfinite(value)):
+            limits = "from 0 to 1" if name == "ctc_weight" else ">= 0"
+            raise ValueError(f"{name} must be a number {limits}, not {value!r}")
+        weights.append((name, float(value)))
+    return tuple(weights)
 
 
 def error_message(e: BaseException) -> str:

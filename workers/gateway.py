@@ -31,6 +31,7 @@ from workers.settings import Settings
 UPLOAD_SUFFIXES = {"audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav", "audio/flac": ".flac",
                    "audio/x-flac": ".flac", "audio/ogg": ".ogg", "audio/mpeg": ".mp3", "audio/mp3": ".mp3"}
 CHUNK = 1 << 16
+_DEFAULT_WEIGHT = "beam-search weight; left out, the worker's recogniser default"
 
 
 class TTSJob(BaseModel):
@@ -98,6 +99,9 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
                       "file": {"type": "string", "format": "binary"}}}}}}})
     async def submit_asr(request: Request, beam_size: int = Query(4, ge=1, le=16),
                          decoder: str = Query("attention", pattern="^(attention|ctc)$"),
+                         ctc_weight: float | None = Query(None, ge=0, le=1, description=_DEFAULT_WEIGHT),
+                         lm_weight: float | None = Query(None, ge=0, description=_DEFAULT_WEIGHT),
+                         lexicon_weight: float | None = Query(None, ge=0, description=_DEFAULT_WEIGHT),
                          id: str | None = Query(None, description="job id")) -> JobCreated:
         """The audio file as the request body (audio/*), or as the `file` part of a form."""
         length = request.headers.get("content-length")
@@ -106,7 +110,9 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
         tmp = await _receive(request, max_bytes, settings.max_upload_mb)
         try:
             await run_in_threadpool(_check_audio, tmp)
-            job = await run_in_threadpool(client.submit_asr, tmp, id, beam_size, decoder, "the upload")
+            job = await run_in_threadpool(client.submit_asr, tmp, id, beam_size, decoder, "the upload",
+                                          ctc_weight=ctc_weight, lm_weight=lm_weight,
+                                          lexicon_weight=lexicon_weight)
         except (AudioError, ValueError) as e:
             raise HTTPException(422, str(e).replace(str(tmp), "the upload")) from None
         finally:

@@ -37,11 +37,12 @@ class StubRecognizer(nn.Module):
     def load(cls, path=None, device: str = "cpu", precision: str = "fp32") -> "StubRecognizer":
         return cls().to(device)
 
-    def transcribe(self, audio, beam_size: int = 4, decoder: str = "attention") -> Transcript:
-        return self.transcribe_batch([audio], beam_size, decoder)[0]
+    def transcribe(self, audio, **options) -> Transcript:
+        return self.transcribe_batch([audio], **options)[0]
 
     @torch.no_grad()
-    def transcribe_batch(self, audios: list, beam_size: int = 4, decoder: str = "attention") -> list[Transcript]:
+    def transcribe_batch(self, audios: list, **options) -> list[Transcript]:
+        """`options` (beam size, decoder, weights) are taken and ignored: greedy CTC always."""
         wavs = [a if isinstance(a, Tensor) else load_audio(Path(a), self.sample_rate) for a in audios]
         lengths = torch.tensor([w.numel() for w in wavs])
         batch = nn.utils.rnn.pad_sequence(wavs, batch_first=True)  # (B, N)

@@ -79,6 +79,8 @@ def test_bad_requests_get_4xx_with_a_message(gateway, service):
     r = gateway.post("/v1/jobs/asr", content=b"this is not audio" * 100, headers={"content-type": "audio/wav"})
     assert r.status_code == 422 and "not a readable audio file" in r.json()["detail"]
     assert gateway.post("/v1/jobs/asr", content=b"").status_code == 422
+    r = gateway.post("/v1/jobs/asr", params={"lm_weight": -1}, content=b"RIFF", headers={"content-type": "audio/wav"})
+    assert r.status_code == 422 and "lm_weight" in r.text
     assert gateway.get("/v1/jobs/nope").status_code == 404
     assert httpx.get(str(gateway.base_url.join("/v1/jobs/nope"))).status_code == 401  # no token
 

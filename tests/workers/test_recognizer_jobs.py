@@ -34,3 +34,32 @@ def test_real_recognizer_jobs(tmp_path, start_worker):
     assert all(isinstance(j.result["text"], str) and "words" in j.result for j in jobs)
     failed = client.wait(bad_id, 60)
     assert failed.state == "failed" and "bad.wav" in failed.error
+
+
+def test_beam_search_weights_reach_the_recognizer(tmp_path, start_worker):
+    """A job's ctc/lm/lexicon weights decode it as `Recognizer.transcribe` does with them; jobs
+    with different weights are decoded apart; a bad weight fails only its job."""
+    from pipeline.recognizer import Recognizer
+    from workers.client import Client
+
+    flush()
+    checkpoint = make_tiny_asr_checkpoint(tmp_path / "checkpoints" / "asr.pt")
+    (tmp_path / "checkpoints" / "lexicon.txt").write_text("the\na\nof\n")
+    env = service_environment(tmp_path, recognizer="pipeline.recognizer:Recognizer")
+    start_worker(env, queues="asr")
+    client = Client(settings_for(env))
+    clip = write_noise_wav(tmp_path / "clip.wav", 1.5, seed=3)
+    local = Recognizer.load(checkpoint, lexicon=tmp_path / "checkpoints" / "lexicon.txt")
+    settings = [{"ctc_weight": 0.0, "lexicon_weight": 0.0}, {"ctc_weight": 1.0, "lexicon_weight": 50.0}]
+    expected = [local.transcribe(clip, beam_size=2, **w).text for w in settings]
+    assert expected[0] != expected[1]  # else the test could not tell the settings apart
+    ids = [client.submit_asr(clip, beam_size=2, **w).id for w in settings]
+    bad = {client.submit("asr", {"audio": client.get(ids[0]).request["audio"], **w}).id: message
+           for w, message in (({"lm_weight": -1}, "lm_weight must be a number >= 0, not -1"),
+                              ({"ctc_weight": 2}, "ctc_weight must be a number from 0 to 1"),
+                              ({"lexicon_weight": "high"}, "lexicon_weight must be a number"))}
+    jobs = [client.wait(i, 120) for i in ids]
+    assert [j.result["text"] for j in jobs] == expected, [j.error for j in jobs]
+    for job_id, message in bad.items():
+        job = client.wait(job_id, 60)
+        assert job.state == "failed" and message in job.error

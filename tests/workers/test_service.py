@@ -155,9 +155,13 @@ def test_cli_submit_status_result_cancel(service, tmp_path):
     assert rc == 0 and tts["state"] == "succeeded", err
     assert tts["result"]["audio"].endswith(".wav") and tts["result"]["duration"] > 0
 
-    rc, last, _ = _cli(service, "submit", "asr", tts["result"]["audio"], "--wait", "--json")
+    rc, last, _ = _cli(service, "submit", "asr", tts["result"]["audio"], "--lm-weight", "0.5", "--wait", "--json")
     asr = json.loads(last)
     assert rc == 0 and asr["state"] == "succeeded" and "text" in asr["result"] and "words" in asr["result"]
+    request = service.client.get(asr["id"]).request
+    assert request["lm_weight"] == 0.5 and "ctc_weight" not in request  # left out: the worker's default
+    rc, _, err = _cli(service, "submit", "asr", tts["result"]["audio"], "--ctc-weight", "1.5")
+    assert rc == 2 and "--ctc-weight" in err
 
     rc, last, _ = _cli(service, "status", asr["id"], "--json")
     assert json.loads(last)["state"] == "succeeded"

@@ -7,6 +7,7 @@ import pytest
 
 from pipeline.formats import render, to_srt, to_vtt
 from tests.workers.conftest import REDIS_URL, flush
+from workers.batch import asr_items
 from workers.batching import BatchLimits, collect
 from workers.settings import Settings, celery_config
 from workers.storage import Storage, StorageError
@@ -114,3 +115,10 @@ def test_job_transitions_in_redis():
     assert store.release("j5", "w1") and not store.release("j5", "w1")  # batch over the soft limit
     c = store.claim("j5", "w2")
     assert c.claimed and c.attempts == 1 and c.run_alone and not c.batchable
+
+
+def test_batch_asr_requests_carry_only_the_weights_given():
+    (item,) = asr_items(["a.wav"], beam_size=2, lm_weight=0.1, ctc_weight=None)
+    assert item.request == {"audio": "a.wav", "beam_size": 2, "decoder": "attention", "lm_weight": 0.1}
+    (default,) = asr_items(["a.wav"])
+    assert default.job_id("asr") != item.job_id("asr")  # other options, another job
