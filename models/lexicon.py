@@ -5,12 +5,15 @@ heard ("kitans" for kittens, "responts" for responds) that no dictionary holds. 
 follows the word each hypothesis is spelling and gives -1 to the first piece that makes it a
 non-prefix of every lexicon word, or ends it before it is a whole word; with a weight, the
 search prefers real words without forbidding new ones (names), and a word pays at most once.
-Kaldi and flashlight's lexicon decoders constrain hard, to the lexicon only; ESPnet has no
-lexicon scorer for subword models.
+A lexicon may also mark some of its words rare (a pronouncing dictionary's names and odd
+spellings that the training text never had): ending one costs `rare_cost`, so an acoustic
+near-miss lands on an everyday word before a rare one. Kaldi and flashlight's lexicon decoders
+constrain hard, to the lexicon only; ESPnet has no lexicon scorer for subword models.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -22,10 +25,12 @@ WORD_START = "\u2581"  # sentencepiece's mark on a piece that begins a word
 
 
 class Lexicon:
-    """A set of words and of all their prefixes ("" included)."""
+    """A set of words and of all their prefixes ("" included); `rare`: those of the words that
+    cost more (LexiconScorer's `rare_cost`)."""
 
-    def __init__(self, words: Iterable[str]):
+    def __init__(self, words: Iterable[str], rare: Iterable[str] = ()):
         self.words = frozenset(w for w in words if w)
+        self.rare = frozenset(rare) & self.words
         self.prefixes = frozenset(w[:i] for w in self.words for i in range(len(w) + 1))
 
     def __len__(self) -> int:
@@ -47,18 +52,28 @@ class LexiconScorer(Scorer):
         pieces: each token id's text, a piece that begins a word starting with WORD_START;
             None for ids that spell nothing (blank, SOS/EOS, unknown).
         eos: the end-of-sentence id, which ends the last word.
+        rare_cost: what ending a rare word of the lexicon costs, against 1 for leaving it
+            (`with_rare_cost` gives a copy with another, sharing the cache).
     """
 
     def __init__(self, lexicon: Lexicon, pieces: Sequence[str | None], eos: int,
-                 max_cached: int = 50_000):
+                 rare_cost: float = 0.0, max_cached: int = 50_000):
         self.lexicon, self.pieces, self.eos = lexicon, list(pieces), eos
-        self.max_cached = max_cached
+        self.rare_cost, self.max_cached = rare_cost, max_cached
         self._starts = [p is not None and p.startswith(WORD_START) for p in self.pieces]
+        ends = torch.tensor(self._starts, dtype=torch.float)
+        ends[eos] = 1.0
+        self._word_ends = ends  # (V,) 1 where the next token ends the word spelled so far
         # the cost of starting a word with each piece, whatever came before: also the whole row
         # after a word that has left the lexicon (and paid)
         self._start_cost = [-float(starts and piece[1:] not in lexicon.prefixes)
                             for piece, starts in zip(self.pieces, self._starts)]
         self._rows: dict[str | None, Tensor] = {}
+
+    def with_rare_cost(self, rare_cost: float) -> "LexiconScorer":
+        scorer = copy.copy(self)  # the lexicon, pieces and row cache are shared, never copied
+        scorer.rare_cost = rare_cost
+        return scorer
 
     def init_state(self, beam_size):
         return None  # the batch size is known at the first `score`
@@ -67,6 +82,9 @@ class LexiconScorer(Scorer):
         if state is None:
             state = [""] * tokens.size(0)
         rows = torch.stack([self._row(word) for word in state])  # (N, V)
+        if self.rare_cost and self.lexicon.rare:
+            rare = torch.tensor([word in self.lexicon.rare for word in state], dtype=torch.float)
+            rows = rows - self.rare_cost * rare[:, None] * self._word_ends
         return rows.to(tokens.device), state
 
     def select(self, state, hyp, token):

@@ -37,7 +37,8 @@ def text_corpus_cmd(out: Path, min_words: int, max_words: int, glosses: bool) ->
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="word list to write")
 def lexicon_cmd(text_files: tuple[Path, ...], dictionaries: tuple[Path, ...], no_cmudict: bool,
                 out: Path) -> None:
-    """Write the recogniser's word list: the training text's words and a dictionary's."""
+    """Write the recogniser's word list: the training text's words with their counts, and a
+    dictionary's (count 0: rare words to the recogniser)."""
     from pipeline import lexicon
 
     given = dictionaries
@@ -55,7 +56,8 @@ def lexicon_cmd(text_files: tuple[Path, ...], dictionaries: tuple[Path, ...], no
                   "sources": ", ".join([*map(str, text_files), *map(lexicon.describe_source, dictionaries)]),
                   "made": time.strftime("%Y-%m-%d %H:%M %Z")}
     n = lexicon.write_lexicon(out, words, provenance)
-    click.echo(json.dumps({"out": str(out), "words": n, "dictionaries": [str(d) for d in dictionaries]}))
+    click.echo(json.dumps({"out": str(out), "words": n, "dictionary_only": sum(c == 0 for c in words.values()),
+                           "dictionaries": [str(d) for d in dictionaries]}))
 
 
 @click.command("corpus")

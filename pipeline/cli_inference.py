@@ -32,6 +32,9 @@ def _echo_error(message: str) -> None:
 @click.option("--no-lexicon", is_flag=True, help="decode without a word list")
 @click.option("--lexicon-weight", type=float, default=None,
               help="penalty per word outside it [default: RecognitionOptions.lexicon_weight]")
+@click.option("--rare-word-weight", type=float, default=None,
+              help="penalty per rare word of it, one the training text lacks "
+                   "[default: RecognitionOptions.rare_word_weight]")
 @click.option("--format", "fmt", type=click.Choice(["txt", "jsonl", "srt", "vtt"]), default="txt",
               show_default=True)
 @click.option("--output-dir", type=click.Path(path_type=Path), default=None,
@@ -39,7 +42,7 @@ def _echo_error(message: str) -> None:
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--batch-size", default=16, show_default=True, help="inputs decoded together")
 def asr_cmd(files, model, beam_size, decoder, ctc_weight, lm_path, no_lm, lm_weight, lexicon_path,
-            no_lexicon, lexicon_weight, fmt, output_dir, device, batch_size):
+            no_lexicon, lexicon_weight, rare_word_weight, fmt, output_dir, device, batch_size):
     """Transcribe audio files. A file that cannot be read is reported and the others still run;
     the exit status is 1 if any failed."""
     from pipeline.audio import AudioError
@@ -53,7 +56,8 @@ def asr_cmd(files, model, beam_size, decoder, ctc_weight, lm_path, no_lm, lm_wei
     except (CheckpointError, LexiconError) as e:
         raise click.ClickException(str(e)) from None
     options = dict(beam_size=beam_size, decoder=decoder, ctc_weight=ctc_weight)
-    for name, value in (("lm_weight", lm_weight), ("lexicon_weight", lexicon_weight)):
+    for name, value in (("lm_weight", lm_weight), ("lexicon_weight", lexicon_weight),
+                        ("rare_word_weight", rare_word_weight)):
         if value is not None:
             options[name] = value
     failed = 0

@@ -5,15 +5,19 @@
 The dictionary is CMUdict as the pocketsphinx package carries it (its English model's
 `cmudict-en-us.dict`), so nothing is fetched. `Recognizer.load` reads the shipped
 `checkpoints/lexicon.txt` and fuses it into beam search as a soft constraint (models.lexicon).
-The file is one normalised word a line, sorted, after "# " lines that say how it was made: it
-diffs and greps like any word list.
+The file is one normalised word a line, sorted, with how often the training text has it
+("cat 12"; 0 for a word only the dictionary has), after "# " lines that say how it was made: it
+diffs and greps like any word list. The words of count 0 are the lexicon's rare words, which
+cost the recogniser more (`rare_word_weight`); a line without a count is a plain word, so any
+word list, one word a line, is a lexicon too.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from models.lexicon import Lexicon
@@ -61,29 +65,36 @@ def dictionary_words(path: Path) -> set[str]:
     return words
 
 
-def text_words(lines: Iterable[str]) -> set[str]:
-    return {w for line in lines for w in words_for_scoring(line).split()}
+def text_words(lines: Iterable[str]) -> Counter[str]:
+    """Each word of the text, normalised as ASR text, and how often it occurs."""
+    return Counter(w for line in lines for w in words_for_scoring(line).split())
 
 
-def build_lexicon(text_lines: Iterable[str], dictionaries: Iterable[Path] = ()) -> list[str]:
-    words = text_words(text_lines)
+def build_lexicon(text_lines: Iterable[str], dictionaries: Iterable[Path] = ()) -> dict[str, int]:
+    """Every word of the text and of the dictionaries, with its count in the text (0: only a
+    dictionary has it)."""
+    counts = dict(text_words(text_lines))
     for path in dictionaries:
-        words |= dictionary_words(path)
-    return sorted(words)
+        for word in dictionary_words(path):
+            counts.setdefault(word, 0)
+    return counts
 
 
-def write_lexicon(path: Path, words: Iterable[str], provenance: dict | None = None) -> int:
-    """Write the sorted words after one "# key: value" line per `provenance` entry."""
-    words = sorted(set(words))
+def write_lexicon(path: Path, words: Mapping[str, int] | Iterable[str],
+                  provenance: dict | None = None) -> int:
+    """Write the sorted words, each with its count where `words` maps words to counts, after
+    one "# key: value" line per `provenance` entry."""
+    lines = ([f"{w} {words[w]}" for w in sorted(words)] if isinstance(words, Mapping)
+             else sorted(set(words)))
     header = "".join(f"# {k}: {v}\n" for k, v in (provenance or {}).items())
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(header + "".join(f"{w}\n" for w in words))
-    return len(words)
+    path.write_text(header + "".join(f"{line}\n" for line in lines))
+    return len(lines)
 
 
 def read_lexicon(path: Path) -> Lexicon:
-    """The word list at `path`; read once per file version, since a Lexicon is immutable and
-    every Recognizer loads the shipped one."""
+    """The word list at `path`, its words of count 0 rare; read once per file version, since a
+    Lexicon is immutable and every Recognizer loads the shipped one."""
     if not path.is_file():
         raise LexiconError(f"{path}: no such lexicon")
     return _read_lexicon(path.resolve(), path.stat().st_mtime_ns)
@@ -91,7 +102,16 @@ def read_lexicon(path: Path) -> Lexicon:
 
 @functools.lru_cache(maxsize=4)
 def _read_lexicon(path: Path, mtime_ns: int) -> Lexicon:
-    words = [w.strip() for w in path.read_text().splitlines() if not w.startswith("#")]
-    if not any(words):
+    words, rare = [], []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        fields = line.split()
+        if not fields or line.startswith("#"):
+            continue
+        if len(fields) > 2 or (len(fields) == 2 and not fields[1].isdigit()):
+            raise LexiconError(f"{path}:{n}: expected a word and an optional count, not {line!r}")
+        words.append(fields[0])
+        if fields[1:] == ["0"]:
+            rare.append(fields[0])
+    if not words:
         raise LexiconError(f"{path}: an empty lexicon")
-    return Lexicon(words)
+    return Lexicon(words, rare)

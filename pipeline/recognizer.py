@@ -7,7 +7,8 @@
 Long audio is split at pauses into pieces of at most 20 s, decoded in batches and joined.
 The beam search fuses a subword language model (models.lm) where one fits the model's units,
 by default the shipped `checkpoints/lm.pt`, and a word list as a soft lexicon constraint
-(models.lexicon), by default `checkpoints/lexicon.txt`.
+(models.lexicon), by default `checkpoints/lexicon.txt`: a word outside it costs `lexicon_weight`,
+one of its rare words (a dictionary's, never in the training text) `rare_word_weight`.
 Word timing and confidence come from a CTC forced alignment of the chosen hypothesis
 (torchaudio.functional.forced_align); confidence is the mean frame posterior of a word's tokens.
 """
@@ -69,6 +70,7 @@ class RecognitionOptions:
     ctc_weight: float = 0.3  # weight of the CTC prefix score in joint decoding
     lm_weight: float = 0.3  # weight of the language model's score, where the recogniser has one
     lexicon_weight: float = 10.0  # penalty per word outside the lexicon, where it has one
+    rare_word_weight: float = 3.0  # penalty per rare lexicon word (one the training text lacks)
     length_bonus: float = 0.0
     length_penalty: float = 1.0
     max_segment_seconds: float = 20.0
@@ -81,8 +83,8 @@ class RecognitionOptions:
             raise ValueError("beam_size must be >= 1")
         if not 0.0 <= self.ctc_weight <= 1.0:
             raise ValueError("ctc_weight must be in [0, 1]")
-        if self.lm_weight < 0 or self.lexicon_weight < 0:
-            raise ValueError("lm_weight and lexicon_weight must be >= 0")
+        if min(self.lm_weight, self.lexicon_weight, self.rare_word_weight) < 0:
+            raise ValueError("lm_weight, lexicon_weight and rare_word_weight must be >= 0")
 
 
 class Recognizer:
@@ -201,7 +203,9 @@ class Recognizer:
             if self.lm is not None and opts.lm_weight > 0:
                 scorers["lm"], weights["lm"] = LMScorer(self.lm), opts.lm_weight
             if self._lexicon_scorer is not None and opts.lexicon_weight > 0:
-                scorers["lexicon"], weights["lexicon"] = self._lexicon_scorer, opts.lexicon_weight
+                scorers["lexicon"] = self._lexicon_scorer.with_rare_cost(
+                    opts.rare_word_weight / opts.lexicon_weight)
+                weights["lexicon"] = opts.lexicon_weight
             options = DecodingOptions(beam_size=opts.beam_size, length_penalty=opts.length_penalty,
                                       max_len_ratio=1.0, max_len_offset=2)
             hyps = decode(scorers, weights, dims.sos, dims.eos, enc_lengths, options)

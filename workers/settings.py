@@ -26,7 +26,7 @@ QUEUES = tuple(sorted(set(ROUTES.values())))
 KINDS = QUEUES  # a job's kind is the queue it runs on
 # beam-search weights an ASR job may set (pipeline.recognizer.RecognitionOptions' fields);
 # a job that leaves one out gets the recogniser's default
-ASR_WEIGHTS = ("ctc_weight", "lm_weight", "lexicon_weight")
+ASR_WEIGHTS = ("ctc_weight", "lm_weight", "lexicon_weight", "rare_word_weight")
 # model arithmetic (pipeline.precision has the same list; importing it here would load torch)
 PRECISIONS = ("fp32", "bf16", "fp16")
 

@@ -50,6 +50,20 @@ def test_a_word_outside_the_lexicon_pays_once():
         assert row["\u2581c"] == 0
 
 
+def test_ending_a_rare_word_costs_rare_cost():
+    lexicon = Lexicon(["cat", "cats", "dog"], rare=["cat", "bird"])  # "bird" is no word of it
+    assert lexicon.rare == {"cat"}
+    plain = LexiconScorer(lexicon, PIECES, EOS)
+    scorer = plain.with_rare_cost(0.25)
+    (after_cat, after_cats, after_dog) = _costs(scorer, ["\u2581c", "at"], ["\u2581c", "at", "s"],
+                                                ["\u2581d", "og"])
+    assert after_cat["eos"] == after_cat["\u2581d"] == -0.25  # "cat" ends: rare
+    assert after_cat["s"] == 0 and after_cat["x"] == -1  # going on to "cats" (or leaving) is not
+    assert after_cats["eos"] == after_dog["eos"] == 0
+    assert _costs(plain, ["\u2581c", "at"])[0]["eos"] == 0  # the copy did not change the original
+    assert scorer._rows is plain._rows  # one cache
+
+
 def test_the_row_cache_is_bounded():
     scorer = LexiconScorer(Lexicon(["ab", "ac", "ad"]), [None, None, "\u2581a", "b", "c", "d"], EOS,
                            max_cached=3)

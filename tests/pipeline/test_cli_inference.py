@@ -67,7 +67,8 @@ def test_asr_lexicon_flags(tmp_path):
     model = make_tiny_asr_checkpoint(tmp_path / "asr.pt")
     wav = write_noise_wav(tmp_path / "clip.wav", seconds=1.0)
     (tmp_path / "lex.txt").write_text("cat\ndog\n")
-    for flags in (["--lexicon", str(tmp_path / "lex.txt"), "--lexicon-weight", "2"], ["--no-lexicon"]):
+    for flags in (["--lexicon", str(tmp_path / "lex.txt"), "--lexicon-weight", "2", "--rare-word-weight", "1"],
+                  ["--no-lexicon"]):
         result = CliRunner().invoke(asr_cmd, [str(wav), "--model", str(model), "--beam", "2", *flags])
         assert result.exit_code == 0, result.output
     (tmp_path / "empty.txt").write_text("# made: never\n")

@@ -63,6 +63,8 @@ def test_options_are_validated():
         RecognitionOptions(decoder="rnnt")
     with pytest.raises(ValueError):
         RecognitionOptions(ctc_weight=1.5)
+    with pytest.raises(ValueError, match="rare_word_weight"):
+        RecognitionOptions(rare_word_weight=-1)
 
 
 def test_precision_resolves_per_device():

@@ -50,7 +50,8 @@ def test_beam_search_weights_reach_the_recognizer(tmp_path, start_worker):
     client = Client(settings_for(env))
     clip = write_noise_wav(tmp_path / "clip.wav", 1.5, seed=3)
     local = Recognizer.load(checkpoint, lexicon=tmp_path / "checkpoints" / "lexicon.txt")
-    settings = [{"ctc_weight": 0.0, "lexicon_weight": 0.0}, {"ctc_weight": 1.0, "lexicon_weight": 50.0}]
+    settings = [{"ctc_weight": 0.0, "lexicon_weight": 0.0},
+                {"ctc_weight": 1.0, "lexicon_weight": 50.0, "rare_word_weight": 5.0}]
     expected = [local.transcribe(clip, beam_size=2, **w).text for w in settings]
     assert expected[0] != expected[1]  # else the test could not tell the settings apart
     ids = [client.submit_asr(clip, beam_size=2, **w).id for w in settings]
