@@ -67,3 +67,52 @@ def lineage(ckpt: dict) -> dict:
     if ckpt.get("initialised_from"):
         record["initialised_from"] = ckpt["initialised_from"]
     return record
+
+
+# what must agree for checkpoints' weights to be averaged: the same model, units and features
+_AVERAGE_MUST_MATCH = ("kind", "dims", "tokenizer", "vocab", "features", "stats")
+# what an averaged checkpoint does not carry over from its first input
+_AVERAGE_DROPS = ("state_dict", "optimizer", "rng", "progress", "train_config", "metrics",
+                  "scores", "provenance", "initialised_from")
+
+
+def average_checkpoints(ckpts: list[dict], weights: list[float] | None = None) -> dict:
+    """One checkpoint whose weights are the weighted mean of `ckpts`' (uniform by default): the
+    weight-space average ESPnet takes of a run's last snapshots, or of a model and its
+    fine-tuned descendants. The inputs must share kind, dims, units and features. The result
+    carries the first's metadata, each input's `data` (a list), and as `averaged_from` each
+    input's weight and `lineage`; its weights are fp32."""
+    if not ckpts:
+        raise CheckpointError("nothing to average")
+    weights = [1.0] * len(ckpts) if weights is None else list(weights)
+    if len(weights) != len(ckpts) or min(weights) < 0 or sum(weights) <= 0:
+        raise CheckpointError(f"{len(ckpts)} checkpoints need as many weights >= 0, not {weights}")
+    first = ckpts[0]
+    for i, ckpt in enumerate(ckpts[1:], 2):
+        for key in _AVERAGE_MUST_MATCH:
+            if _comparable(ckpt.get(key)) != _comparable(first.get(key)):
+                raise CheckpointError(f"checkpoint {i} differs from the first in {key!r}: "
+                                      "only models of one architecture, units and features average")
+    total = sum(weights)
+    state = {}
+    for name, value in first["state_dict"].items():
+        if value.is_floating_point():
+            state[name] = sum(w / total * c["state_dict"][name].float() for w, c in zip(weights, ckpts))
+        else:
+            state[name] = value
+    averaged = {k: v for k, v in first.items() if k not in _AVERAGE_DROPS}
+    averaged["state_dict"] = state
+    averaged["data"] = [c.get("data") for c in ckpts]
+    averaged["averaged_from"] = [{"weight": w / total, **lineage(c)} for w, c in zip(weights, ckpts)]
+    return averaged
+
+
+def _comparable(value):
+    """Nested dicts/lists/tensors as plain values, for equality."""
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _comparable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_comparable(v) for v in value]
+    return value

@@ -323,4 +323,34 @@ def export_cmd(src: Path, dst: Path, commands: tuple[str, ...], scores: Path | N
                            "metrics": ckpt.get("metrics")}))
 
 
-COMMANDS = [text_corpus_cmd, lexicon_cmd, corpus_cmd, train_group, export_cmd]
+@click.command("average")
+@click.argument("dst", type=click.Path(path_type=Path))
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--weights", default=None, help="comma-separated, one per source (default: equal)")
+@click.option("--fp32", is_flag=True, help="keep float32 weights (default: fp16)")
+def average_cmd(dst: Path, sources: tuple[Path, ...], weights: str | None, fp32: bool) -> None:
+    """Write the weighted average of SOURCES' weights to DST: checkpoints of one model (a run's
+    snapshots, or a model and its fine-tuned descendants), recording each as `averaged_from`."""
+    import torch
+
+    from pipeline.checkpoints import CheckpointError, average_checkpoints, load_checkpoint
+    from pipeline.training import command_line, describe_machine, save_checkpoint
+
+    try:
+        shares = [float(w) for w in weights.split(",")] if weights else None
+        averaged = average_checkpoints([load_checkpoint(p) for p in sources], shares)
+    except (CheckpointError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    for record, path in zip(averaged["averaged_from"], sources):
+        record["file"] = str(path)
+    averaged["provenance"] = {"commands": [command_line()], "machine": describe_machine(),
+                              "torch": str(torch.__version__)}
+    if not fp32:
+        averaged["state_dict"] = {k: v.half() if v.is_floating_point() else v
+                                  for k, v in averaged["state_dict"].items()}
+    save_checkpoint(dst, averaged)
+    click.echo(json.dumps({"out": str(dst), "mb": round(dst.stat().st_size / 2**20, 1),
+                           "weights": [r["weight"] for r in averaged["averaged_from"]]}))
+
+
+COMMANDS = [text_corpus_cmd, lexicon_cmd, corpus_cmd, train_group, export_cmd, average_cmd]

@@ -1,0 +1,57 @@
+"""Checkpoint averaging: the weighted mean of compatible models, its record, and the CLI."""
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pipeline.checkpoints import CheckpointError, average_checkpoints, load_checkpoint
+from pipeline.cli import average_cmd
+from pipeline.recognizer import Recognizer
+from tests.helpers import make_tiny_asr_checkpoint
+
+
+@pytest.fixture()
+def two_models(tmp_path):
+    """A tiny recogniser, and a copy with every weight 1 higher (a "fine-tuned" descendant)."""
+    a_path = make_tiny_asr_checkpoint(tmp_path / "a.pt")
+    a = load_checkpoint(a_path)
+    b = {**a, "state_dict": {k: v + 1 for k, v in a["state_dict"].items()}, "progress": {"step": 7}}
+    torch.save(b, tmp_path / "b.pt")
+    return a, b, a_path, tmp_path / "b.pt"
+
+
+def test_average_is_the_weighted_mean_and_records_its_inputs(two_models):
+    a, b, *_ = two_models
+    averaged = average_checkpoints([a, b], [3, 1])
+    for name, value in a["state_dict"].items():
+        torch.testing.assert_close(averaged["state_dict"][name], value.float() + 0.25)
+    assert [r["weight"] for r in averaged["averaged_from"]] == [0.75, 0.25]
+    assert averaged["averaged_from"][1]["progress"] == {"step": 7}
+    assert averaged["tokenizer"] == a["tokenizer"] and "optimizer" not in averaged
+    uniform = average_checkpoints([a, b])
+    name = next(iter(a["state_dict"]))
+    torch.testing.assert_close(uniform["state_dict"][name], a["state_dict"][name].float() + 0.5)
+
+
+def test_only_one_architecture_averages(two_models):
+    a, b, *_ = two_models
+    with pytest.raises(CheckpointError, match="'dims'"):
+        average_checkpoints([a, {**b, "dims": {**b["dims"], "d_model": 64}}])
+    with pytest.raises(CheckpointError, match="'tokenizer'"):
+        average_checkpoints([a, {**b, "tokenizer": {**b["tokenizer"], "model": "other"}}])
+    with pytest.raises(CheckpointError, match="weights"):
+        average_checkpoints([a, b], [1.0])
+
+
+def test_cli_writes_a_working_fp16_model(two_models, tmp_path):
+    _, _, a_path, b_path = two_models
+    out = tmp_path / "avg.pt"
+    result = CliRunner().invoke(average_cmd, [str(out), str(a_path), str(b_path), "--weights", "3,1"])
+    assert result.exit_code == 0, result.output
+    saved = load_checkpoint(out, kinds=("asr",))
+    assert all(v.dtype == torch.float16 for v in saved["state_dict"].values() if v.is_floating_point())
+    assert [r["file"] for r in saved["averaged_from"]] == [str(a_path), str(b_path)]
+    assert saved["provenance"]["commands"]
+    assert isinstance(Recognizer.load(out, lexicon=False).transcribe(torch.randn(16_000) * 0.1).text, str)
+    result = CliRunner().invoke(average_cmd, [str(out), str(a_path), "--weights", "1,2"])
+    assert result.exit_code == 1 and "need as many weights" in result.output
