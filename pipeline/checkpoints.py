@@ -59,6 +59,11 @@ def float_state_dict(state_dict: dict) -> dict:
     return {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
 
 
+def half_state_dict(state_dict: dict) -> dict:
+    """Weights in fp16, as shipped checkpoints store them (half the size)."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
+
+
 def lineage(ckpt: dict) -> dict:
     """What a model fine-tuned or warm-started from `ckpt` records as `initialised_from`: that
     checkpoint's provenance, progress and metrics, and its own `initialised_from`, so the whole

@@ -99,6 +99,8 @@ def _train_options(f):
         click.option("--warmup", "warmup_steps", default=1_000, show_default=True),
         click.option("--eval-every", default=500, show_default=True),
         click.option("--save-every", default=500, show_default=True),
+        click.option("--keep-snapshots", is_flag=True,
+                     help="also keep each save's weights as OUT/snapshots/step-N.pt (for `speechq average`)"),
         click.option("--device", default="cpu", show_default=True),
         click.option("--threads", type=int, default=None, help="torch CPU threads"),
         click.option("--seed", default=0, show_default=True),
@@ -113,7 +115,7 @@ def _train_config(kwargs: dict):
     from pipeline.training import TrainConfig
 
     keys = ("max_steps", "max_minutes", "peak_lr", "warmup_steps", "eval_every", "save_every",
-            "device", "threads", "seed")
+            "keep_snapshots", "device", "threads", "seed")
     return TrainConfig(**{k: kwargs.pop(k) for k in keys})
 
 
@@ -333,7 +335,12 @@ def average_cmd(dst: Path, sources: tuple[Path, ...], weights: str | None, fp32:
     snapshots, or a model and its fine-tuned descendants), recording each as `averaged_from`."""
     import torch
 
-    from pipeline.checkpoints import CheckpointError, average_checkpoints, load_checkpoint
+    from pipeline.checkpoints import (
+        CheckpointError,
+        average_checkpoints,
+        half_state_dict,
+        load_checkpoint,
+    )
     from pipeline.training import command_line, describe_machine, save_checkpoint
 
     try:
@@ -346,8 +353,7 @@ def average_cmd(dst: Path, sources: tuple[Path, ...], weights: str | None, fp32:
     averaged["provenance"] = {"commands": [command_line()], "machine": describe_machine(),
                               "torch": str(torch.__version__)}
     if not fp32:
-        averaged["state_dict"] = {k: v.half() if v.is_floating_point() else v
-                                  for k, v in averaged["state_dict"].items()}
+        averaged["state_dict"] = half_state_dict(averaged["state_dict"])
     save_checkpoint(dst, averaged)
     click.echo(json.dumps({"out": str(dst), "mb": round(dst.stat().st_size / 2**20, 1),
                            "weights": [r["weight"] for r in averaged["averaged_from"]]}))

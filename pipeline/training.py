@@ -23,6 +23,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from pipeline.checkpoints import half_state_dict
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -36,6 +38,7 @@ class TrainConfig:
     log_every: int = 50
     eval_every: int = 500
     save_every: int = 500
+    keep_snapshots: bool = False  # each save's weights also kept, fp16, as snapshots/step-N.pt
     seed: int = 0
     device: str = "cpu"
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
@@ -95,9 +98,7 @@ def export_checkpoint(src: Path, dst: Path, half: bool = True, **extra) -> Path:
     for key in ("optimizer", "rng"):
         ckpt.pop(key, None)
     if half:
-        ckpt["state_dict"] = {
-            k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()
-        }
+        ckpt["state_dict"] = half_state_dict(ckpt["state_dict"])
     ckpt.update(extra)
     save_checkpoint(dst, ckpt)
     return dst
@@ -231,7 +232,7 @@ class Trainer:
                 if self.step % config.eval_every == 0:
                     last_eval = self._evaluate()
                 if self.step % config.save_every == 0:
-                    save_checkpoint(self.out / "last.pt", self._payload(full=True))
+                    self._save()
                 if self.step >= config.max_steps or (
                     config.max_minutes and time.monotonic() - started > config.max_minutes * 60
                 ):
@@ -244,5 +245,14 @@ class Trainer:
         bar.close()
         if self.step % config.eval_every:
             last_eval = self._evaluate()
-        save_checkpoint(self.out / "last.pt", self._payload(full=True))
+        self._save()
         return last_eval
+
+    def _save(self) -> None:
+        """last.pt, to resume from; with keep_snapshots also this step's weights on their own."""
+        payload = self._payload(full=True)
+        save_checkpoint(self.out / "last.pt", payload)
+        if self.config.keep_snapshots:
+            snapshot = {k: v for k, v in payload.items() if k not in ("optimizer", "rng")}
+            snapshot["state_dict"] = half_state_dict(snapshot["state_dict"])
+            save_checkpoint(self.out / "snapshots" / f"step-{self.step:06d}.pt", snapshot)

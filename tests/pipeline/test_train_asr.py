@@ -85,6 +85,28 @@ def test_export_fine_tunes_from_its_weights_units_and_normalisation(run, tmp_pat
     assert chain["initialised_from"]["progress"]["step"] == init["progress"]["step"]
 
 
+def test_snapshots_are_kept_and_average_with_the_model_they_tuned(run, tmp_path):
+    """--keep-snapshots: each save's weights on their own (fp16, no optimizer), which average
+    with the exported model they were fine-tuned from into a working recogniser."""
+    from pipeline.checkpoints import average_checkpoints, load_checkpoint
+
+    root, data, _, _ = run
+    shipped = export_checkpoint(root / "run" / "best.pt", tmp_path / "asr.pt")
+    task = ASRTask(data, init=torch.load(shipped, weights_only=True))
+    config = TrainConfig(max_steps=4, warmup_steps=1, eval_every=4, save_every=2, keep_snapshots=True)
+    Trainer(task, config, tmp_path / "tune").fit()
+    paths = sorted((tmp_path / "tune" / "snapshots").iterdir())
+    assert [p.name for p in paths] == ["step-000002.pt", "step-000004.pt"]
+    snapshots = [load_checkpoint(p, kinds=("asr",)) for p in paths]
+    assert all("optimizer" not in s and s["progress"]["step"] in (2, 4) for s in snapshots)
+    assert all(v.dtype == torch.float16 for s in snapshots for v in s["state_dict"].values()
+               if v.is_floating_point())
+    averaged = average_checkpoints([load_checkpoint(shipped), *snapshots], [2, 1, 1])
+    torch.save(averaged, tmp_path / "averaged.pt")
+    assert isinstance(Recognizer.load(tmp_path / "averaged.pt", lexicon=False)
+                      .transcribe(root / "wavs" / "u0.wav").text, str)
+
+
 def test_random_equalizer_is_smooth_bounded_and_seeded():
     import math
     import random
