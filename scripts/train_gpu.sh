@@ -10,7 +10,9 @@
 # 3. ASR, non-autoregressive TTS and autoregressive TTS side by side on the one GPU, each
 #    stopped by --max-minutes so that all end inside the budget;
 # 4. each run's best checkpoint exported (fp16, with its provenance) to OUT_DIR, with the logs,
-#    and a sentence synthesised and transcribed on the device by the new models.
+#    and a sentence synthesised and transcribed on the device by the new models; a recogniser
+#    continued from ASR_INIT also as asr-averaged.pt, the average of ASR_INIT and the run's
+#    snapshots.
 #
 # Python comes from $PYTHON (default python3) and runs `python -m pipeline`, so the service's
 # packages (Celery, Redis, FastAPI) are not needed on the training machine.
@@ -39,6 +41,7 @@ CORPUS_WORKERS=${CORPUS_WORKERS:-$(nproc)}
 AR_RUNS=${AR_RUNS:-dot}
 ASR_LR=${ASR_LR:-1.5e-3} ASR_WARMUP=${ASR_WARMUP:-600}
 ASR_CHANNEL_DB=${ASR_CHANNEL_DB:-6}  # random equaliser in ASR training (docs/recipes.md)
+ASR_SAVE_EVERY=${ASR_SAVE_EVERY:-250}  # each save's weights are kept, for the average below
 AR_LR=${AR_LR:-1e-3} AR_WARMUP=${AR_WARMUP:-1000}
 asr_init=(${ASR_INIT:+--init-from "$ASR_INIT"})
 # before it trains, the ASR run computes the features of the corpus (~90 s for 37k utterances on
@@ -123,7 +126,7 @@ if wants asr; then
     speechq train asr --manifest data/corpus/manifest.jsonl --text "$text" --out runs/asr \
         "${common[@]}" "${asr_init[@]}" --max-minutes "$(minutes "$ASR_MARGIN")" --batch-frames "$ASR_BATCH" \
         --lr "$ASR_LR" --warmup "$ASR_WARMUP" --channel-augment "$ASR_CHANNEL_DB" \
-        --eval-every 500 --save-every 500 > runs/asr.log 2>&1 &
+        --eval-every 500 --save-every "$ASR_SAVE_EVERY" --keep-snapshots > runs/asr.log 2>&1 &
     pids+=(asr:$!)
 fi
 if wants nat; then
@@ -163,6 +166,14 @@ for name in asr tts-nat $ar_names lm; do
         speechq export "runs/$name/best.pt" "$out_dir/$name.pt" | cut -c1-600 || status=1
     fi
 done
+# a continued recogniser also comes back as the average of the model it started from (half the
+# weight) and the run's snapshots (the other half): on the CPU this beat both (docs/recipes.md)
+snapshots=(runs/asr/snapshots/step-*.pt)
+if [ -n "${ASR_INIT:-}" ] && [ -f "${snapshots[0]}" ]; then
+    shares=$(printf ',1%.0s' "${snapshots[@]}")
+    speechq average "$out_dir/asr-averaged.pt" "$ASR_INIT" "${snapshots[@]}" \
+        --weights "${#snapshots[@]}$shares" | cut -c1-300 || status=1
+fi
 # the inference paths on the device: synthesise a Harvard sentence, then transcribe it
 tts_model=$(ls "$out_dir/tts-nat.pt" $(printf "$out_dir/%s.pt " $ar_names) 2>/dev/null | head -1 || true)
 tts_decoder=$([[ $tts_model == *tts-nat.pt ]] && echo nat || echo ar)
