@@ -314,7 +314,8 @@ def export_cmd(src: Path, dst: Path, commands: tuple[str, ...], scores: Path | N
     if commands:
         provenance["commands"] = list(commands)
     provenance.setdefault("machine", describe_machine())  # runs that predate the record
-    provenance["training_hours"] = round(ckpt.get("progress", {}).get("elapsed_seconds", 0) / 3600, 2)
+    if "progress" in ckpt:  # an average has none: its inputs' hours are in averaged_from
+        provenance["training_hours"] = round(ckpt["progress"].get("elapsed_seconds", 0) / 3600, 2)
     extra = {"provenance": provenance}
     if scores is not None:
         lines = scores.read_text().strip().splitlines()
