@@ -12,7 +12,7 @@
 # 4. each run's best checkpoint exported (fp16, with its provenance) to OUT_DIR, with the logs,
 #    and a sentence synthesised and transcribed on the device by the new models; a recogniser
 #    continued from ASR_INIT also as asr-averaged.pt, the average of ASR_INIT and the run's
-#    snapshots.
+#    last four snapshots.
 #
 # Python comes from $PYTHON (default python3) and runs `python -m pipeline`, so the service's
 # packages (Celery, Redis, FastAPI) are not needed on the training machine.
@@ -167,9 +167,10 @@ for name in asr tts-nat $ar_names lm; do
     fi
 done
 # a continued recogniser also comes back as the average of the model it started from (half the
-# weight) and the run's snapshots (the other half): on the CPU this beat both (docs/recipes.md)
-snapshots=(runs/asr/snapshots/step-*.pt)
-if [ -n "${ASR_INIT:-}" ] && [ -f "${snapshots[0]}" ]; then
+# weight) and the run's last four snapshots (the other half): on the CPU this beat both
+# (docs/recipes.md)
+snapshots=($(ls runs/asr/snapshots/step-*.pt 2>/dev/null | tail -4))
+if [ -n "${ASR_INIT:-}" ] && [ ${#snapshots[@]} -gt 0 ]; then
     shares=$(printf ',1%.0s' "${snapshots[@]}")
     speechq average "$out_dir/asr-averaged.pt" "$ASR_INIT" "${snapshots[@]}" \
         --weights "${#snapshots[@]}$shares" | cut -c1-300 || status=1
