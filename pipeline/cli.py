@@ -69,9 +69,11 @@ def lexicon_cmd(text_files: tuple[Path, ...], dictionaries: tuple[Path, ...], no
 @click.option("--limit", type=int, default=None, help="use only the first N lines")
 @click.option("--offset", type=int, default=0, show_default=True, help="skip the first N lines")
 @click.option("--spread", is_flag=True, help="one voice per line (round robin) instead of every voice per line")
+@click.option("--prosody", "prosody_spread", default=0.0, show_default=True,
+              help="vary each utterance's tempo and mean pitch by factors up to 1+S either way")
 @click.option("--workers", default=2, show_default=True)
 def corpus_cmd(text_file: Path, voices: str, out: Path, limit: int | None, offset: int,
-               spread: bool, workers: int) -> None:
+               spread: bool, prosody_spread: float, workers: int) -> None:
     """Speak a text file with espeak-ng and flite voices into wavs and manifest.jsonl."""
     from pipeline import corpus
 
@@ -83,7 +85,8 @@ def corpus_cmd(text_file: Path, voices: str, out: Path, limit: int | None, offse
     lines = lines[offset: None if limit is None else offset + limit]
     try:
         manifest, written = corpus.build_corpus(lines, chosen, out, spread=spread, workers=workers,
-                                                progress=sys.stderr.isatty())
+                                                progress=sys.stderr.isatty(),
+                                                prosody_spread=prosody_spread)
     except corpus.CorpusError as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps({"manifest": str(manifest), "written": written}))

@@ -12,6 +12,7 @@ Festival voices are deliberately not offered: they are the held-out test.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import re
 import shutil
@@ -37,6 +38,10 @@ FLITE_VOICES = ("kal16", "awb", "rms", "slt")
 ESPEAK_LANGUAGES = ("en-us", "en-us-nyc", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbcwmd",
                     "en-gb-x-gbclan")
 DEFAULT_VOICES = ("slt", "awb", "rms", "kal16", "en-us", "en-gb+f2", "en-us+m3", "en-gb-x-rp+f3")
+# each flite voice's own mean F0 in Hz (measured here; kal16's is in its source), which
+# `int_f0_target_mean` replaces; rms ignores that feature, so it varies only in tempo
+FLITE_F0_MEAN = {"slt": 170.0, "awb": 130.0, "kal16": 105.0}
+ESPEAK_WPM, ESPEAK_PITCH = 175, 50  # espeak-ng's defaults for -s and -p
 
 
 class CorpusError(ValueError):
@@ -147,14 +152,47 @@ class Voice:
         return Voice(engine, name)
 
 
-def speak(voice: Voice, text: str, out_wav: Path) -> list[tuple[str, float]]:
+@dataclass(frozen=True)
+class Prosody:
+    """How one utterance departs from its voice's own delivery: `stretch` multiplies durations
+    (1.2 is 20% slower) and `pitch` the mean F0. Synthetic voices speak every line with the
+    same prosody; a recogniser trained on that meets another engine's (Festival's) intonation
+    and timing for the first time at test."""
+
+    stretch: float = 1.0
+    pitch: float = 1.0
+
+    @staticmethod
+    def sample(rng: random.Random, spread: float) -> "Prosody":
+        """Factors drawn log-uniformly within [1/(1+spread), 1+spread]."""
+        if not 0.0 <= spread < 1.0:
+            raise CorpusError(f"prosody spread must be in [0, 1), got {spread}")
+        bound = math.log1p(spread)
+        return Prosody(stretch=round(math.exp(rng.uniform(-bound, bound)), 3),
+                       pitch=round(math.exp(rng.uniform(-bound, bound)), 3))
+
+    def flite_args(self, voice_name: str) -> list[str]:
+        args = ["--setf", f"duration_stretch={self.stretch}"]
+        if voice_name in FLITE_F0_MEAN:
+            args += ["--setf", f"int_f0_target_mean={FLITE_F0_MEAN[voice_name] * self.pitch:.1f}"]
+        return args
+
+    def espeak_args(self) -> list[str]:
+        # -p is espeak-ng's 0-99 pitch setting: measured here, 20 points move the mean F0 ~20%
+        pitch = min(99, max(0, round(ESPEAK_PITCH + 100 * (self.pitch - 1))))
+        return ["-s", str(round(ESPEAK_WPM / self.stretch)), "-p", str(pitch)]
+
+
+def speak(voice: Voice, text: str, out_wav: Path, prosody: Prosody | None = None) -> list[tuple[str, float]]:
     """Synthesise `text` into a 16 kHz mono wav; return flite's (phone, end seconds) or []."""
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.wav"
         if voice.engine == "flite":
-            cmd = ["flite", "-voice", voice.name, "-psdur", "-t", text, "-o", str(raw)]
+            extra = prosody.flite_args(voice.name) if prosody else []
+            cmd = ["flite", "-voice", voice.name, *extra, "-psdur", "-t", text, "-o", str(raw)]
         else:
-            cmd = ["espeak-ng", "-v", voice.name, "-w", str(raw), "--", text]
+            extra = prosody.espeak_args() if prosody else []
+            cmd = ["espeak-ng", "-v", voice.name, *extra, "-w", str(raw), "--", text]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if proc.returncode != 0 or not raw.exists():
             raise CorpusError(f"{voice.engine} failed on {text!r}: {proc.stderr.strip()}")
@@ -180,20 +218,30 @@ def parse_psdur(output: str) -> list[tuple[str, float]]:
 # ---------------------------------------------------------------- corpus
 
 
-def utterance_id(voice: Voice, text: str) -> str:
-    return f"{voice.slug}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
+def utterance_id(voice: Voice, text: str, prosody_spread: float = 0.0) -> str:
+    """Voice slug plus a hash of the text (and of the prosody spread, when there is one)."""
+    key = text if not prosody_spread else f"{text}\nprosody={prosody_spread}"
+    return f"{voice.slug}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
 
 
-def _job(args: tuple[Voice, str, str]) -> dict:
+def utterance_prosody(uid: str, prosody_spread: float) -> Prosody | None:
+    """The prosody an utterance is spoken with: drawn from its id, so a resumed or rebuilt
+    corpus speaks every line as before."""
+    if not prosody_spread:
+        return None
+    return Prosody.sample(random.Random(uid), prosody_spread)
+
+
+def _job(args: tuple[Voice, str, str, float]) -> dict:
     """Speak one line unless its wav exists; return its manifest record."""
-    voice, text, out_dir = args
-    uid = utterance_id(voice, text)
+    voice, text, out_dir, prosody_spread = args
+    uid = utterance_id(voice, text, prosody_spread)
     wav = Path(out_dir) / "wavs" / voice.slug / f"{uid}.wav"
     phones_file = wav.with_suffix(".phones")
     # a flite wav without its phones (a run stopped between the two writes) is spoken again
     if not wav.exists() or (voice.engine == "flite" and not phones_file.exists()):
         wav.parent.mkdir(parents=True, exist_ok=True)
-        phones = speak(voice, text, wav)
+        phones = speak(voice, text, wav, utterance_prosody(uid, prosody_spread))
         if phones:
             tmp = phones_file.with_name(f".{phones_file.name}.tmp")
             tmp.write_text(" ".join(f"{p}:{t:.3f}" for p, t in phones))
@@ -224,12 +272,17 @@ def build_corpus(
     spread: bool = False,
     workers: int = 2,
     progress: bool = True,
+    prosody_spread: float = 0.0,
 ) -> tuple[Path, int]:
     """Speak `lines` into `out_dir`; merge into `out_dir/manifest.jsonl`.
 
     Deterministic (ids hash voice and text) and resumable (existing wavs are kept).
+    With `prosody_spread` s > 0 each utterance gets its own tempo and mean pitch, factors in
+    [1/(1+s), 1+s] (`Prosody`), and ids of their own.
     Returns the manifest path and the number of wavs written by this call.
     """
+    if not 0.0 <= prosody_spread < 1.0:
+        raise CorpusError(f"prosody spread must be in [0, 1), got {prosody_spread}")
     for tool in {v.engine for v in voices}:
         if shutil.which(tool) is None:
             raise CorpusError(f"{tool} is not installed (apt-get install {tool})")
@@ -237,7 +290,7 @@ def build_corpus(
     out_dir.mkdir(parents=True, exist_ok=True)
     # a line repeated in the text is one utterance per voice, spoken once (same id, same wav)
     pairs = dict.fromkeys((v, lines[i]) for i, v in assign_voices(len(lines), voices, spread))
-    jobs = [(v, text, str(out_dir)) for v, text in pairs]
+    jobs = [(v, text, str(out_dir), prosody_spread) for v, text in pairs]
     before = sum(1 for _ in out_dir.glob("wavs/*/*.wav"))
     records = _run_jobs(jobs, workers, progress)
     written = sum(1 for _ in out_dir.glob("wavs/*/*.wav")) - before

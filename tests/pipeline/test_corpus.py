@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from pathlib import Path
 
@@ -14,12 +15,15 @@ from click.testing import CliRunner
 from pipeline.corpus import (
     WORDNET_DIR,
     CorpusError,
+    Prosody,
     Voice,
     assign_voices,
     normalize_for_match,
     parse_psdur,
     read_harvard,
+    speak,
     utterance_id,
+    utterance_prosody,
 )
 from pipeline.data import read_manifest
 from workers.cli import main as speechq
@@ -75,6 +79,41 @@ def test_ids_are_deterministic():
     voice = Voice("flite", "slt")
     assert utterance_id(voice, "A line.") == utterance_id(Voice.parse("slt"), "A line.")
     assert utterance_id(voice, "A line.") != utterance_id(Voice.parse("awb"), "A line.")
+
+
+def test_prosody_is_drawn_within_its_spread_and_from_the_id():
+    voice = Voice("flite", "slt")
+    uids = [utterance_id(voice, f"Line {i}.", 0.25) for i in range(200)]
+    assert uids[0] != utterance_id(voice, "Line 0.")  # its own ids beside a plain corpus
+    drawn = [utterance_prosody(uid, 0.25) for uid in uids]
+    for factor in ("stretch", "pitch"):
+        values = [getattr(p, factor) for p in drawn]
+        assert all(1 / 1.25 - 1e-3 <= v <= 1.25 + 1e-3 for v in values)
+        assert min(values) < 0.9 and max(values) > 1.1  # the range is used, both ways
+    assert drawn == [utterance_prosody(uid, 0.25) for uid in uids]
+    assert utterance_prosody(uids[0], 0.0) is None
+    with pytest.raises(CorpusError, match="spread"):
+        Prosody.sample(random.Random(0), 1.5)
+
+
+def _median_f0(path: Path) -> float:
+    import torchaudio.functional as F
+
+    audio, rate = sf.read(str(path), dtype="float32")
+    return float(F.detect_pitch_frequency(torch.from_numpy(audio), rate, freq_low=60).median())
+
+
+@needs_voices
+@pytest.mark.parametrize("voice", ["slt", "en-us"])
+def test_prosody_moves_tempo_and_pitch(voice, tmp_path):
+    voice, text = Voice.parse(voice), "The boy was there when the sun rose."
+    plain, slow, high = (tmp_path / f"{n}.wav" for n in ("plain", "slow", "high"))
+    speak(voice, text, plain)
+    speak(voice, text, slow, Prosody(stretch=1.25))
+    speak(voice, text, high, Prosody(pitch=1.25))
+    assert sf.info(str(slow)).duration / sf.info(str(plain)).duration == pytest.approx(1.25, abs=0.1)
+    assert sf.info(str(high)).duration == pytest.approx(sf.info(str(plain)).duration, rel=0.05)
+    assert _median_f0(high) / _median_f0(plain) == pytest.approx(1.25, abs=0.1)
 
 
 # ---------------------------------------------------------------- training text
@@ -177,3 +216,11 @@ def test_corpus_command_refuses_festival_voices(tmp_path):
                                           "festival:kal_diphone", "--out", str(tmp_path / "c")])
     assert result.exit_code != 0 and "held out" in result.output
     assert not (tmp_path / "c").exists()
+
+
+def test_corpus_command_refuses_a_prosody_spread_out_of_range(tmp_path):
+    lines = tmp_path / "lines.txt"
+    lines.write_text("A line.\n")
+    result = CliRunner().invoke(speechq, ["corpus", "--text", str(lines), "--voices", "slt",
+                                          "--prosody", "1.5", "--out", str(tmp_path / "c")])
+    assert result.exit_code != 0 and "prosody spread" in result.output
