@@ -6,7 +6,8 @@ For a prefix g and every candidate token c, the prefix probability
     psi(g + c) = P(the CTC output starts with g + c | x)
 
 is computed with the forward variables r_t^n (paths ending in a non-blank) and r_t^b (ending in
-blank), vectorised over all hypotheses and the whole vocabulary; the scorer returns
+blank), vectorised over all hypotheses and the candidate tokens (the whole vocabulary, or in
+beam search the few the decoder ranks best: `PartialScorer`); the scorer returns
 log psi(g + c) - log psi(g). For c = EOS it returns log P(output == g) - log psi(g).
 """
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from models.decoding import Scorer
+from models.decoding import PartialScorer
 
 NEG_INF = -1e30
 
@@ -32,11 +33,12 @@ class CTCPrefixState:
 @dataclass
 class _Pending:
     state: CTCPrefixState
-    r: Tensor  # (T, N, V, 2) forward variables of every extension
-    psi: Tensor  # (N, V) log prefix probability of every extension
+    r: Tensor  # (T, N, C, 2) forward variables of every scored extension
+    psi: Tensor  # (N, C) log prefix probability of every scored extension
+    candidates: Tensor | None  # (N, C) their tokens; None: C = V, every token in order
 
 
-class CTCPrefixScorer(Scorer):
+class CTCPrefixScorer(PartialScorer):
     """Joint CTC/attention decoding's CTC term.
 
     Args:
@@ -61,36 +63,49 @@ class CTCPrefixScorer(Scorer):
         last = torch.full((N,), -1, dtype=torch.long, device=x.device)
         return CTCPrefixState(r, x.new_zeros(N), last)
 
-    def score(self, tokens, state):
+    def score_partial(self, tokens, state, candidates):
         x, valid = self.x, self.valid
         T, N, V = x.shape
+        if candidates is not None:  # (T, N, V) -> (T, N, C): only the candidates' columns
+            x_c = x.gather(2, candidates[None].expand(T, -1, -1))
+            token = candidates
+        else:
+            x_c = x
+            token = torch.arange(V, device=x.device).expand(N, V)
+        C = token.size(1)
         r_prev = state.r
         r_sum = torch.logaddexp(r_prev[..., 0], r_prev[..., 1])  # (T, N)
-        # phi: probability mass from which c can start a new label at the next frame
-        phi = r_sum[:, :, None].expand(T, N, V).clone()
-        has_last = state.last >= 0
-        rows = torch.arange(N, device=x.device)[has_last]
-        phi[:, rows, state.last[has_last]] = r_prev[:, rows, 1]  # a repeat needs a blank between
+        # phi: probability mass from which c can start a new label at the next frame; a repeat
+        # of the prefix's last label needs a blank between
+        repeat = (token == state.last[:, None])  # (N, C); last = -1 matches nothing
+        phi = torch.where(repeat[None], r_prev[..., 1, None], r_sum[..., None])  # (T, N, C)
 
-        r = x.new_full((T, N, V, 2), NEG_INF)
-        empty = ~has_last
-        r[0, empty, :, 0] = x[0, empty]  # the first label can start at frame 0 only after nothing
+        r = x.new_full((T, N, C, 2), NEG_INF)
+        empty = state.last < 0
+        r[0, empty, :, 0] = x_c[0, empty]  # the first label can start at frame 0 only after nothing
         psi = r[0, :, :, 0].clone()
+        blank = x[:, :, self.blank, None]  # (T, N, 1)
         for t in range(1, T):
             step_valid = valid[t][:, None]  # (N, 1)
-            new_n = torch.logaddexp(r[t - 1, :, :, 0], phi[t - 1]) + x[t]
-            new_b = torch.logaddexp(r[t - 1, :, :, 0], r[t - 1, :, :, 1]) + x[t, :, self.blank, None]
+            new_n = torch.logaddexp(r[t - 1, :, :, 0], phi[t - 1]) + x_c[t]
+            new_b = torch.logaddexp(r[t - 1, :, :, 0], r[t - 1, :, :, 1]) + blank[t]
             r[t, :, :, 0] = torch.where(step_valid, new_n, r[t - 1, :, :, 0])
             r[t, :, :, 1] = torch.where(step_valid, new_b, r[t - 1, :, :, 1])
-            psi = torch.where(step_valid, torch.logaddexp(psi, phi[t - 1] + x[t]), psi)
+            psi = torch.where(step_valid, torch.logaddexp(psi, phi[t - 1] + x_c[t]), psi)
         # EOS: the output is exactly the prefix
-        psi[:, self.eos] = r_sum[self.lengths_n - 1, torch.arange(N, device=x.device)]
-        psi[:, self.blank] = NEG_INF
-        return psi - state.psi[:, None], _Pending(state, r, psi)
+        final = r_sum[self.lengths_n - 1, torch.arange(N, device=x.device)]  # (N,)
+        psi = torch.where(token == self.eos, final[:, None], psi)
+        psi = psi.masked_fill(token == self.blank, NEG_INF)
+        return psi - state.psi[:, None], _Pending(state, r, psi, candidates)
 
     def select(self, pending, hyp, token):
-        r = pending.r[:, hyp, token]  # (T, N, 2)
-        return CTCPrefixState(r, pending.psi[hyp, token], token)
+        if pending.candidates is None:
+            column = token
+        else:  # the token's column among its hypothesis's candidates (any, if it was not one:
+            # such an extension scored -inf and is never chosen over a scored one)
+            column = (pending.candidates[hyp] == token[:, None]).int().argmax(dim=1)
+        r = pending.r[:, hyp, column]  # (T, N, 2)
+        return CTCPrefixState(r, pending.psi[hyp, column], token)
 
 
 def ctc_greedy(logprobs: Tensor, lengths: Tensor, blank: int) -> list[list[int]]:

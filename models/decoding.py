@@ -7,12 +7,17 @@ log-probabilities with weights (ESPnet's idea), so adding a scorer is one dict e
     decode({"decoder": DecoderScorer(model, memory, mask), "ctc": CTCPrefixScorer(...)},
            {"decoder": 0.7, "ctc": 0.3}, max_len, DecodingOptions(beam_size=4))
 
+A `PartialScorer` (CTC prefix scoring, whose cost grows with every token it scores) sees only
+the `pre_beam` tokens the full scorers rank best for each hypothesis (ESPnet's pre-beam); the
+rest of the vocabulary is out of the running for that step.
+
 The search itself is a `TokenSearch` (greedy or beam) with reset/update/finalize, and the main
 loop in `decode` only ties scorers and search together (whisper's layout).
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -29,6 +34,9 @@ class DecodingOptions:
     max_len_ratio: float = 1.0  # max output length = ratio * source length ...
     max_len_offset: int = 10  # ... + this offset
     min_len: int = 0  # EOS is forbidden before this many tokens
+    # partial scorers (CTC) score only the best ceil(ratio * beam_size) tokens of the full
+    # scorers per hypothesis; 0 = they score the whole vocabulary
+    pre_beam_ratio: float = 1.5
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
@@ -41,6 +49,13 @@ class DecodingOptions:
             raise ValueError("max_len_ratio must be positive")
         if self.min_len < 0:
             raise ValueError("min_len must be >= 0")
+        if self.pre_beam_ratio < 0:
+            raise ValueError("pre_beam_ratio must be >= 0")
+
+    @property
+    def pre_beam(self) -> int:
+        """Tokens per hypothesis a partial scorer scores; 0 = all."""
+        return math.ceil(self.pre_beam_ratio * self.beam_size)
 
     def max_lengths(self, source_lengths: Tensor) -> Tensor:
         """(B,) source lengths -> (B,) maximum output lengths in tokens (EOS included)."""
@@ -73,6 +88,19 @@ class Scorer(ABC):
     @abstractmethod
     def select(self, state: Any, hyp: Tensor, token: Tensor) -> Any:
         """The state of hypotheses `hyp` (N,) extended by `token` (N,), in that order."""
+
+
+class PartialScorer(Scorer):
+    """A scorer that can score a few candidate tokens per hypothesis instead of the whole
+    vocabulary; `score` is `score_partial` over every token."""
+
+    @abstractmethod
+    def score_partial(self, tokens: Tensor, state: Any, candidates: Tensor | None) -> tuple[Tensor, Any]:
+        """tokens (N, t) prefixes, candidates (N, C) token ids (None: the whole vocabulary)
+        -> (N, C) (or (N, V)) log-probs of those tokens, and the state to `select` from."""
+
+    def score(self, tokens, state):
+        return self.score_partial(tokens, state, None)
 
 
 class StepModel(Protocol):
@@ -240,12 +268,26 @@ class _Scored:
     states: dict = field(default_factory=dict)
 
 
-def _score(scorers: dict[str, Scorer], weights: dict[str, float], tokens: Tensor, states: dict) -> _Scored:
+def _score(scorers: dict[str, Scorer], weights: dict[str, float], tokens: Tensor, states: dict,
+           pre_beam: int) -> _Scored:
+    """Weighted sum of the scorers' (N, V) log-probs. With `pre_beam` > 0 and a full scorer to
+    rank by, partial scorers score only each row's `pre_beam` best tokens by the full scorers'
+    sum; every other token gets -inf."""
+    partial = {n for n, s in scorers.items() if isinstance(s, PartialScorer)} if pre_beam else set()
+    if len(partial) == len(scorers):
+        partial = set()
     out = _Scored(logprobs=None)
-    for name, scorer in scorers.items():
-        logprobs, out.states[name] = scorer.score(tokens, states[name])
+    for name in [n for n in scorers if n not in partial]:
+        logprobs, out.states[name] = scorers[name].score(tokens, states[name])
         weighted = weights.get(name, 1.0) * logprobs.float()
         out.logprobs = weighted if out.logprobs is None else out.logprobs + weighted
+    if partial:
+        candidates = out.logprobs.topk(min(pre_beam, out.logprobs.size(-1)), dim=-1).indices  # (N, C)
+        total = out.logprobs.gather(1, candidates)
+        for name in partial:
+            logprobs, out.states[name] = scorers[name].score_partial(tokens, states[name], candidates)
+            total = total + weights.get(name, 1.0) * logprobs.float()
+        out.logprobs = torch.full_like(out.logprobs, -float("inf")).scatter(1, candidates, total)
     return out
 
 
@@ -273,7 +315,7 @@ def decode(
     tokens = torch.full((len(source_lengths) * K, 1), sos, dtype=torch.long, device=device)
     states = {name: scorer.init_state(K) for name, scorer in scorers.items()}
     for _ in range(int(max_lengths.max())):
-        scored = _score(scorers, weights, tokens, states)
+        scored = _score(scorers, weights, tokens, states, options.pre_beam)
         tokens, hyp, token, done = search.update(tokens, scored.logprobs)
         states = {name: scorers[name].select(scored.states[name], hyp, token) for name in scorers}
         if done:

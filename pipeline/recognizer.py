@@ -73,6 +73,7 @@ class RecognitionOptions:
     rare_word_weight: float = 3.0  # penalty per rare lexicon word (one the training text lacks)
     length_bonus: float = 0.0
     length_penalty: float = 1.0
+    pre_beam_ratio: float = 1.5  # CTC scores the best ceil(ratio * beam) tokens per hypothesis; 0 = all
     max_segment_seconds: float = 20.0
     batch_frames: int = 60_000  # padded 10 ms frames per forward pass
 
@@ -85,6 +86,8 @@ class RecognitionOptions:
             raise ValueError("ctc_weight must be in [0, 1]")
         if min(self.lm_weight, self.lexicon_weight, self.rare_word_weight) < 0:
             raise ValueError("lm_weight, lexicon_weight and rare_word_weight must be >= 0")
+        if self.pre_beam_ratio < 0:
+            raise ValueError("pre_beam_ratio must be >= 0")
 
 
 class Recognizer:
@@ -207,7 +210,8 @@ class Recognizer:
                     opts.rare_word_weight / opts.lexicon_weight)
                 weights["lexicon"] = opts.lexicon_weight
             options = DecodingOptions(beam_size=opts.beam_size, length_penalty=opts.length_penalty,
-                                      max_len_ratio=1.0, max_len_offset=2)
+                                      max_len_ratio=1.0, max_len_offset=2,
+                                      pre_beam_ratio=opts.pre_beam_ratio)
             hyps = decode(scorers, weights, dims.sos, dims.eos, enc_lengths, options)
             token_lists = [h[0].tokens for h in hyps]
         return [(self.tokenizer.decode(tokens), self._align(logprobs[b, : enc_lengths[b]], tokens))

@@ -69,6 +69,47 @@ def test_ctc_prefix_scorer_respects_lengths_in_a_batch():
     assert torch.allclose(s_batch[0], s_alone[0])
 
 
+def test_partial_ctc_scores_equal_full_scores_at_the_candidates():
+    """Pre-beam scoring computes the same prefix scores, for the few tokens it is given, as
+    scoring the whole vocabulary: after a repeat, for EOS and blank, over hypotheses of
+    different lengths and prefixes."""
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 9, 7, generator=g, dtype=torch.float64)
+    logits[..., EOS] = -1e9
+    scorer = CTCPrefixScorer(logits.log_softmax(-1), torch.tensor([9, 6]), blank=BLANK, eos=EOS)
+    state = scorer.init_state(2)  # N = 4 rows: two utterances, two beams
+    for step_tokens in ([2, 3, 4, 2], [2, 5, 4, 6]):  # rows 0 and 3 then end in a repeat
+        full, pending = scorer.score(None, state)
+        candidates = torch.tensor([[2, EOS, 6], [3, BLANK, 5], [EOS, 4, 2], [6, 2, 3]])
+        partial, partial_pending = scorer.score_partial(None, state, candidates)
+        assert torch.allclose(partial, full.gather(1, candidates))
+        hyp, token = torch.tensor([1, 0, 3, 2]), torch.tensor(step_tokens)
+        state = scorer.select(pending, hyp, token)
+        # selecting through the candidates gives the same state where the token was one
+        via = scorer.select(partial_pending, hyp, token)
+        was_candidate = (candidates[hyp] == token[:, None]).any(1)
+        assert torch.allclose(via.r[:, was_candidate], state.r[:, was_candidate])
+        assert torch.allclose(via.psi[was_candidate], state.psi[was_candidate])
+
+
+def test_pre_beam_over_the_whole_vocabulary_decodes_as_full_scoring():
+    model = _tiny_asr()
+    x = torch.randn(2, 40, 16, generator=torch.Generator().manual_seed(0))
+    memory, mask = model.encode(x, torch.tensor([40, 31]))
+
+    def run(ratio, beam):
+        scorers = {"decoder": DecoderScorer(model, memory, mask),
+                   "ctc": CTCPrefixScorer(model.ctc_logprobs(memory), mask.sum(1), BLANK, EOS)}
+        return decode(scorers, {"decoder": 0.7, "ctc": 0.3}, 1, EOS, mask.sum(1),
+                      DecodingOptions(beam_size=beam, n_best=beam, pre_beam_ratio=ratio))
+
+    for beam in (1, 3):
+        full, covering = run(0.0, beam), run(12 / beam, beam)  # vocab_size 12
+        assert [[h.tokens for h in u] for u in covering] == [[h.tokens for h in u] for u in full]
+        assert [h.score for u in covering for h in u] == pytest.approx(
+            [h.score for u in full for h in u], rel=1e-5)
+
+
 def test_ctc_greedy_merges_repeats_and_drops_blanks():
     path = torch.tensor([[0, 2, 2, 0, 2, 3, 3, 0]])
     logprobs = torch.nn.functional.one_hot(path, 4).float().log()
