@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--lexicon-weight", type=float, default=RecognitionOptions.lexicon_weight)
     parser.add_argument("--lists", default="1-6", help="Harvard lists, e.g. 1-6")
     parser.add_argument("--voices", default=",".join(HELD_OUT_VOICES))
-    parser.add_argument("--beam", type=int, default=4)
+    parser.add_argument("--beam", type=int, default=RecognitionOptions.beam_size)
     parser.add_argument("--sweep", default=None, help="NAME=V1,V2,...: pooled WER at each value")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true")

@@ -19,7 +19,8 @@ def _echo_error(message: str) -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", type=click.Path(exists=True, path_type=Path), default=None,
               help="ASR checkpoint (default: the shipped one)")
-@click.option("--beam", "beam_size", default=4, show_default=True)
+@click.option("--beam", "beam_size", type=click.IntRange(1), default=None,
+              help="beam size [default: RecognitionOptions.beam_size]")
 @click.option("--decoder", type=click.Choice(["attention", "ctc"]), default="attention",
               show_default=True, help="joint CTC/attention beam search, or greedy CTC (fast)")
 @click.option("--ctc-weight", default=0.3, show_default=True)
@@ -55,8 +56,8 @@ def asr_cmd(files, model, beam_size, decoder, ctc_weight, lm_path, no_lm, lm_wei
                                      lexicon=False if no_lexicon else lexicon_path)
     except (CheckpointError, LexiconError) as e:
         raise click.ClickException(str(e)) from None
-    options = dict(beam_size=beam_size, decoder=decoder, ctc_weight=ctc_weight)
-    for name, value in (("lm_weight", lm_weight), ("lexicon_weight", lexicon_weight),
+    options = dict(decoder=decoder, ctc_weight=ctc_weight)
+    for name, value in (("beam_size", beam_size), ("lm_weight", lm_weight), ("lexicon_weight", lexicon_weight),
                         ("rare_word_weight", rare_word_weight)):
         if value is not None:
             options[name] = value

@@ -1,7 +1,7 @@
 """`Recognizer`: audio -> text with word timestamps and confidences.
 
     rec = Recognizer.load()                   # the shipped ASR checkpoint
-    transcript = rec.transcribe("clip.wav")   # joint CTC/attention beam search, beam 4
+    transcript = rec.transcribe("clip.wav")   # joint CTC/attention beam search, beam 8
     print(transcript.text, transcript.words[0])
 
 Long audio is split at pauses into pieces of at most 20 s, decoded in batches and joined.
@@ -66,7 +66,7 @@ class Transcript:
 @dataclass(frozen=True)
 class RecognitionOptions:
     decoder: str = "attention"  # "attention": joint CTC/attention beam search; "ctc": greedy CTC
-    beam_size: int = 4
+    beam_size: int = 8
     ctc_weight: float = 0.3  # weight of the CTC prefix score in joint decoding
     lm_weight: float = 0.3  # weight of the language model's score, where the recogniser has one
     lexicon_weight: float = 10.0  # penalty per word outside the lexicon, where it has one

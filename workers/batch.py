@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.formats import render
+from workers.settings import ASR_BEAM_SIZE
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".aiff", ".aif")
 DONE = ("succeeded", "failed", "cancelled")
@@ -73,7 +74,7 @@ def audio_inputs(source: str) -> list[Path]:
     return matches
 
 
-def asr_items(paths: Iterable[Path], beam_size: int = 4, decoder: str = "attention",
+def asr_items(paths: Iterable[Path], beam_size: int = ASR_BEAM_SIZE, decoder: str = "attention",
               **weights: float | None) -> list[Item]:
     """`weights`: beam-search weights (workers.settings.ASR_WEIGHTS); None: the worker's default."""
     options = {"beam_size": beam_size, "decoder": decoder, **{k: v for k, v in weights.items() if v is not None}}

@@ -25,6 +25,7 @@ import click
 
 from pipeline.cli import COMMANDS as PIPELINE_COMMANDS
 from pipeline.cli_inference import COMMANDS as INFERENCE_COMMANDS
+from workers.settings import ASR_BEAM_SIZE
 
 
 @click.group()
@@ -155,7 +156,7 @@ def submit_tts_cmd(text, speed, wait, timeout, as_json, job_id) -> None:
 def _asr_options(f):
     """Decoding options of an ASR job; the weights left out are the worker's defaults."""
     for option in reversed([
-        click.option("--beam-size", default=4, show_default=True),
+        click.option("--beam-size", default=ASR_BEAM_SIZE, show_default=True),
         click.option("--decoder", type=click.Choice(["attention", "ctc"]), default="attention",
                      show_default=True),
         click.option("--ctc-weight", type=click.FloatRange(0, 1), default=None,

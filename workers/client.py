@@ -23,7 +23,7 @@ from pathlib import Path
 import redis
 
 from workers.jobs import QUEUED, TERMINAL, Job, JobStore, done_channel
-from workers.settings import ASR_WEIGHTS, KINDS, Settings, task_name
+from workers.settings import ASR_BEAM_SIZE, ASR_WEIGHTS, KINDS, Settings, task_name
 from workers.storage import Storage
 
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -73,7 +73,7 @@ class Client:
     def submit_tts(self, text: str, job_id: str | None = None, speed: float = 1.0) -> Job:
         return self.submit("tts", {"text": text, "speed": speed}, job_id)
 
-    def submit_asr(self, audio: str | os.PathLike, job_id: str | None = None, beam_size: int = 4,
+    def submit_asr(self, audio: str | os.PathLike, job_id: str | None = None, beam_size: int = ASR_BEAM_SIZE,
                    decoder: str = "attention", name: str | None = None, **weights: float | None) -> Job:
         """`audio` is copied into the storage directory unless it is already inside. `weights`:
         beam-search weights (ASR_WEIGHTS); those left out or None are the worker's recogniser

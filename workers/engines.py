@@ -16,7 +16,7 @@ from typing import Any
 
 from pipeline.audio import AudioError, load_audio, probe, save_wav
 from pipeline.text import TextError, check_text
-from workers.settings import ASR_WEIGHTS, Settings
+from workers.settings import ASR_BEAM_SIZE, ASR_WEIGHTS, Settings
 from workers.storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class Engines:
             name = work.request.get("name")
             raise type(e)(str(e).replace(str(path), name) if name else str(e)) from None
         work.audio_seconds = work.inputs.numel() / model.sample_rate
-        beam = work.request.get("beam_size", 4)
+        beam = work.request.get("beam_size", ASR_BEAM_SIZE)
         decoder = work.request.get("decoder", "attention")
         if not isinstance(beam, int) or not 1 <= beam <= MAX_BEAM:
             raise ValueError(f"beam_size must be an integer from 1 to {MAX_BEAM}, not {beam!r}")

@@ -27,6 +27,8 @@ KINDS = QUEUES  # a job's kind is the queue it runs on
 # beam-search weights an ASR job may set (pipeline.recognizer.RecognitionOptions' fields);
 # a job that leaves one out gets the recogniser's default
 ASR_WEIGHTS = ("ctc_weight", "lm_weight", "lexicon_weight", "rare_word_weight")
+# the beam of an ASR job that names none: RecognitionOptions.beam_size (a test keeps them equal)
+ASR_BEAM_SIZE = 8
 # model arithmetic (pipeline.precision has the same list; importing it here would load torch)
 PRECISIONS = ("fp32", "bf16", "fp16")
 

@@ -9,8 +9,16 @@ from pipeline.formats import render, to_srt, to_vtt
 from tests.workers.conftest import REDIS_URL, flush
 from workers.batch import asr_items
 from workers.batching import BatchLimits, collect
-from workers.settings import Settings, celery_config
+from workers.settings import ASR_BEAM_SIZE, ASR_WEIGHTS, Settings, celery_config
 from workers.storage import Storage, StorageError
+
+
+def test_asr_job_defaults_are_the_recognisers():
+    """A job that names no beam decodes as `speechq asr` does; the weights it may set exist."""
+    from pipeline.recognizer import RecognitionOptions
+
+    assert ASR_BEAM_SIZE == RecognitionOptions().beam_size
+    assert set(ASR_WEIGHTS) <= set(RecognitionOptions.__dataclass_fields__)
 
 
 def test_settings_from_env_and_celery_config():
