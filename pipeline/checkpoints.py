@@ -85,8 +85,8 @@ def average_checkpoints(ckpts: list[dict], weights: list[float] | None = None) -
     """One checkpoint whose weights are the weighted mean of `ckpts`' (uniform by default): the
     weight-space average ESPnet takes of a run's last snapshots, or of a model and its
     fine-tuned descendants. The inputs must share kind, dims, units and features. The result
-    carries the first's metadata, each input's `data` (a list), and as `averaged_from` each
-    input's weight and `lineage`; its weights are fp32."""
+    carries the first's metadata, as `data` the distinct training sets of its inputs (a list),
+    and as `averaged_from` each input's weight and `lineage`; its weights are fp32."""
     if not ckpts:
         raise CheckpointError("nothing to average")
     weights = [1.0] * len(ckpts) if weights is None else list(weights)
@@ -107,9 +107,20 @@ def average_checkpoints(ckpts: list[dict], weights: list[float] | None = None) -
             state[name] = value
     averaged = {k: v for k, v in first.items() if k not in _AVERAGE_DROPS}
     averaged["state_dict"] = state
-    averaged["data"] = [c.get("data") for c in ckpts]
+    averaged["data"] = _distinct_data(c.get("data") for c in ckpts)
     averaged["averaged_from"] = [{"weight": w / total, **lineage(c)} for w, c in zip(weights, ckpts)]
     return averaged
+
+
+def _distinct_data(entries) -> list:
+    """Training-set records, an average's list flattened, each once: snapshots of one run share
+    their data, and an average of averages would otherwise nest."""
+    out = []
+    for entry in entries:
+        for item in entry if isinstance(entry, list) else [entry]:
+            if item is not None and item not in out:
+                out.append(item)
+    return out
 
 
 def _comparable(value):

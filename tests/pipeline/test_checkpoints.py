@@ -33,6 +33,15 @@ def test_average_is_the_weighted_mean_and_records_its_inputs(two_models):
     torch.testing.assert_close(uniform["state_dict"][name], a["state_dict"][name].float() + 0.5)
 
 
+def test_an_average_lists_each_training_set_once(two_models):
+    a, b, *_ = two_models
+    first, second = {"manifest": "data/corpus/manifest.jsonl"}, {"manifest": "data/corpus-ft/manifest.jsonl"}
+    shipped = average_checkpoints([{**a, "data": first}, {**b, "data": second}, {**b, "data": second}])
+    assert shipped["data"] == [first, second]  # snapshots of one run share their data
+    again = average_checkpoints([shipped, {**b, "data": {"manifest": "data/corpus-pr/manifest.jsonl"}}])
+    assert again["data"] == [first, second, {"manifest": "data/corpus-pr/manifest.jsonl"}]  # flat
+
+
 def test_only_one_architecture_averages(two_models):
     a, b, *_ = two_models
     with pytest.raises(CheckpointError, match="'dims'"):
