@@ -66,11 +66,13 @@ def half_state_dict(state_dict: dict) -> dict:
 
 def lineage(ckpt: dict) -> dict:
     """What a model fine-tuned or warm-started from `ckpt` records as `initialised_from`: that
-    checkpoint's provenance, progress and metrics, and its own `initialised_from`, so the whole
-    chain of runs back to the first stays on file."""
+    checkpoint's provenance, progress, metrics and training data, and its own `initialised_from`
+    or, for an average, `averaged_from`, so the whole chain of runs back to the first stays on
+    file."""
     record = {k: ckpt.get(k) for k in ("provenance", "progress", "metrics")}
-    if ckpt.get("initialised_from"):
-        record["initialised_from"] = ckpt["initialised_from"]
+    for key in ("data", "initialised_from", "averaged_from"):
+        if ckpt.get(key):
+            record[key] = ckpt[key]
     return record
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pipeline.checkpoints import CheckpointError, average_checkpoints, load_checkpoint
+from pipeline.checkpoints import CheckpointError, average_checkpoints, lineage, load_checkpoint
 from pipeline.cli import average_cmd
 from pipeline.recognizer import Recognizer
 from tests.helpers import make_tiny_asr_checkpoint
@@ -64,3 +64,12 @@ def test_cli_writes_a_working_fp16_model(two_models, tmp_path):
     assert isinstance(Recognizer.load(out, lexicon=False).transcribe(torch.randn(16_000) * 0.1).text, str)
     result = CliRunner().invoke(average_cmd, [str(out), str(a_path), "--weights", "1,2"])
     assert result.exit_code == 1 and "need as many weights" in result.output
+
+
+def test_a_model_fine_tuned_from_an_average_keeps_the_averages_inputs(two_models):
+    a, b, *_ = two_models
+    averaged = average_checkpoints([{**a, "data": {"manifest": "one"}}, {**b, "data": {"manifest": "two"}}])
+    record = lineage(averaged)  # what `--init-from` the average writes as initialised_from
+    assert record["averaged_from"] == averaged["averaged_from"] and len(record["averaged_from"]) == 2
+    assert record["data"] == [{"manifest": "one"}, {"manifest": "two"}]
+    assert "averaged_from" not in lineage(a)
