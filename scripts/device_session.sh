@@ -2,8 +2,8 @@
 # One lent-GPU session, all of it for the recogniser (the one open model target, held-out WER):
 # scripts/train_gpu.sh continuing checkpoints/asr.pt on every line of the training text spoken by
 # 14 voices, with the random equaliser (--channel-augment) and a snapshot every 250 steps, then
-# the average of the shipped model and the last four snapshots (asr-averaged.pt) beside the
-# run's best.
+# the average of the shipped model and the last four snapshots (asr-averaged.pt) and of the
+# snapshots alone (asr-snapshots.pt) beside the run's best.
 # The TTS runs and the language model of the session before are one RUNS word away
 # (RUNS="asr ar lm" AR_RUNS=...; its script is in git history, commit 6b46668).
 # Run from the repository root with .gpu/ and data/text/train.txt carried (docs/recipes.md:

@@ -12,7 +12,8 @@
 # 4. each run's best checkpoint exported (fp16, with its provenance) to OUT_DIR, with the logs,
 #    and a sentence synthesised and transcribed on the device by the new models; a recogniser
 #    continued from ASR_INIT also as asr-averaged.pt, the average of ASR_INIT and the run's
-#    last four snapshots.
+#    last four snapshots, and as asr-snapshots.pt, the average of those snapshots alone (the
+#    dev lists choose between them and the run's best).
 #
 # Python comes from $PYTHON (default python3) and runs `python -m pipeline`, so the service's
 # packages (Celery, Redis, FastAPI) are not needed on the training machine.
@@ -166,14 +167,16 @@ for name in asr tts-nat $ar_names lm; do
         speechq export "runs/$name/best.pt" "$out_dir/$name.pt" | cut -c1-600 || status=1
     fi
 done
-# a continued recogniser also comes back as the average of the model it started from (half the
-# weight) and the run's last four snapshots (the other half): on the CPU this beat both
-# (docs/recipes.md)
+# a continued recogniser also comes back as two averages, for the dev lists to choose from
+# (docs/recipes.md): the model it started from (half the weight) with the run's last four
+# snapshots (the other half), which won on the CPU in one session, and the snapshots alone,
+# which won in the next
 snapshots=($(ls runs/asr/snapshots/step-*.pt 2>/dev/null | tail -4))
 if [ -n "${ASR_INIT:-}" ] && [ ${#snapshots[@]} -gt 0 ]; then
     shares=$(printf ',1%.0s' "${snapshots[@]}")
     speechq average "$out_dir/asr-averaged.pt" "$ASR_INIT" "${snapshots[@]}" \
         --weights "${#snapshots[@]}$shares" | cut -c1-300 || status=1
+    speechq average "$out_dir/asr-snapshots.pt" "${snapshots[@]}" | cut -c1-300 || status=1
 fi
 # the inference paths on the device: synthesise a Harvard sentence, then transcribe it
 tts_model=$(ls "$out_dir/tts-nat.pt" $(printf "$out_dir/%s.pt " $ar_names) 2>/dev/null | head -1 || true)
