@@ -339,13 +339,8 @@ def average_cmd(dst: Path, sources: tuple[Path, ...], weights: str | None, fp32:
     snapshots, or a model and its fine-tuned descendants), recording each as `averaged_from`."""
     import torch
 
-    from pipeline.checkpoints import (
-        CheckpointError,
-        average_checkpoints,
-        half_state_dict,
-        load_checkpoint,
-    )
-    from pipeline.training import command_line, describe_machine, save_checkpoint
+    from pipeline.checkpoints import CheckpointError, average_checkpoints, load_checkpoint
+    from pipeline.training import command_line, describe_machine, inference_checkpoint, save_checkpoint
 
     try:
         shares = [float(w) for w in weights.split(",")] if weights else None
@@ -356,9 +351,7 @@ def average_cmd(dst: Path, sources: tuple[Path, ...], weights: str | None, fp32:
         record["file"] = str(path)
     averaged["provenance"] = {"commands": [command_line()], "machine": describe_machine(),
                               "torch": str(torch.__version__)}
-    if not fp32:
-        averaged["state_dict"] = half_state_dict(averaged["state_dict"])
-    save_checkpoint(dst, averaged)
+    save_checkpoint(dst, inference_checkpoint(averaged, half=not fp32))
     click.echo(json.dumps({"out": str(dst), "mb": round(dst.stat().st_size / 2**20, 1),
                            "weights": [r["weight"] for r in averaged["averaged_from"]]}))
 

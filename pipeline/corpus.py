@@ -165,8 +165,7 @@ class Prosody:
     @staticmethod
     def sample(rng: random.Random, spread: float) -> "Prosody":
         """Factors drawn log-uniformly within [1/(1+spread), 1+spread]."""
-        if not 0.0 <= spread < 1.0:
-            raise CorpusError(f"prosody spread must be in [0, 1), got {spread}")
+        _check_prosody_spread(spread)
         bound = math.log1p(spread)
         return Prosody(stretch=round(math.exp(rng.uniform(-bound, bound)), 3),
                        pitch=round(math.exp(rng.uniform(-bound, bound)), 3))
@@ -181,6 +180,11 @@ class Prosody:
         # -p is espeak-ng's 0-99 pitch setting: measured here, 20 points move the mean F0 ~20%
         pitch = min(99, max(0, round(ESPEAK_PITCH + 100 * (self.pitch - 1))))
         return ["-s", str(round(ESPEAK_WPM / self.stretch)), "-p", str(pitch)]
+
+
+def _check_prosody_spread(spread: float) -> None:
+    if not 0.0 <= spread < 1.0:
+        raise CorpusError(f"prosody spread must be in [0, 1), got {spread}")
 
 
 def speak(voice: Voice, text: str, out_wav: Path, prosody: Prosody | None = None) -> list[tuple[str, float]]:
@@ -281,8 +285,7 @@ def build_corpus(
     [1/(1+s), 1+s] (`Prosody`), and ids of their own.
     Returns the manifest path and the number of wavs written by this call.
     """
-    if not 0.0 <= prosody_spread < 1.0:
-        raise CorpusError(f"prosody spread must be in [0, 1), got {prosody_spread}")
+    _check_prosody_spread(prosody_spread)
     for tool in {v.engine for v in voices}:
         if shutil.which(tool) is None:
             raise CorpusError(f"{tool} is not installed (apt-get install {tool})")

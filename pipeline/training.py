@@ -94,14 +94,19 @@ def describe_machine(device: torch.device | str = "cpu") -> str:
 def export_checkpoint(src: Path, dst: Path, half: bool = True, **extra) -> Path:
     """An inference checkpoint without optimizer state, weights in fp16 (small enough for git).
     `extra` entries are merged into the checkpoint (a benchmark's scores, say)."""
-    ckpt = torch.load(src, map_location="cpu", weights_only=False)
-    for key in ("optimizer", "rng"):
-        ckpt.pop(key, None)
-    if half:
-        ckpt["state_dict"] = half_state_dict(ckpt["state_dict"])
+    ckpt = inference_checkpoint(torch.load(src, map_location="cpu", weights_only=False), half)
     ckpt.update(extra)
     save_checkpoint(dst, ckpt)
     return dst
+
+
+def inference_checkpoint(ckpt: dict, half: bool = True) -> dict:
+    """`ckpt` without what only resuming needs (optimizer state, RNG), weights in fp16 unless not
+    `half`."""
+    out = {k: v for k, v in ckpt.items() if k not in ("optimizer", "rng")}
+    if half:
+        out["state_dict"] = half_state_dict(out["state_dict"])
+    return out
 
 
 def command_line() -> str:
@@ -253,6 +258,4 @@ class Trainer:
         payload = self._payload(full=True)
         save_checkpoint(self.out / "last.pt", payload)
         if self.config.keep_snapshots:
-            snapshot = {k: v for k, v in payload.items() if k not in ("optimizer", "rng")}
-            snapshot["state_dict"] = half_state_dict(snapshot["state_dict"])
-            save_checkpoint(self.out / "snapshots" / f"step-{self.step:06d}.pt", snapshot)
+            save_checkpoint(self.out / "snapshots" / f"step-{self.step:06d}.pt", inference_checkpoint(payload))
