@@ -35,8 +35,9 @@ HARVARD = Path(__file__).resolve().parent / "resources" / "harvard-sentences.txt
 
 FLITE_VOICES = ("kal16", "awb", "rms", "slt")
 # espeak-ng voices: a language plus an optional variant (+m3, +f2, ...)
-ESPEAK_LANGUAGES = ("en-us", "en-us-nyc", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbcwmd",
-                    "en-gb-x-gbclan")
+ESPEAK_LANGUAGES = ("en-us", "en-us-nyc", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbcwmd")
+# spoken only in evaluation (pipeline.evalsets), never in a training corpus
+ESPEAK_HELD_OUT = ("en-gb-x-gbclan",)
 DEFAULT_VOICES = ("slt", "awb", "rms", "kal16", "en-us", "en-gb+f2", "en-us+m3", "en-gb-x-rp+f3")
 # each flite voice's own mean F0 in Hz (measured here; kal16's is in its source), which
 # `int_f0_target_mean` replaces; rms ignores that feature, so it varies only in tempo
@@ -145,6 +146,8 @@ class Voice:
             if name not in FLITE_VOICES:
                 raise CorpusError(f"unknown flite voice {name!r}; choose from {FLITE_VOICES}")
         elif engine == "espeak-ng":
+            if name.split("+")[0] in ESPEAK_HELD_OUT:
+                raise CorpusError(f"espeak-ng {name!r} is held out for evaluation; do not train on it")
             if name.split("+")[0] not in ESPEAK_LANGUAGES:
                 raise CorpusError(f"unknown espeak-ng voice {name!r}; languages: {ESPEAK_LANGUAGES}")
         else:
