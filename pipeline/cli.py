@@ -232,12 +232,15 @@ def train_tts_cmd(manifest, speaker, attention, units, reduction, d_model, layer
 @click.option("--ctc-weight", default=0.3, show_default=True)
 @click.option("--channel-augment", "channel_db", default=0.0, show_default=True,
               help="random equaliser per training utterance, up to this many dB (0: off)")
+@click.option("--silence-augment", "silence_seconds", default=0.0, show_default=True,
+              help="give each training utterance random leading and trailing silences of up to this "
+                   "many seconds (0: keep the corpus's own)")
 @click.option("--init-from", type=click.Path(exists=True, path_type=Path), default=None,
               help="fine-tune this ASR checkpoint (its units, dims and weights) instead of starting fresh")
 @_train_options
 def train_asr_cmd(manifest, text, vocab_size, speakers, batch_frames, attention, d_model,
-                  conv_channels, encoder_layers, decoder_layers, ctc_weight, channel_db, init_from,
-                  out, no_resume, **kwargs):
+                  conv_channels, encoder_layers, decoder_layers, ctc_weight, channel_db,
+                  silence_seconds, init_from, out, no_resume, **kwargs):
     """Train the joint CTC/attention Speech-Transformer."""
     from pipeline.train_asr import ASRDataConfig, ASRTask
     from pipeline.training import Trainer
@@ -245,7 +248,8 @@ def train_asr_cmd(manifest, text, vocab_size, speakers, batch_frames, attention,
     config = _train_config(kwargs)
     data = ASRDataConfig(manifest=manifest, text=text, vocab_size=vocab_size,
                          speakers=tuple(speakers.split(",")) if speakers else None,
-                         max_batch_frames=batch_frames, ctc_weight=ctc_weight, channel_db=channel_db)
+                         max_batch_frames=batch_frames, ctc_weight=ctc_weight, channel_db=channel_db,
+                         silence_seconds=silence_seconds)
     import torch
 
     tokenizer, init, init_record = None, None, None

@@ -139,3 +139,43 @@ def test_channel_augment_adds_one_curve_per_utterance(run):
         torch.testing.assert_close(offset, offset[:1].expand_as(offset), atol=1e-4, rtol=0)
     torch.testing.assert_close(augmented.collate(utterances, train=False)[0],
                                plain.collate(utterances, train=False)[0])
+
+
+def test_random_silence_keeps_the_speech_and_redraws_each_pause():
+    import random
+
+    from pipeline.train_asr import random_silence
+
+    floor = torch.full((80,), -11.5)
+    speech = torch.randn(50, 80)
+    speech[0, :] = speech[1:].max() - 5.0  # a faint onset, 43 dB below the peak, is speech
+    x = torch.cat([floor.expand(20, -1), speech, floor.expand(30, -1)])
+    pauses = set()
+    for seed in range(30):
+        y = random_silence(x, 40, random.Random(seed))
+        loud = (y > -11).any(dim=1).nonzero()[:, 0]
+        lead, trail = int(loud[0]), y.size(0) - 1 - int(loud[-1])
+        assert 0 <= lead <= 40 and 0 <= trail <= 40
+        torch.testing.assert_close(y[lead: lead + 50], speech)
+        torch.testing.assert_close(y[:lead], floor.expand(lead, -1))
+        pauses.add((lead, trail))
+    assert len(pauses) > 20  # drawn anew, not a fixed trim
+    # speech from its first sample (espeak-ng) gets silence before it too
+    assert any(random_silence(speech, 40, random.Random(s)).size(0) > 50 for s in range(5))
+
+
+def test_silence_augment_changes_training_batches_only(run):
+    root, data, _, _ = run
+    from dataclasses import replace
+
+    plain = ASRTask(replace(data, spec_augment=False, tempo=(1.0, 1.0)), dims_overrides=TINY)
+    augmented = ASRTask(replace(data, spec_augment=False, tempo=(1.0, 1.0), silence_seconds=0.3),
+                        dims_overrides=TINY)
+    utterances = plain.train[:8]
+    _, plain_lengths, *_ = plain.collate(utterances, train=True)
+    _, lengths, *_ = augmented.collate(utterances, train=True)
+    # the corpus's 0.1 s pauses (10 frames each end) become 0-30 frames each end
+    assert (lengths - plain_lengths).abs().max() > 0
+    assert ((lengths - plain_lengths).abs() <= 40).all()
+    torch.testing.assert_close(augmented.collate(utterances, train=False)[0],
+                               plain.collate(utterances, train=False)[0])
