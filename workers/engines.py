@@ -16,7 +16,7 @@ from typing import Any
 
 from pipeline.audio import AudioError, load_audio, probe, save_wav
 from pipeline.text import TextError, check_text
-from workers.settings import ASR_BEAM_SIZE, ASR_WEIGHTS, Settings
+from workers.settings import ASR_BEAM_SIZE, ASR_WEIGHTS, MAX_BEAM, Settings
 from workers.storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 # errors whose message is for the user: the job fails with it, nothing is retried
 INPUT_ERRORS = (TextError, AudioError, StorageError, ValueError)
 ASR_DECODERS = ("attention", "ctc")
-MAX_BEAM = 16
 
 
 @dataclass

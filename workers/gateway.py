@@ -26,7 +26,7 @@ from pipeline.audio import AudioError, load_audio
 from pipeline.formats import FORMATS, MEDIA_TYPES, render
 from pipeline.text import TextError, check_text
 from workers.client import Client, JobNotFound
-from workers.settings import ASR_BEAM_SIZE, Settings
+from workers.settings import ASR_BEAM_SIZE, MAX_BEAM, Settings
 
 UPLOAD_SUFFIXES = {"audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav", "audio/flac": ".flac",
                    "audio/x-flac": ".flac", "audio/ogg": ".ogg", "audio/mpeg": ".mp3", "audio/mp3": ".mp3"}
@@ -97,7 +97,7 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
                   "audio/*": {"schema": {"type": "string", "format": "binary"}},
                   "multipart/form-data": {"schema": {"type": "object", "properties": {
                       "file": {"type": "string", "format": "binary"}}}}}}})
-    async def submit_asr(request: Request, beam_size: int = Query(ASR_BEAM_SIZE, ge=1, le=16),
+    async def submit_asr(request: Request, beam_size: int = Query(ASR_BEAM_SIZE, ge=1, le=MAX_BEAM),
                          decoder: str = Query("attention", pattern="^(attention|ctc)$"),
                          ctc_weight: float | None = Query(None, ge=0, le=1, description=_DEFAULT_WEIGHT),
                          lm_weight: float | None = Query(None, ge=0, description=_DEFAULT_WEIGHT),

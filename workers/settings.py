@@ -29,6 +29,7 @@ KINDS = QUEUES  # a job's kind is the queue it runs on
 ASR_WEIGHTS = ("ctc_weight", "lm_weight", "lexicon_weight", "rare_word_weight")
 # the beam of an ASR job that names none: RecognitionOptions.beam_size (a test keeps them equal)
 ASR_BEAM_SIZE = 8
+MAX_BEAM = 16  # the widest beam a job may ask for (the worker and the gateway refuse wider)
 # model arithmetic (pipeline.precision has the same list; importing it here would load torch)
 PRECISIONS = ("fp32", "bf16", "fp16")
 

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.workers.conftest import REPO, speechq_command
+from workers.settings import MAX_BEAM
 
 pytestmark = pytest.mark.slow
 TOKEN = "test-token"
@@ -81,6 +82,9 @@ def test_bad_requests_get_4xx_with_a_message(gateway, service):
     assert gateway.post("/v1/jobs/asr", content=b"").status_code == 422
     r = gateway.post("/v1/jobs/asr", params={"lm_weight": -1}, content=b"RIFF", headers={"content-type": "audio/wav"})
     assert r.status_code == 422 and "lm_weight" in r.text
+    r = gateway.post("/v1/jobs/asr", params={"beam_size": MAX_BEAM + 1}, content=b"RIFF",
+                     headers={"content-type": "audio/wav"})
+    assert r.status_code == 422 and "beam_size" in r.text
     assert gateway.get("/v1/jobs/nope").status_code == 404
     assert httpx.get(str(gateway.base_url.join("/v1/jobs/nope"))).status_code == 401  # no token
 

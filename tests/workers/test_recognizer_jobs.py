@@ -12,6 +12,7 @@ from tests.workers.conftest import (
     settings_for,
     write_noise_wav,
 )
+from workers.settings import MAX_BEAM
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +59,8 @@ def test_beam_search_weights_reach_the_recognizer(tmp_path, start_worker):
     bad = {client.submit("asr", {"audio": client.get(ids[0]).request["audio"], **w}).id: message
            for w, message in (({"lm_weight": -1}, "lm_weight must be a number >= 0, not -1"),
                               ({"ctc_weight": 2}, "ctc_weight must be a number from 0 to 1"),
-                              ({"lexicon_weight": "high"}, "lexicon_weight must be a number"))}
+                              ({"lexicon_weight": "high"}, "lexicon_weight must be a number"),
+                              ({"beam_size": MAX_BEAM + 1}, f"beam_size must be an integer from 1 to {MAX_BEAM}"))}
     jobs = [client.wait(i, 120) for i in ids]
     assert [j.result["text"] for j in jobs] == expected, [j.error for j in jobs]
     for job_id, message in bad.items():
