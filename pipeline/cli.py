@@ -216,6 +216,18 @@ def train_tts_cmd(manifest, speaker, attention, units, reduction, d_model, layer
     click.echo(json.dumps({"out": str(out), "eval": metrics}))
 
 
+def _snr_range(spec: str | None) -> tuple[float, float] | None:
+    if spec is None:
+        return None
+    try:
+        low, high = (float(v) for v in spec.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{spec!r} is not LOW,HIGH in dB", param_hint="--noise-augment") from None
+    if low > high:
+        raise click.BadParameter(f"LOW {low} is above HIGH {high}", param_hint="--noise-augment")
+    return low, high
+
+
 @train_group.command("asr")
 @click.option("--manifest", type=click.Path(exists=True), required=True)
 @click.option("--text", type=click.Path(exists=True), default=None,
@@ -235,12 +247,15 @@ def train_tts_cmd(manifest, speaker, attention, units, reduction, d_model, layer
 @click.option("--silence-augment", "silence_seconds", default=0.0, show_default=True,
               help="give each training utterance random leading and trailing silences of up to this "
                    "many seconds (0: keep the corpus's own)")
+@click.option("--noise-augment", "noise_snr", default=None, metavar="LOW,HIGH",
+              help="add coloured noise to half the training utterances at an SNR (mel power, dB) "
+                   "drawn from LOW-HIGH, e.g. 10,50 (default: none)")
 @click.option("--init-from", type=click.Path(exists=True, path_type=Path), default=None,
               help="fine-tune this ASR checkpoint (its units, dims and weights) instead of starting fresh")
 @_train_options
 def train_asr_cmd(manifest, text, vocab_size, speakers, batch_frames, attention, d_model,
                   conv_channels, encoder_layers, decoder_layers, ctc_weight, channel_db,
-                  silence_seconds, init_from, out, no_resume, **kwargs):
+                  silence_seconds, noise_snr, init_from, out, no_resume, **kwargs):
     """Train the joint CTC/attention Speech-Transformer."""
     from pipeline.train_asr import ASRDataConfig, ASRTask
     from pipeline.training import Trainer
@@ -249,7 +264,7 @@ def train_asr_cmd(manifest, text, vocab_size, speakers, batch_frames, attention,
     data = ASRDataConfig(manifest=manifest, text=text, vocab_size=vocab_size,
                          speakers=tuple(speakers.split(",")) if speakers else None,
                          max_batch_frames=batch_frames, ctc_weight=ctc_weight, channel_db=channel_db,
-                         silence_seconds=silence_seconds)
+                         silence_seconds=silence_seconds, noise_snr=_snr_range(noise_snr))
     import torch
 
     tokenizer, init, init_record = None, None, None

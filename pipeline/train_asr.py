@@ -8,8 +8,9 @@ model, ~5 tokens a second), the CTC branch guiding the attention early, the shor
 first in the first epoch, warmup then a high learning rate. SpecAugment (torchaudio's masks)
 and tempo perturbation (the log-mel stretched in time by 0.9-1.1) against over-fitting to
 the few synthetic voices; optionally a random equaliser per utterance (`channel_db`) against
-over-fitting to their vocoders' spectral colouring, and random leading and trailing silences
-(`silence_seconds`) against over-fitting to their fixed pauses at either end.
+over-fitting to their vocoders' spectral colouring, random leading and trailing silences
+(`silence_seconds`) against over-fitting to their fixed pauses at either end, and additive noise
+(`noise_snr`) against the digital silence between their words, which no recording has.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from models.decoding import DecoderScorer, DecodingOptions, decode
 from pipeline.checkpoints import float_state_dict, lineage
 from pipeline.data import BucketBatchSampler, Utterance, pad_sequences, read_manifest
 from pipeline.featcache import load_features
-from pipeline.features import ASR_FEATURES, FeatureStats
+from pipeline.features import ASR_FEATURES, FeatureConfig, FeatureStats, LogMel
 from pipeline.text import words_for_scoring
 from pipeline.tokenizer import SubwordTokenizer
 
@@ -49,6 +50,8 @@ class ASRDataConfig:
     tempo: tuple[float, float] = (0.9, 1.1)
     channel_db: float = 0.0  # random equaliser per utterance, up to this many dB (0: off)
     silence_seconds: float = 0.0  # each end's silence made a random length up to this (0: off)
+    noise_snr: tuple[float, float] | None = None  # (low, high) dB: coloured noise at an SNR in that range
+    noise_prob: float = 0.5  # the share of training utterances that get noise
     ctc_weight: float = 0.3
     label_smoothing: float = 0.1
 
@@ -124,6 +127,37 @@ def random_silence(x: torch.Tensor, max_frames: int, rng: random.Random) -> torc
                       quiet.expand(trail, -1)])
 
 
+def noise_bank(features: FeatureConfig, seconds: float = 25.0, seed: int = 0) -> torch.Tensor:
+    """(T, n_mels) mel magnitudes of unit-variance white noise, to draw noise frames from: real
+    noise's frame-to-frame fluctuation, which a constant floor would not have."""
+    wav = torch.randn(int(seconds * features.sample_rate), generator=torch.Generator().manual_seed(seed))
+    logmel, _ = LogMel(features)(wav)
+    return logmel[0].exp()
+
+
+def add_noise(x: torch.Tensor, noise: torch.Tensor, snr_db: float, floor: float) -> torch.Tensor:
+    """(T, F) log-mel of clean speech -> the log-mel of that speech plus `noise` ((T, F) mel
+    magnitudes, any level) scaled to `snr_db` below it. Independent phases add in power, so the
+    mixture's magnitude is sqrt(speech^2 + noise^2) in each cell; the SNR is measured on the
+    mel power of the whole utterance."""
+    speech = x.exp().pow(2)
+    noise = noise.pow(2)
+    gain = speech.mean() / (noise.mean() * 10 ** (snr_db / 10))
+    return (speech + gain * noise).sqrt().clamp_min(floor).log()
+
+
+def random_noise(x: torch.Tensor, bank: torch.Tensor, snr: tuple[float, float], floor: float,
+                 rng: random.Random) -> torch.Tensor:
+    """`add_noise` with a random stretch of `bank` coloured by a random smooth tilt of up to
+    12 dB (white to pink and beyond) at an SNR drawn uniformly from `snr`."""
+    start = rng.randrange(max(1, bank.size(0) - x.size(0)))
+    noise = bank[start: start + x.size(0)]
+    if noise.size(0) < x.size(0):  # longer than the bank: tile it
+        noise = noise.repeat(math.ceil(x.size(0) / noise.size(0)), 1)[: x.size(0)]
+    noise = noise * (random_equalizer(x.size(1), 12.0, rng) / 2).exp()  # the curve is in power
+    return add_noise(x, noise, rng.uniform(*snr), floor)
+
+
 class ASRTask:
     def __init__(self, data: ASRDataConfig, seed: int = 0, device: str = "cpu",
                  tokenizer: SubwordTokenizer | None = None, dims_overrides: dict | None = None,
@@ -163,6 +197,7 @@ class ASRTask:
         lengths = [self.mels[u.id].size(0) for u in self.train]
         self.sampler = BucketBatchSampler(lengths, data.max_batch_frames, seed=seed, shortest_first=True)
         self.augment = SpecAugment() if data.spec_augment else None
+        self.noise = noise_bank(self.features, seed=seed) if data.noise_snr else None
 
     @staticmethod
     def _spread(valid: list[Utterance], n: int) -> list[Utterance]:
@@ -175,6 +210,9 @@ class ASRTask:
         if train and self.data.silence_seconds > 0:
             frames = round(self.data.silence_seconds / self.features.frame_seconds)
             feats = [random_silence(f, frames, self.rng) for f in feats]
+        if train and self.noise is not None:
+            feats = [random_noise(f, self.noise, self.data.noise_snr, self.features.log_floor, self.rng)
+                     if self.rng.random() < self.data.noise_prob else f for f in feats]
         if train and self.data.channel_db > 0:
             feats = [f + random_equalizer(f.size(1), self.data.channel_db, self.rng) for f in feats]
         feats = [self.stats.normalize(f) for f in feats]

@@ -179,3 +179,60 @@ def test_silence_augment_changes_training_batches_only(run):
     assert ((lengths - plain_lengths).abs() <= 40).all()
     torch.testing.assert_close(augmented.collate(utterances, train=False)[0],
                                plain.collate(utterances, train=False)[0])
+
+
+def test_add_noise_on_log_mels_matches_mixing_the_waveforms():
+    """Speech-like audio (tones with silences between) plus white noise: the log-mel of the
+    mixed waveform and `add_noise` on the two log-mels agree closely, at SNRs where the noise
+    changes the features a lot; the SNR is the mel-power ratio it was asked for."""
+    from pipeline.features import ASR_FEATURES, LogMel
+    from pipeline.train_asr import add_noise
+
+    logmel = LogMel(ASR_FEATURES)
+    t = torch.arange(8000) / SAMPLE_RATE
+    tones = [0.3 * torch.sin(2 * torch.pi * f * t) * torch.hann_window(8000) for f in (220, 660, 1500)]
+    speech = torch.cat([torch.zeros(3200), tones[0], torch.zeros(1600), tones[1], tones[2], torch.zeros(3200)])
+    noise = torch.randn(speech.shape, generator=torch.Generator().manual_seed(0))
+    x, n = logmel(speech)[0][0], logmel(noise)[0][0].exp()
+    for snr in (10.0, 25.0, 40.0):
+        mixed = add_noise(x, n, snr, ASR_FEATURES.log_floor)
+        ratio = x.exp().pow(2).mean() / (mixed.exp().pow(2) - x.exp().pow(2)).mean()
+        assert abs(10 * torch.log10(ratio) - snr) < 0.1
+        gain = (x.exp().pow(2).mean() / (n.pow(2).mean() * 10 ** (snr / 10))).sqrt()
+        real = logmel(speech + gain * noise)[0][0]
+        assert (real - x).abs().mean() > 0.5  # the noise matters ...
+        assert (mixed - real).abs().mean() < 0.15  # ... and is modelled to within a fraction of that
+
+
+def test_random_noise_draws_level_colour_and_stretch_per_utterance():
+    import random
+
+    from pipeline.features import ASR_FEATURES
+    from pipeline.train_asr import noise_bank, random_noise
+
+    bank = noise_bank(ASR_FEATURES, seconds=2.0)
+    x = torch.full((300, 80), -11.5)  # longer than the bank: digital silence gets a noise floor
+    x[100:200] = torch.randn(100, 80)
+    outs = [random_noise(x, bank, (10.0, 40.0), ASR_FEATURES.log_floor, random.Random(s)) for s in range(6)]
+    assert all(o.shape == x.shape and (o[:100] > -11).all() for o in outs)
+    floors = [float(o[:100].mean()) for o in outs]
+    assert max(floors) - min(floors) > 1.0  # a different level each time
+    torch.testing.assert_close(outs[2], random_noise(x, bank, (10.0, 40.0), ASR_FEATURES.log_floor,
+                                                     random.Random(2)))
+
+
+def test_noise_augment_changes_training_batches_only(run):
+    root, data, _, _ = run
+    from dataclasses import replace
+
+    plain = ASRTask(replace(data, spec_augment=False, tempo=(1.0, 1.0)), dims_overrides=TINY)
+    noisy = ASRTask(replace(data, spec_augment=False, tempo=(1.0, 1.0), noise_snr=(10.0, 20.0),
+                            noise_prob=1.0), dims_overrides=TINY)
+    utterances = plain.train[:4]
+    x0, lengths, *_ = plain.collate(utterances, train=True)
+    x1, lengths1, *_ = noisy.collate(utterances, train=True)
+    assert torch.equal(lengths, lengths1)
+    for b, n in enumerate(lengths.tolist()):
+        assert (x1[b, :n] - x0[b, :n]).abs().mean() > 0.1
+    torch.testing.assert_close(noisy.collate(utterances, train=False)[0],
+                               plain.collate(utterances, train=False)[0])
