@@ -4,6 +4,7 @@
   `cmu_us_slt_arctic_hts` and `kal_diphone`, and espeak-ng's `en-gb-x-gbclan` (Lancaster).
 - The same sentences from flite's slt, the TTS teacher voice, for reference scores.
 - Real read speech: the five LibriVox clips of Debian's pocketsphinx-testdata.
+- Any of these with white noise added at a given SNR (`noisy_set`), for robustness.
 """
 
 from __future__ import annotations
@@ -62,3 +63,29 @@ def librivox_set(root: Path = LIBRIVOX) -> list[EvalItem]:
         if m:
             items.append(EvalItem(root / f"{m.group(2)}.wav", m.group(1).strip(), "librivox"))
     return items
+
+
+def noisy_set(items: list[EvalItem], snr_db: float, out_dir: Path = EVAL_DIR) -> list[EvalItem]:
+    """The same utterances with white noise added at `snr_db` (torchaudio's `add_noise`, over
+    each whole clip), written once under `out_dir/snr-<dB>/`; the noise is seeded by the clip's
+    name, so every run and every system hears the same noisy audio."""
+    import hashlib
+
+    import torch
+    import torchaudio.functional as AF
+
+    from pipeline.audio import load_audio, save_wav
+
+    rate = 16_000
+    folder = out_dir / f"snr-{snr_db:g}"
+    noisy = []
+    for item in items:
+        key = hashlib.sha1(f"{item.voice}/{item.audio.name}".encode()).hexdigest()[:16]
+        path = folder / f"{key}.wav"
+        if not path.exists():
+            wav = load_audio(item.audio, rate)
+            noise = torch.randn(wav.shape, generator=torch.Generator().manual_seed(int(key, 16)))
+            mixed = AF.add_noise(wav[None], noise[None], torch.tensor([float(snr_db)]))[0]
+            save_wav(path, mixed * (0.95 / mixed.abs().max()), rate)  # no clipping
+        noisy.append(EvalItem(path, item.text, item.voice))
+    return noisy

@@ -99,3 +99,26 @@ def test_festival_speaks_the_held_out_voices(voice, tmp_path):
 def test_festival_rejects_unknown_voices(tmp_path):
     with pytest.raises(EvaluationError, match="unknown Festival voice"):
         festival_speak("hello", "voice_nobody", tmp_path / "x.wav")
+
+
+def test_noisy_set_adds_seeded_noise_at_the_asked_snr(tmp_path):
+    from pipeline.audio import save_wav
+    from pipeline.evalsets import EvalItem, noisy_set
+
+    t = torch.arange(16_000) / 16_000
+    items = []
+    for name, f in (("a", 300.0), ("b", 500.0)):
+        save_wav(tmp_path / f"{name}.wav", 0.5 * torch.sin(2 * torch.pi * f * t), 16_000)
+        items.append(EvalItem(tmp_path / f"{name}.wav", "some words", "tone"))
+    noisy = noisy_set(items, 20.0, out_dir=tmp_path / "eval")
+    assert [n.text for n in noisy] == ["some words"] * 2 and noisy[0].audio.parent.name == "snr-20"
+    noises = []
+    for item, n in zip(items, noisy):
+        clean, mixed = (torch.tensor(sf.read(path, dtype="float32")[0]) for path in (item.audio, n.audio))
+        noise = mixed / (mixed @ clean / (clean @ clean)) - clean  # at the clean clip's level
+        snr = 10 * torch.log10(clean.pow(2).sum() / noise.pow(2).sum())
+        assert abs(float(snr) - 20.0) < 0.2
+        noises.append(noise)
+    assert float(torch.corrcoef(torch.stack(noises))[0, 1]) < 0.1  # each clip its own noise
+    again = noisy_set(items, 20.0, out_dir=tmp_path / "eval-2")
+    assert (sf.read(again[0].audio)[0] == sf.read(noisy[0].audio)[0]).all()
