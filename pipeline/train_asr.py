@@ -118,7 +118,8 @@ def random_silence(x: torch.Tensor, max_frames: int, rng: random.Random) -> torc
 
     Each synthetic engine opens and closes every utterance with its own fixed pause (espeak-ng
     none before, 0.3 s after; flite 0.2 s before); a model trained on those reads held-out
-    speech worse when its pauses differ (0.3 s more before Festival's slt: WER 0.105 -> 0.153)."""
+    speech worse when its pauses differ (0.3 s of digital silence added before Festival's slt,
+    whose own 0.2 s is a faint noise floor: dev WER 0.105 -> 0.153)."""
     loudness = x.max(dim=1).values
     speech = (loudness > loudness.max() - SPEECH_RANGE).nonzero()[:, 0]
     quiet = x[int(loudness.argmin())]
