@@ -121,15 +121,18 @@ def test_random_equalizer_is_smooth_bounded_and_seeded():
     torch.testing.assert_close(random_equalizer(80, 6.0, random.Random(3)), curves[3])
 
 
+def _plain_and_augmented(data, **augment):
+    """Two tasks on the same corpus with SpecAugment and tempo off: one with `augment` only."""
+    from dataclasses import replace
+
+    plain = replace(data, spec_augment=False, tempo=(1.0, 1.0))
+    return (ASRTask(plain, dims_overrides=TINY), ASRTask(replace(plain, **augment), dims_overrides=TINY))
+
+
 def test_channel_augment_adds_one_curve_per_utterance(run):
     """With masks and tempo off, a training batch differs from the plain one by a per-bin offset
     constant over each utterance's frames; validation batches are left alone."""
-    root, data, _, _ = run
-    from dataclasses import replace
-
-    plain = ASRTask(replace(data, spec_augment=False, tempo=(1.0, 1.0)), dims_overrides=TINY)
-    augmented = ASRTask(replace(data, spec_augment=False, tempo=(1.0, 1.0), channel_db=6.0),
-                        dims_overrides=TINY)
+    plain, augmented = _plain_and_augmented(run[1], channel_db=6.0)
     utterances = plain.train[:3]
     x0, lengths, *_ = plain.collate(utterances, train=True)
     x1, *_ = augmented.collate(utterances, train=True)
@@ -165,12 +168,7 @@ def test_random_silence_keeps_the_speech_and_redraws_each_pause():
 
 
 def test_silence_augment_changes_training_batches_only(run):
-    root, data, _, _ = run
-    from dataclasses import replace
-
-    plain = ASRTask(replace(data, spec_augment=False, tempo=(1.0, 1.0)), dims_overrides=TINY)
-    augmented = ASRTask(replace(data, spec_augment=False, tempo=(1.0, 1.0), silence_seconds=0.3),
-                        dims_overrides=TINY)
+    plain, augmented = _plain_and_augmented(run[1], silence_seconds=0.3)
     utterances = plain.train[:8]
     _, plain_lengths, *_ = plain.collate(utterances, train=True)
     _, lengths, *_ = augmented.collate(utterances, train=True)
@@ -222,12 +220,7 @@ def test_random_noise_draws_level_colour_and_stretch_per_utterance():
 
 
 def test_noise_augment_changes_training_batches_only(run):
-    root, data, _, _ = run
-    from dataclasses import replace
-
-    plain = ASRTask(replace(data, spec_augment=False, tempo=(1.0, 1.0)), dims_overrides=TINY)
-    noisy = ASRTask(replace(data, spec_augment=False, tempo=(1.0, 1.0), noise_snr=(10.0, 20.0),
-                            noise_prob=1.0), dims_overrides=TINY)
+    plain, noisy = _plain_and_augmented(run[1], noise_snr=(10.0, 20.0), noise_prob=1.0)
     utterances = plain.train[:4]
     x0, lengths, *_ = plain.collate(utterances, train=True)
     x1, lengths1, *_ = noisy.collate(utterances, train=True)
