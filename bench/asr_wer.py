@@ -126,6 +126,7 @@ def main() -> None:
               "lexicon": recognizer.checkpoint_info["lexicon"], **options,
               "harvard_lists": args.lists, "snr_db": args.snr, "threads": args.threads,
               "machine": platform.machine(), "held_out": {}}
+
     def clips(items: list[EvalItem]) -> list[EvalItem]:
         return items if args.snr is None else noisy_set(items, args.snr)
 

@@ -9,11 +9,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.corpus import HARVARD, Voice, read_harvard, speak, utterance_id
+import torch
+import torchaudio.functional as AF
+
+from pipeline.audio import load_audio, save_wav
+from pipeline.corpus import CORPUS_SAMPLE_RATE, HARVARD, Voice, read_harvard, speak, utterance_id
 from pipeline.evaluate import festival_speak
 
 EVAL_DIR = Path(__file__).resolve().parents[1] / "data" / "eval"
@@ -69,14 +74,7 @@ def noisy_set(items: list[EvalItem], snr_db: float, out_dir: Path = EVAL_DIR) ->
     """The same utterances with white noise added at `snr_db` (torchaudio's `add_noise`, over
     each whole clip), written once under `out_dir/snr-<dB>/`; the noise is seeded by the clip's
     name, so every run and every system hears the same noisy audio."""
-    import hashlib
-
-    import torch
-    import torchaudio.functional as AF
-
-    from pipeline.audio import load_audio, save_wav
-
-    rate = 16_000
+    rate = CORPUS_SAMPLE_RATE
     folder = out_dir / f"snr-{snr_db:g}"
     noisy = []
     for item in items:
