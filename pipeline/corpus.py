@@ -146,9 +146,10 @@ class Voice:
             if name not in FLITE_VOICES:
                 raise CorpusError(f"unknown flite voice {name!r}; choose from {FLITE_VOICES}")
         elif engine == "espeak-ng":
-            if name.split("+")[0] in ESPEAK_HELD_OUT:
+            language = name.split("+")[0]
+            if language in ESPEAK_HELD_OUT:
                 raise CorpusError(f"espeak-ng {name!r} is held out for evaluation; do not train on it")
-            if name.split("+")[0] not in ESPEAK_LANGUAGES:
+            if language not in ESPEAK_LANGUAGES:
                 raise CorpusError(f"unknown espeak-ng voice {name!r}; languages: {ESPEAK_LANGUAGES}")
         else:
             raise CorpusError(f"unknown engine {engine!r} (flite or espeak-ng)")
