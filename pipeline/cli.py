@@ -250,12 +250,15 @@ def _snr_range(spec: str | None) -> tuple[float, float] | None:
 @click.option("--noise-augment", "noise_snr", default=None, metavar="LOW,HIGH",
               help="add coloured noise to half the training utterances at an SNR (mel power, dB) "
                    "drawn from LOW-HIGH, e.g. 10,50 (default: none)")
+@click.option("--vtlp-augment", "vtlp", default=0.0, show_default=True,
+              help="vocal tract length perturbation: scale each training utterance's frequency axis "
+                   "by a random factor within 1 +- this (e.g. 0.1; 0: off)")
 @click.option("--init-from", type=click.Path(exists=True, path_type=Path), default=None,
               help="fine-tune this ASR checkpoint (its units, dims and weights) instead of starting fresh")
 @_train_options
 def train_asr_cmd(manifest, text, vocab_size, speakers, batch_frames, attention, d_model,
                   conv_channels, encoder_layers, decoder_layers, ctc_weight, channel_db,
-                  silence_seconds, noise_snr, init_from, out, no_resume, **kwargs):
+                  silence_seconds, noise_snr, vtlp, init_from, out, no_resume, **kwargs):
     """Train the joint CTC/attention Speech-Transformer."""
     from pipeline.train_asr import ASRDataConfig, ASRTask
     from pipeline.training import Trainer
@@ -264,7 +267,7 @@ def train_asr_cmd(manifest, text, vocab_size, speakers, batch_frames, attention,
     data = ASRDataConfig(manifest=manifest, text=text, vocab_size=vocab_size,
                          speakers=tuple(speakers.split(",")) if speakers else None,
                          max_batch_frames=batch_frames, ctc_weight=ctc_weight, channel_db=channel_db,
-                         silence_seconds=silence_seconds, noise_snr=_snr_range(noise_snr))
+                         silence_seconds=silence_seconds, noise_snr=_snr_range(noise_snr), vtlp=vtlp)
     import torch
 
     tokenizer, init, init_record = None, None, None

@@ -9,8 +9,9 @@ first in the first epoch, warmup then a high learning rate. SpecAugment (torchau
 and tempo perturbation (the log-mel stretched in time by 0.9-1.1) against over-fitting to
 the few synthetic voices; optionally a random equaliser per utterance (`channel_db`) against
 over-fitting to their vocoders' spectral colouring, random leading and trailing silences
-(`silence_seconds`) against over-fitting to their fixed pauses at either end, and additive noise
-(`noise_snr`) against the digital silence between their words, which no recording has.
+(`silence_seconds`) against over-fitting to their fixed pauses at either end, additive noise
+(`noise_snr`) against the digital silence between their words, which no recording has, and
+vocal tract length perturbation (`vtlp`) against over-fitting to their few formant patterns.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jiwer
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchaudio.transforms as T
@@ -52,6 +54,7 @@ class ASRDataConfig:
     silence_seconds: float = 0.0  # each end's silence made a random length up to this (0: off)
     noise_snr: tuple[float, float] | None = None  # (low, high) dB: coloured noise at an SNR in that range
     noise_prob: float = 0.5  # the share of training utterances that get noise
+    vtlp: float = 0.0  # frequency axis scaled by a random factor in [1 - vtlp, 1 + vtlp] (0: off)
     ctc_weight: float = 0.3
     label_smoothing: float = 0.1
 
@@ -159,6 +162,31 @@ def random_noise(x: torch.Tensor, bank: torch.Tensor, snr: tuple[float, float], 
     return add_noise(x, noise, rng.uniform(*snr), floor)
 
 
+def mel_centres(features: FeatureConfig) -> torch.Tensor:
+    """(n_mels,) the centre frequency in Hz of each band of `LogMel` (Slaney's mel scale)."""
+    import librosa  # slow to import: only where it is used
+
+    edges = librosa.mel_frequencies(features.n_mels + 2, fmin=features.f_min, fmax=features.f_max)
+    return torch.from_numpy(edges[1:-1]).float()
+
+
+def warp_frequency(x: torch.Tensor, alpha: float, centres: torch.Tensor) -> torch.Tensor:
+    """Vocal tract length perturbation (Jaitly and Hinton, 2013) on a (T, F) log-mel: the same
+    speech from a vocal tract `alpha` times shorter, its spectrum moved up by `alpha` (down below
+    1), S'(f) = S(f / alpha), up to a knee at 80% of the top band's centre (times alpha when
+    alpha < 1); above the knee the warp is linear and keeps the top band where it is. Each band
+    takes the log-mel interpolated at its source frequency; a source below the first band takes
+    the first band's value."""
+    top = float(centres[-1])
+    knee = 0.8 * top * min(alpha, 1.0)
+    source = torch.where(centres <= knee, centres / alpha,
+                         top - (top - knee / alpha) * (top - centres) / (top - knee))
+    position = torch.from_numpy(np.interp(source.numpy(), centres.numpy(), np.arange(len(centres))))
+    low = position.floor().long().clamp(max=len(centres) - 2)
+    frac = (position - low).float()
+    return x[:, low] * (1 - frac) + x[:, low + 1] * frac
+
+
 class ASRTask:
     def __init__(self, data: ASRDataConfig, seed: int = 0, device: str = "cpu",
                  tokenizer: SubwordTokenizer | None = None, dims_overrides: dict | None = None,
@@ -199,6 +227,7 @@ class ASRTask:
         self.sampler = BucketBatchSampler(lengths, data.max_batch_frames, seed=seed, shortest_first=True)
         self.augment = SpecAugment() if data.spec_augment else None
         self.noise = noise_bank(self.features, seed=seed) if data.noise_snr else None
+        self.centres = mel_centres(self.features)
 
     @staticmethod
     def _spread(valid: list[Utterance], n: int) -> list[Utterance]:
@@ -211,6 +240,9 @@ class ASRTask:
         if train and self.data.silence_seconds > 0:
             frames = round(self.data.silence_seconds / self.features.frame_seconds)
             feats = [random_silence(f, frames, self.rng) for f in feats]
+        if train and self.data.vtlp > 0:
+            feats = [warp_frequency(f, self.rng.uniform(1 - self.data.vtlp, 1 + self.data.vtlp),
+                                    self.centres) for f in feats]
         if train and self.noise is not None:
             feats = [random_noise(f, self.noise, self.data.noise_snr, self.features.log_floor, self.rng)
                      if self.rng.random() < self.data.noise_prob else f for f in feats]

@@ -229,3 +229,35 @@ def test_noise_augment_changes_training_batches_only(run):
         assert (x1[b, :n] - x0[b, :n]).abs().mean() > 0.1
     torch.testing.assert_close(noisy.collate(utterances, train=False)[0],
                                plain.collate(utterances, train=False)[0])
+
+
+def test_warp_frequency_moves_a_formant_by_alpha_and_keeps_the_band_edges():
+    """A single spectral peak (a formant) at 1 kHz moves to ~1.1 kHz at alpha 1.1 and ~0.9 kHz at
+    0.9; alpha 1 changes nothing; the top band stays where it is."""
+    from pipeline.features import ASR_FEATURES
+    from pipeline.train_asr import mel_centres, warp_frequency
+
+    centres = mel_centres(ASR_FEATURES)
+    assert centres.shape == (80,) and 0 < centres[0] < 100 and 7_500 < centres[-1] < 8_000
+    peak = int((centres - 1_000).abs().argmin())
+    x = torch.full((5, 80), -5.0)
+    x[:, peak] = 0.0
+    x[:, -1] = 1.0  # energy at the band edge
+    torch.testing.assert_close(warp_frequency(x, 1.0, centres), x)
+    for alpha in (0.9, 1.1):
+        y = warp_frequency(x, alpha, centres)
+        moved = float(centres[int(y[0, :60].argmax())])
+        assert abs(moved / (alpha * float(centres[peak])) - 1) < 0.04, (alpha, moved)
+        torch.testing.assert_close(y[:, -1], x[:, -1])
+        torch.testing.assert_close(y[1:], y[:1].expand(4, -1))  # the same warp for every frame
+
+
+def test_vtlp_augment_changes_training_batches_only(run):
+    plain, warped = _plain_and_augmented(run[1], vtlp=0.1)
+    utterances = plain.train[:4]
+    x0, lengths, *_ = plain.collate(utterances, train=True)
+    x1, lengths1, *_ = warped.collate(utterances, train=True)
+    assert torch.equal(lengths, lengths1)
+    assert all((x1[b, :n] - x0[b, :n]).abs().mean() > 0.01 for b, n in enumerate(lengths.tolist()))
+    torch.testing.assert_close(warped.collate(utterances, train=False)[0],
+                               plain.collate(utterances, train=False)[0])
