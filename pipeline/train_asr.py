@@ -154,7 +154,7 @@ def random_noise(x: torch.Tensor, bank: torch.Tensor, snr: tuple[float, float], 
                  rng: random.Random) -> torch.Tensor:
     """`add_noise` with a random stretch of `bank` coloured by a random smooth tilt of up to
     12 dB (white to pink and beyond) at an SNR drawn uniformly from `snr`."""
-    start = rng.randrange(max(1, bank.size(0) - x.size(0)))
+    start = rng.randrange(max(1, bank.size(0) - x.size(0) + 1))
     noise = bank[start: start + x.size(0)]
     if noise.size(0) < x.size(0):  # longer than the bank: tile it
         noise = noise.repeat(math.ceil(x.size(0) / noise.size(0)), 1)[: x.size(0)]
