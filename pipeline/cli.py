@@ -19,11 +19,20 @@ import click
 @click.option("--max-words", default=24, show_default=True)
 @click.option("--glosses", is_flag=True,
               help="add WordNet's definitions (text for the language model, not prompts)")
-def text_corpus_cmd(out: Path, min_words: int, max_words: int, glosses: bool) -> None:
+@click.option("--cover", type=click.Path(exists=True, path_type=Path), default=None,
+              help="write only lines (examples and definitions) that teach the words this text has "
+                   "fewer than --target times")
+@click.option("--target", default=3, show_default=True, help="with --cover: occurrences to reach")
+@click.option("--limit", default=None, type=int, help="with --cover: at most this many lines")
+def text_corpus_cmd(out: Path, min_words: int, max_words: int, glosses: bool, cover: Path | None,
+                    target: int, limit: int | None) -> None:
     """Write the training text: WordNet example sentences, disjoint from the Harvard sentences."""
     from pipeline import corpus
 
-    lines = corpus.build_training_text(corpus.read_harvard(), min_words, max_words, glosses)
+    lines = corpus.build_training_text(corpus.read_harvard(), min_words, max_words,
+                                       glosses or cover is not None)
+    if cover is not None:
+        lines = corpus.cover_vocabulary(lines, cover.read_text().splitlines(), target=target, limit=limit)
     corpus.write_lines(out, lines)
     click.echo(json.dumps({"out": str(out), **corpus.corpus_stats(lines)}))
 

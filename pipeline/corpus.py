@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -120,6 +121,34 @@ def build_training_text(
             continue
         out.append(s[0].upper() + s[1:])
     random.Random(0).shuffle(out)
+    return out
+
+
+def cover_vocabulary(candidates: Sequence[str], known: Sequence[str], target: int = 3,
+                     min_uses: int = 3, limit: int | None = None) -> list[str]:
+    """Lines of `candidates` that teach the words `known` (the training text) has fewer than
+    `target` times, in the candidates' order: a line is taken while one of its words is short of
+    `target`, counting the lines taken before it; at most `limit` lines.
+
+    Only words the candidates use at least `min_uses` times count: WordNet's definitions name
+    thousands of genera and chemicals once each, and everyday words several times.
+
+    A recogniser that learns spelling from its transcripts spells a word it has heard twice
+    the way it sounds ("doon" for dune, "yot" for yacht); its lexicon then picks the nearest
+    common word. Speaking these lines gives such words audio of their own.
+    """
+    counts = Counter(w for line in known for w in normalize_for_match(line).split())
+    seen = {normalize_for_match(line) for line in known}
+    fresh = [line for line in dict.fromkeys(candidates) if normalize_for_match(line) not in seen]
+    uses = Counter(w for line in fresh for w in normalize_for_match(line).split())
+    out = []
+    for line in fresh:
+        words = normalize_for_match(line).split()
+        if any(counts[w] < target and uses[w] >= min_uses for w in words):
+            out.append(line)
+            counts.update(words)
+            if limit is not None and len(out) >= limit:
+                break
     return out
 
 

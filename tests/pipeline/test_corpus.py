@@ -18,6 +18,7 @@ from pipeline.corpus import (
     Prosody,
     Voice,
     assign_voices,
+    cover_vocabulary,
     normalize_for_match,
     parse_psdur,
     read_harvard,
@@ -143,6 +144,33 @@ def test_language_model_text_adds_glosses_and_stays_disjoint(training_text, tmp_
     examples = set(training_text[0].read_text().splitlines())
     assert examples <= set(lines) and len(lines) > 3 * len(examples)  # the examples, and more
     assert not any('"' in line for line in lines)  # glosses come without their quoted examples
+    harvard = {normalize_for_match(s) for s in read_harvard()}
+    assert not harvard & {normalize_for_match(s) for s in lines}
+
+
+def test_cover_vocabulary_takes_lines_for_words_the_text_lacks():
+    known = ["the cat sat", "the cat ran", "a dog ran"]
+    candidates = ["The cat sat",  # already known
+                  "the dune rose", "a dune of sand", "sand and a dune", "the dune moved",
+                  "see the Brugmansia",  # a word used once in the candidates: a name, not taught
+                  "the cat and the dog", "the dog and a cat", "sand on a dog"]
+    out = cover_vocabulary(candidates, known, target=2, min_uses=2)
+    # dune reaches 2 in two lines, then sand and "and" (both used thrice) in one each; dog was
+    # reached with "and"; nothing else is short
+    assert out == ["the dune rose", "a dune of sand", "sand and a dune", "the cat and the dog"]
+    assert cover_vocabulary(candidates, known, target=2, min_uses=2, limit=1) == ["the dune rose"]
+    assert "see the Brugmansia" in cover_vocabulary(candidates, known, target=1, min_uses=1)
+
+
+@needs_wordnet
+def test_cover_text_teaches_rare_words_and_stays_disjoint(training_text, tmp_path):
+    out = tmp_path / "cover.txt"
+    result = CliRunner().invoke(speechq, ["text-corpus", "--out", str(out), "--cover", str(training_text[0]),
+                                          "--limit", "2000"])
+    assert result.exit_code == 0, result.output
+    lines = out.read_text().splitlines()
+    assert len(lines) == 2000
+    assert not set(lines) & set(training_text[0].read_text().splitlines())
     harvard = {normalize_for_match(s) for s in read_harvard()}
     assert not harvard & {normalize_for_match(s) for s in lines}
 
