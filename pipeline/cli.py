@@ -238,7 +238,8 @@ def _snr_range(spec: str | None) -> tuple[float, float] | None:
 
 
 @train_group.command("asr")
-@click.option("--manifest", type=click.Path(exists=True), required=True)
+@click.option("--manifest", "manifests", type=click.Path(exists=True), required=True, multiple=True,
+              help="a corpus manifest (repeatable: the corpora are trained on together)")
 @click.option("--text", type=click.Path(exists=True), default=None,
               help="tokenizer training text (default: the manifest's transcripts)")
 @click.option("--vocab-size", default=500, show_default=True)
@@ -265,7 +266,7 @@ def _snr_range(spec: str | None) -> tuple[float, float] | None:
 @click.option("--init-from", type=click.Path(exists=True, path_type=Path), default=None,
               help="fine-tune this ASR checkpoint (its units, dims and weights) instead of starting fresh")
 @_train_options
-def train_asr_cmd(manifest, text, vocab_size, speakers, batch_frames, attention, d_model,
+def train_asr_cmd(manifests, text, vocab_size, speakers, batch_frames, attention, d_model,
                   conv_channels, encoder_layers, decoder_layers, ctc_weight, channel_db,
                   silence_seconds, noise_snr, vtlp, init_from, out, no_resume, **kwargs):
     """Train the joint CTC/attention Speech-Transformer."""
@@ -273,7 +274,8 @@ def train_asr_cmd(manifest, text, vocab_size, speakers, batch_frames, attention,
     from pipeline.training import Trainer
 
     config = _train_config(kwargs)
-    data = ASRDataConfig(manifest=manifest, text=text, vocab_size=vocab_size,
+    data = ASRDataConfig(manifest=manifests[0] if len(manifests) == 1 else manifests, text=text,
+                         vocab_size=vocab_size,
                          speakers=tuple(speakers.split(",")) if speakers else None,
                          max_batch_frames=batch_frames, ctc_weight=ctc_weight, channel_db=channel_db,
                          silence_seconds=silence_seconds, noise_snr=_snr_range(noise_snr), vtlp=vtlp)

@@ -41,8 +41,8 @@ from pipeline.tokenizer import SubwordTokenizer
 
 @dataclass(frozen=True)
 class ASRDataConfig:
-    manifest: str
-    text: str | None = None  # tokenizer training text; defaults to the manifest's transcripts
+    manifest: str | tuple[str, ...]  # one corpus or several, each with its own feature cache
+    text: str | None = None  # tokenizer training text; defaults to the manifests' transcripts
     vocab_size: int = 500
     valid_size: int = 300
     max_batch_frames: int = 10_000  # padded input frames (10 ms each) per batch
@@ -203,17 +203,26 @@ class ASRTask:
             dims_overrides = init["dims"]
         self.rng = random.Random(seed)
         self.features = ASR_FEATURES
-        utterances = [u for u in read_manifest(data.manifest, resolve_audio=True)
-                      if u.duration <= data.max_utterance_seconds
-                      and (data.speakers is None or u.speaker in data.speakers)]
-        self.train, self.valid = _split(utterances, data.valid_size)
+        manifests = (data.manifest,) if isinstance(data.manifest, str) else data.manifest
+        corpora = {m: [u for u in read_manifest(m, resolve_audio=True)
+                       if u.duration <= data.max_utterance_seconds
+                       and (data.speakers is None or u.speaker in data.speakers)] for m in manifests}
+        utterances: dict[str, Utterance] = {}  # an utterance in two corpora is taken from the first
+        for us in corpora.values():
+            for u in us:
+                utterances.setdefault(u.id, u)
+        self.train, self.valid = _split(list(utterances.values()), data.valid_size)
         self.valid = self._spread(self.valid, data.valid_size)
         if tokenizer is None:
             text = (Path(data.text).read_text().splitlines() if data.text
                     else [u.text for u in self.train])
             tokenizer = SubwordTokenizer.train(text, data.vocab_size)
         self.tokenizer = tokenizer
-        self.mels = load_features(Path(data.manifest), self.train + self.valid, self.features)
+        used = {u.id for u in self.train + self.valid}
+        self.mels = {}
+        for m, us in corpora.items():
+            self.mels.update(load_features(Path(m), [u for u in us if u.id in used and utterances[u.id] is u],
+                                           self.features))
         if init is not None:
             self.stats = FeatureStats.from_dict(init["stats"])  # the model's own normalisation
         else:

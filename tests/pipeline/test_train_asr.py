@@ -19,7 +19,7 @@ WORDS = ["red", "green", "blue", "cat", "dog", "sun"]
 TINY = dict(d_model=32, n_heads=2, d_ff=64, conv_channels=8, n_encoder_layers=1, n_decoder_layers=1)
 
 
-def _write_corpus(root, n=24, seed=0):
+def _write_corpus(root, n=24, seed=0, prefix="u"):
     """Each word a tone of its own pitch; sentences of two or three words."""
     rng = np.random.default_rng(seed)
     (root / "wavs").mkdir()
@@ -30,7 +30,7 @@ def _write_corpus(root, n=24, seed=0):
             parts = [0.3 * np.sin(2 * np.pi * (200 + 90 * WORDS.index(w)) * t) for w in words]
             wav = np.concatenate([np.zeros(1600), *parts, np.zeros(1600)])
             save_wav(root / "wavs" / f"u{i}.wav", torch.tensor(wav, dtype=torch.float32), SAMPLE_RATE)
-            f.write(json.dumps({"id": f"u{i:02d}", "audio": f"wavs/u{i}.wav", "text": " ".join(words),
+            f.write(json.dumps({"id": f"{prefix}{i:02d}", "audio": f"wavs/u{i}.wav", "text": " ".join(words),
                                 "duration": len(wav) / SAMPLE_RATE, "speaker": "tone"}) + "\n")
     (root / "text.txt").write_text("\n".join(" ".join(rng.choice(WORDS, 3)) for _ in range(50)))
     return root / "manifest.jsonl"
@@ -261,3 +261,23 @@ def test_vtlp_augment_changes_training_batches_only(run):
     assert all((x1[b, :n] - x0[b, :n]).abs().mean() > 0.01 for b, n in enumerate(lengths.tolist()))
     torch.testing.assert_close(warped.collate(utterances, train=False)[0],
                                plain.collate(utterances, train=False)[0])
+
+
+def test_corpora_train_together_each_read_from_its_own_manifest(run, tmp_path):
+    from dataclasses import replace
+
+    data = run[1]
+    (tmp_path / "other").mkdir()
+    other = _write_corpus(tmp_path / "other", n=12, seed=1, prefix="v")
+    one = ASRTask(data, dims_overrides=TINY)
+    both = ASRTask(replace(data, manifest=(data.manifest, str(other))), dims_overrides=TINY)
+    ids = {u.id for u in both.train + both.valid}  # the validation set is capped at valid_size
+    assert ids <= {f"u{i:02d}" for i in range(24)} | {f"v{i:02d}" for i in range(12)}
+    assert len(both.train) > len(one.train) and any(i.startswith("v") for i in ids)
+    assert set(both.mels) == ids
+    torch.testing.assert_close(both.mels["u05"], one.mels["u05"])
+    second = ASRTask(replace(data, manifest=str(other)), dims_overrides=TINY)
+    torch.testing.assert_close(both.mels["v05"], second.mels["v05"])  # its own audio, not u5.wav
+    # the same corpus twice is the corpus once
+    twice = ASRTask(replace(data, manifest=(data.manifest, data.manifest)), dims_overrides=TINY)
+    assert [u.id for u in twice.train] == [u.id for u in one.train]
