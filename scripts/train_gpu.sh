@@ -44,6 +44,7 @@ ASR_LR=${ASR_LR:-1.5e-3} ASR_WARMUP=${ASR_WARMUP:-600}
 ASR_CHANNEL_DB=${ASR_CHANNEL_DB:-6}  # random equaliser in ASR training (docs/recipes.md)
 ASR_NOISE_SNR=${ASR_NOISE_SNR-10,50}  # noise in half the ASR utterances at an SNR in this range (empty: none)
 ASR_SILENCE=${ASR_SILENCE:-0.5}  # each end's silence redrawn from 0 to this many seconds
+ASR_VTLP=${ASR_VTLP:-0}  # vocal tract length perturbation, factors within 1 +- this (0: off)
 ASR_SAVE_EVERY=${ASR_SAVE_EVERY:-250}  # each save's weights are kept, for the average below
 AR_LR=${AR_LR:-1e-3} AR_WARMUP=${AR_WARMUP:-1000}
 asr_init=(${ASR_INIT:+--init-from "$ASR_INIT"})
@@ -130,7 +131,7 @@ if wants asr; then
         "${common[@]}" "${asr_init[@]}" --max-minutes "$(minutes "$ASR_MARGIN")" --batch-frames "$ASR_BATCH" \
         --lr "$ASR_LR" --warmup "$ASR_WARMUP" --channel-augment "$ASR_CHANNEL_DB" \
         ${ASR_NOISE_SNR:+--noise-augment "$ASR_NOISE_SNR"} --silence-augment "$ASR_SILENCE" \
-        --eval-every 500 --save-every "$ASR_SAVE_EVERY" --keep-snapshots > runs/asr.log 2>&1 &
+        --vtlp-augment "$ASR_VTLP" --eval-every 500 --save-every "$ASR_SAVE_EVERY" --keep-snapshots > runs/asr.log 2>&1 &
     pids+=(asr:$!)
 fi
 if wants nat; then
