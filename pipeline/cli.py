@@ -29,6 +29,8 @@ def text_corpus_cmd(out: Path, min_words: int, max_words: int, glosses: bool, co
     """Write the training text: WordNet example sentences, disjoint from the Harvard sentences."""
     from pipeline import corpus
 
+    if cover is None and limit is not None:
+        raise click.BadParameter("--limit needs --cover", param_hint="--limit")
     lines = corpus.build_training_text(corpus.read_harvard(), min_words, max_words,
                                        glosses or cover is not None)
     if cover is not None:
@@ -241,7 +243,7 @@ def _snr_range(spec: str | None) -> tuple[float, float] | None:
 @click.option("--manifest", "manifests", type=click.Path(exists=True), required=True, multiple=True,
               help="a corpus manifest (repeatable: the corpora are trained on together)")
 @click.option("--text", type=click.Path(exists=True), default=None,
-              help="tokenizer training text (default: the manifest's transcripts)")
+              help="tokenizer training text (default: the manifests' transcripts)")
 @click.option("--vocab-size", default=500, show_default=True)
 @click.option("--speakers", default=None, help="comma-separated speakers to train on (default: all)")
 @click.option("--batch-frames", default=10_000, show_default=True, help="padded 10 ms frames per batch")

@@ -135,7 +135,8 @@ def cover_vocabulary(candidates: Sequence[str], known: Sequence[str], target: in
 
     A recogniser that learns spelling from its transcripts spells a word it has heard twice
     the way it sounds ("doon" for dune, "yot" for yacht); its lexicon then picks the nearest
-    common word. Speaking these lines gives such words audio of their own.
+    common word. Speaking these lines gives such words audio of their own, and counting them
+    tells the lexicon (pipeline.lexicon) which of CMUdict's words are everyday words, not names.
     """
     counts = Counter(w for line in known for w in normalize_for_match(line).split())
     seen = {normalize_for_match(line) for line in known}

@@ -236,7 +236,7 @@ class ASRTask:
         self.sampler = BucketBatchSampler(lengths, data.max_batch_frames, seed=seed, shortest_first=True)
         self.augment = SpecAugment() if data.spec_augment else None
         self.noise = noise_bank(self.features, seed=seed) if data.noise_snr else None
-        self.centres = mel_centres(self.features)
+        self.centres = mel_centres(self.features) if data.vtlp > 0 else None
 
     @staticmethod
     def _spread(valid: list[Utterance], n: int) -> list[Utterance]:
