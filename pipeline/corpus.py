@@ -138,13 +138,14 @@ def cover_vocabulary(candidates: Sequence[str], known: Sequence[str], target: in
     common word. Speaking these lines gives such words audio of their own, and counting them
     tells the lexicon (pipeline.lexicon) which of CMUdict's words are everyday words, not names.
     """
-    counts = Counter(w for line in known for w in normalize_for_match(line).split())
-    seen = {normalize_for_match(line) for line in known}
-    fresh = [line for line in dict.fromkeys(candidates) if normalize_for_match(line) not in seen]
-    uses = Counter(w for line in fresh for w in normalize_for_match(line).split())
+    known_keys = [normalize_for_match(line) for line in known]
+    counts = Counter(w for key in known_keys for w in key.split())
+    seen = set(known_keys)
+    fresh = {line: key.split() for line in dict.fromkeys(candidates)
+             if (key := normalize_for_match(line)) not in seen}  # line -> its words
+    uses = Counter(w for words in fresh.values() for w in words)
     out = []
-    for line in fresh:
-        words = normalize_for_match(line).split()
+    for line, words in fresh.items():
         if any(counts[w] < target and uses[w] >= min_uses for w in words):
             out.append(line)
             counts.update(words)
