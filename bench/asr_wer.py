@@ -1,7 +1,7 @@
 """ASR word error rate and speed: our model against PocketSphinx on the same held-out audio.
 
     python bench/asr_wer.py [--model checkpoints/asr.pt] [--lm checkpoints/lm.pt] [--lists 1-6] [--json]
-    python bench/asr_wer.py --lists 7-10 --sweep lm_weight=0,0.2,0.4 --json   # choose lm_weight
+    python bench/asr_wer.py --lists 7-20 --sweep lm_weight=0,0.2,0.4 --json   # choose lm_weight
 
 Held-out audio: Harvard sentences (never in training text) spoken by voices no model trained
 on (Festival's cmu_us_slt_arctic_hts and kal_diphone, espeak-ng's en-gb-x-gbclan), and the
@@ -13,7 +13,7 @@ row is computed from the per-voice transcripts.
 
 `--sweep NAME=V1,V2,...` instead reports only the pooled beam-search WER at each value of one
 RecognitionOptions field (lm_weight, lexicon_weight, ctc_weight, beam_size, ...), the others at
-their defaults or flags: run it on lists the report does not use (7-10), so nothing is tuned on
+their defaults or flags: run it on lists the report does not use (7-20), so nothing is tuned on
 the test.
 
 `--snr DB` adds white noise at that SNR to every clip (seeded per clip, cached under

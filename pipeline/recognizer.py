@@ -40,7 +40,7 @@ from pipeline.features import FeatureConfig, FeatureStats, LogMel
 from pipeline.lexicon import read_lexicon
 from pipeline.precision import autocast, resolve_precision
 from pipeline.tokenizer import SubwordTokenizer
-from pipeline.vad import split_on_pauses
+from pipeline.vad import end_padding, split_on_pauses
 
 DECODERS = ("attention", "ctc")
 
@@ -75,6 +75,9 @@ class RecognitionOptions:
     length_penalty: float = 1.0
     pre_beam_ratio: float = 1.5  # CTC scores the best ceil(ratio * beam) tokens per hypothesis; 0 = all
     max_segment_seconds: float = 20.0
+    # silence appended to a piece cut off in speech: the synthetic training clips all end in a
+    # pause, and without one the recogniser drops a final consonant ("sixteen week")
+    end_silence_seconds: float = 0.2
     batch_frames: int = 60_000  # padded 10 ms frames per forward pass
 
     def __post_init__(self) -> None:
@@ -88,6 +91,8 @@ class RecognitionOptions:
             raise ValueError("lm_weight, lexicon_weight and rare_word_weight must be >= 0")
         if self.pre_beam_ratio < 0:
             raise ValueError("pre_beam_ratio must be >= 0")
+        if self.end_silence_seconds < 0:
+            raise ValueError("end_silence_seconds must be >= 0")
 
 
 class Recognizer:
@@ -152,15 +157,22 @@ class Recognizer:
         for i, wav in enumerate(wavs):
             for start, end in split_on_pauses(wav, self.sample_rate, opts.max_segment_seconds):
                 pieces.append((i, start, wav[start:end]))
-        decoded = self._decode_pieces([p[2] for p in pieces], opts)
+        decoded = self._decode_pieces([self._end_in_silence(p[2], opts) for p in pieces], opts)
         transcripts = [Transcript("", [], w.numel() / self.sample_rate) for w in wavs]
-        for (i, start, _), (text, words) in zip(pieces, decoded):
+        for (i, start, piece), (text, words) in zip(pieces, decoded):
             offset = start / self.sample_rate
+            end = offset + piece.numel() / self.sample_rate  # not in the appended silence
             t = transcripts[i]
             t.text = f"{t.text} {text}".strip()
-            t.words += [Word(w.word, round(w.start + offset, 3), round(w.end + offset, 3),
-                             w.confidence) for w in words]
+            t.words += [Word(w.word, round(min(w.start + offset, end), 3),
+                             round(min(w.end + offset, end), 3), w.confidence) for w in words]
         return transcripts
+
+    def _end_in_silence(self, wav: Tensor, opts: RecognitionOptions) -> Tensor:
+        """`wav`, with `opts.end_silence_seconds` of a pause after it if it ends in speech."""
+        if not opts.end_silence_seconds or wav.numel() == 0:
+            return wav
+        return torch.cat([wav, end_padding(wav, self.sample_rate, opts.end_silence_seconds)])
 
     def _features(self, wav: Tensor) -> Tensor:
         mel, _ = self.logmel(wav.to(self.device))

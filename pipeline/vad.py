@@ -48,3 +48,27 @@ def split_on_pauses(
         start = cut
     ranges.append((start, n))
     return ranges
+
+
+
+def end_padding(wav: Tensor, sample_rate: int, seconds: float, speech_db: float = 40.0,
+                pause_db: float = 30.0) -> Tensor:
+    """What to append to `wav` (N,) so that it ends in a pause: nothing when it already does
+    (its last 50 ms lie more than `speech_db` below its loudest 20 ms frame); otherwise `seconds`
+    of its own quietest stretch where that is a pause (`pause_db` below the peak: the clip's
+    background, a noise floor included), or of silence where the clip has no pause."""
+    hop = sample_rate // 100  # 10 ms frames
+    energy = frame_energy_db(wav, 2 * hop, hop)
+    peak = energy.max()
+    if energy[-5:].max() < peak - speech_db:
+        return wav.new_zeros(0)
+    n = int(seconds * sample_rate)
+    width = max(1, n // hop)
+    if n == 0 or energy.numel() <= width:
+        return wav.new_zeros(n)
+    level = torch.nn.functional.avg_pool1d(energy[None, None], width, 1)[0, 0]
+    quietest = int(level.argmin())
+    if level[quietest] > peak - pause_db:
+        return wav.new_zeros(n)
+    background = wav[quietest * hop: quietest * hop + n]
+    return torch.nn.functional.pad(background, (0, n - background.numel()))

@@ -5,7 +5,7 @@ import torch
 
 from pipeline.precision import autocast, resolve_precision
 from pipeline.recognizer import RecognitionOptions, Recognizer
-from pipeline.vad import split_on_pauses
+from pipeline.vad import end_padding, split_on_pauses
 from tests.helpers import make_tiny_asr_checkpoint
 
 SR = 16_000
@@ -32,6 +32,20 @@ def test_split_on_pauses_cuts_in_silence_and_bounds_length():
 
 def test_short_audio_is_one_piece():
     assert split_on_pauses(torch.zeros(SR * 3), SR) == [(0, SR * 3)]
+
+
+def test_end_padding_gives_a_clip_cut_off_in_speech_a_pause():
+    paused = _speech_with_pauses([1.0, 1.0])  # burst, pause, burst, pause
+    cut_off = paused[: int(2.6 * SR)]  # ends inside the second burst
+    assert end_padding(paused, SR, 0.2).numel() == 0  # it ends in a pause already
+    pad = end_padding(cut_off, SR, 0.2)
+    assert pad.numel() == SR // 5 and 0 < pad.abs().max() < 0.01  # the clip's own pause
+    g = torch.Generator().manual_seed(1)
+    noisy = cut_off + 0.003 * torch.randn(cut_off.numel(), generator=g)
+    pad = end_padding(noisy, SR, 0.2)
+    assert pad.pow(2).mean().sqrt() == pytest.approx(0.003, rel=0.2)  # the noise floor goes on
+    no_pause = 0.3 * torch.randn(SR, generator=g)
+    assert torch.equal(end_padding(no_pause, SR, 0.2), torch.zeros(SR // 5))
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +104,17 @@ def test_bf16_autocast_runs_the_model_in_bf16(tmp_path):
     with torch.no_grad():
         lp_full = full.model.ctc_logprobs(full.model.encode(x, torch.tensor([x.size(1)]))[0])
     assert (lp_low.exp() - lp_full.exp()).abs().max() < 0.05
+
+
+def test_a_clip_cut_off_in_speech_is_heard_with_silence_after_it(recognizer, monkeypatch):
+    heard = []
+    decode = recognizer._decode_pieces
+    monkeypatch.setattr(recognizer, "_decode_pieces", lambda wavs, opts: heard.extend(wavs) or decode(wavs, opts))
+    paused = _speech_with_pauses([0.5, 1.0])
+    cut_off = paused[: int(1.6 * SR)]
+    t = recognizer.transcribe(cut_off, beam_size=2)
+    recognizer.transcribe(paused, beam_size=2)
+    recognizer.transcribe(cut_off, beam_size=2, end_silence_seconds=0.0)
+    assert [w.numel() for w in heard] == [cut_off.numel() + SR // 5, paused.numel(), cut_off.numel()]
+    assert heard[0][cut_off.numel():].abs().max() < 0.01
+    assert all(w.end <= t.duration for w in t.words)  # no word in the appended silence
