@@ -61,6 +61,9 @@ class ConvSubsampling(nn.Module):
         self.convs = nn.ModuleList(
             nn.Conv2d(1 if i == 0 else channels, channels, 3, stride=2) for i in range(n)
         )
+        # channels-last kernels run the subsampling ~2x faster on a CPU, the same numbers
+        # (loading a state dict copies into these tensors and keeps their layout)
+        self.convs.to(memory_format=torch.channels_last)
         freq = n_mels
         for _ in range(n):
             freq = (freq - 3) // 2 + 1
@@ -76,7 +79,7 @@ class ConvSubsampling(nn.Module):
         """x (B, T, n_mels) -> (B, T', d_model), (B,) T' lengths."""
         h = x[:, None]  # (B, 1, T, F)
         for conv in self.convs:
-            h = torch.relu(conv(h))
+            h = torch.relu_(conv(h))
         B, C, T, Fq = h.size()
         h = self.proj(h.transpose(1, 2).reshape(B, T, C * Fq))  # (B, C, T, F) -> (B, T, C*F)
         return h, self.output_lengths(lengths, len(self.convs)).clamp_min(1)
