@@ -265,12 +265,15 @@ def _snr_range(spec: str | None) -> tuple[float, float] | None:
 @click.option("--vtlp-augment", "vtlp", default=0.0, show_default=True,
               help="vocal tract length perturbation: scale each training utterance's frequency axis "
                    "by a random factor within 1 +- this (e.g. 0.1; 0: off)")
+@click.option("--speed-augment", "speed", default=0.0, show_default=True,
+              help="speed perturbation: each training utterance as if resampled to play at a random "
+                   "speed within 1 +- this, pitch and formants with it (e.g. 0.1; 0: off)")
 @click.option("--init-from", type=click.Path(exists=True, path_type=Path), default=None,
               help="fine-tune this ASR checkpoint (its units, dims and weights) instead of starting fresh")
 @_train_options
 def train_asr_cmd(manifests, text, vocab_size, speakers, batch_frames, attention, d_model,
                   conv_channels, encoder_layers, decoder_layers, ctc_weight, channel_db,
-                  silence_seconds, noise_snr, vtlp, init_from, out, no_resume, **kwargs):
+                  silence_seconds, noise_snr, vtlp, speed, init_from, out, no_resume, **kwargs):
     """Train the joint CTC/attention Speech-Transformer."""
     from pipeline.train_asr import ASRDataConfig, ASRTask
     from pipeline.training import Trainer
@@ -280,7 +283,8 @@ def train_asr_cmd(manifests, text, vocab_size, speakers, batch_frames, attention
                          vocab_size=vocab_size,
                          speakers=tuple(speakers.split(",")) if speakers else None,
                          max_batch_frames=batch_frames, ctc_weight=ctc_weight, channel_db=channel_db,
-                         silence_seconds=silence_seconds, noise_snr=_snr_range(noise_snr), vtlp=vtlp)
+                         silence_seconds=silence_seconds, noise_snr=_snr_range(noise_snr), vtlp=vtlp,
+                         speed=speed)
     import torch
 
     tokenizer, init, init_record = None, None, None

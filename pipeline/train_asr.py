@@ -11,7 +11,9 @@ the few synthetic voices; optionally a random equaliser per utterance (`channel_
 over-fitting to their vocoders' spectral colouring, random leading and trailing silences
 (`silence_seconds`) against over-fitting to their fixed pauses at either end, additive noise
 (`noise_snr`) against the digital silence between their words, which no recording has, and
-vocal tract length perturbation (`vtlp`) against over-fitting to their few formant patterns.
+vocal tract length perturbation (`vtlp`) against over-fitting to their few formant patterns,
+and speed perturbation (`speed`: Ko et al. 2015's resampling, done on the log-mel as a
+frequency warp and a time stretch by the same factor) against their few pitches and rates.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class ASRDataConfig:
     noise_snr: tuple[float, float] | None = None  # (low, high) dB: coloured noise at an SNR in that range
     noise_prob: float = 0.5  # the share of training utterances that get noise
     vtlp: float = 0.0  # frequency axis scaled by a random factor in [1 - vtlp, 1 + vtlp] (0: off)
+    speed: float = 0.0  # speed perturbation: frequencies times s, durations over s, s in 1 +- this
     ctc_weight: float = 0.3
     label_smoothing: float = 0.1
 
@@ -236,7 +239,7 @@ class ASRTask:
         self.sampler = BucketBatchSampler(lengths, data.max_batch_frames, seed=seed, shortest_first=True)
         self.augment = SpecAugment() if data.spec_augment else None
         self.noise = noise_bank(self.features, seed=seed) if data.noise_snr else None
-        self.centres = mel_centres(self.features) if data.vtlp > 0 else None
+        self.centres = mel_centres(self.features) if data.vtlp > 0 or data.speed > 0 else None
 
     @staticmethod
     def _spread(valid: list[Utterance], n: int) -> list[Utterance]:
@@ -252,14 +255,18 @@ class ASRTask:
         if train and self.data.vtlp > 0:
             feats = [warp_frequency(f, self.rng.uniform(1 - self.data.vtlp, 1 + self.data.vtlp),
                                     self.centres) for f in feats]
+        speeds = [1.0] * len(feats)
+        if train and self.data.speed > 0:  # as if played faster: spectrum up, time shorter
+            speeds = [self.rng.uniform(1 - self.data.speed, 1 + self.data.speed) for _ in feats]
+            feats = [warp_frequency(f, s, self.centres) for f, s in zip(feats, speeds)]
         if train and self.noise is not None:
             feats = [random_noise(f, self.noise, self.data.noise_snr, self.features.log_floor, self.rng)
                      if self.rng.random() < self.data.noise_prob else f for f in feats]
         if train and self.data.channel_db > 0:
             feats = [f + random_equalizer(f.size(1), self.data.channel_db, self.rng) for f in feats]
         feats = [self.stats.normalize(f) for f in feats]
-        if train and self.data.tempo != (1.0, 1.0):
-            feats = [stretch(f, self.rng.uniform(*self.data.tempo)) for f in feats]
+        if train and (self.data.tempo != (1.0, 1.0) or self.data.speed > 0):
+            feats = [stretch(f, self.rng.uniform(*self.data.tempo) * s) for f, s in zip(feats, speeds)]
         x, lengths = pad_sequences(feats)
         if train and self.augment is not None:
             x = self.augment(x)

@@ -263,6 +263,29 @@ def test_vtlp_augment_changes_training_batches_only(run):
                                plain.collate(utterances, train=False)[0])
 
 
+def test_speed_augment_warps_and_stretches_by_one_factor(run):
+    """Speed s: the spectrum moves up by s (the warp) and the utterance lasts 1/s as long; the
+    factor is drawn per utterance and validation batches are left alone."""
+    import random
+
+    from pipeline.train_asr import stretch, warp_frequency
+
+    plain, fast = _plain_and_augmented(run[1], speed=0.1)
+    utterances = plain.train[:4]
+    fast.rng = random.Random(7)
+    rng = random.Random(7)
+    speeds = [rng.uniform(0.9, 1.1) for _ in utterances]
+    x, lengths, *_ = fast.collate(utterances, train=True)
+    for b, (u, s) in enumerate(zip(utterances, speeds)):
+        mel = fast.mels[u.id].float()
+        expected = stretch(fast.stats.normalize(warp_frequency(mel, s, fast.centres)), s)
+        assert int(lengths[b]) == expected.size(0) == max(2, round(mel.size(0) / s))
+        torch.testing.assert_close(x[b, : lengths[b]], expected)
+    assert len({round(s, 3) for s in speeds}) == len(speeds)
+    torch.testing.assert_close(fast.collate(utterances, train=False)[0],
+                               plain.collate(utterances, train=False)[0])
+
+
 def test_corpora_train_together_each_read_from_its_own_manifest(run, tmp_path):
     from dataclasses import replace
 
