@@ -75,7 +75,7 @@ class RecognitionOptions:
     length_penalty: float = 1.0
     pre_beam_ratio: float = 1.5  # CTC scores the best ceil(ratio * beam) tokens per hypothesis; 0 = all
     max_segment_seconds: float = 20.0
-    # silence appended to a piece cut off in speech: the synthetic training clips all end in a
+    # a pause appended to a piece cut off in speech: the synthetic training clips all end in a
     # pause, and without one the recogniser drops a final consonant ("sixteen week")
     end_silence_seconds: float = 0.2
     batch_frames: int = 60_000  # padded 10 ms frames per forward pass
