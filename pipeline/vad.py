@@ -50,7 +50,6 @@ def split_on_pauses(
     return ranges
 
 
-
 def end_padding(wav: Tensor, sample_rate: int, seconds: float, speech_db: float = 40.0,
                 pause_db: float = 30.0) -> Tensor:
     """What to append to `wav` (N,) so that it ends in a pause: nothing when it already does
