@@ -1,13 +1,13 @@
 """Joint CTC/attention beam search: the CTC pre-beam against full CTC scoring, and wider beams.
 
-    python bench/beam_search.py [--model checkpoints/asr.pt] [--lists 7-10] [--json]
+    python bench/beam_search.py [--model checkpoints/asr.pt] [--lists 7-20] [--json]
 
 The shipped recogniser (LM and lexicon as by default) decodes the held-out voices' Harvard
 sentences in batch mode, one thread, once per setting: beam 4 with CTC prefix scores over the
 whole vocabulary (`pre_beam_ratio` 0, the baseline), and beams 4, 6 and 8 with the pre-beam
 (CTC scores only the best ceil(1.5 x beam) tokens per hypothesis). Each setting reports WER,
 the real-time factor, and its time as a ratio to the baseline's, all runs in this process on
-the same audio. Lists 7-10 are the dev lists the decoding weights were chosen on; the held-out
+the same audio. Lists 7-20 are the dev lists the decoding weights are chosen on; the held-out
 WERs of record come from bench/asr_wer.py on lists 1-6. The last line with --json is
 {"settings": {"beam4_full": {"wer", "rtf", "time_ratio"}, ...}, ...}.
 """
@@ -41,7 +41,7 @@ SETTINGS = {  # name -> RecognitionOptions overrides
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None)
-    parser.add_argument("--lists", default="7-10", help="Harvard lists, e.g. 7-10")
+    parser.add_argument("--lists", default="7-20", help="Harvard lists, e.g. 7-20")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
