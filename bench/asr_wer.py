@@ -48,11 +48,16 @@ def _parse_lists(spec: str) -> list[int]:
     return list(range(int(lo), int(hi or lo) + 1))
 
 
+def _plain(options: dict) -> dict:
+    """`options` for beam search alone: no language model, no lexicon."""
+    return {**options, "lm_weight": 0.0, "lexicon_weight": 0.0}
+
+
 def run_systems(items: list[EvalItem], recognizer: Recognizer, options: dict) -> dict:
     """System name -> (transcripts, seconds) on `items`; `options`: RecognitionOptions fields."""
     audio = [i.audio for i in items]
     beam = options["beam_size"]
-    plain = {**options, "lm_weight": 0.0, "lexicon_weight": 0.0}
+    plain = _plain(options)
     systems = {
         f"ours_beam{beam}": lambda: _texts(recognizer, audio, **plain),
         "ours_ctc_greedy": lambda: _texts(recognizer, audio, decoder="ctc"),
@@ -106,10 +111,9 @@ def sweep(items: list[EvalItem], recognizer: Recognizer, options: dict, spec: st
 def ctc_speedup(items: list[EvalItem], recognizer: Recognizer, options: dict, repeats: int) -> float:
     """Plain beam search's seconds over greedy CTC's on `items`, the best of `repeats` each."""
     audio = [i.audio for i in items]
-    plain = {**options, "lm_weight": 0.0, "lexicon_weight": 0.0}
     best = {"beam": float("inf"), "ctc": float("inf")}
     for _ in range(repeats):
-        for name, decoding in (("beam", plain), ("ctc", {"decoder": "ctc"})):
+        for name, decoding in (("beam", _plain(options)), ("ctc", {"decoder": "ctc"})):
             start = time.perf_counter()
             _texts(recognizer, audio, **decoding)
             best[name] = min(best[name], time.perf_counter() - start)
