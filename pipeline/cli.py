@@ -260,8 +260,11 @@ def _snr_range(spec: str | None) -> tuple[float, float] | None:
               help="give each training utterance random leading and trailing silences of up to this "
                    "many seconds (0: keep the corpus's own)")
 @click.option("--noise-augment", "noise_snr", default=None, metavar="LOW,HIGH",
-              help="add coloured noise to half the training utterances at an SNR (mel power, dB) "
-                   "drawn from LOW-HIGH, e.g. 10,50 (default: none)")
+              help="add coloured noise to a share (--noise-share) of the training utterances at an "
+                   "SNR (mel power, dB) drawn from LOW-HIGH, e.g. 10,50 (default: none)")
+@click.option("--noise-share", "noise_prob", default=0.5, show_default=True,
+              type=click.FloatRange(0.0, 1.0),
+              help="the share of training utterances that --noise-augment adds noise to")
 @click.option("--vtlp-augment", "vtlp", default=0.0, show_default=True,
               help="vocal tract length perturbation: scale each training utterance's frequency axis "
                    "by a random factor within 1 +- this (e.g. 0.1; 0: off)")
@@ -273,7 +276,8 @@ def _snr_range(spec: str | None) -> tuple[float, float] | None:
 @_train_options
 def train_asr_cmd(manifests, text, vocab_size, speakers, batch_frames, attention, d_model,
                   conv_channels, encoder_layers, decoder_layers, ctc_weight, channel_db,
-                  silence_seconds, noise_snr, vtlp, speed, init_from, out, no_resume, **kwargs):
+                  silence_seconds, noise_snr, noise_prob, vtlp, speed, init_from, out, no_resume,
+                  **kwargs):
     """Train the joint CTC/attention Speech-Transformer."""
     from pipeline.train_asr import ASRDataConfig, ASRTask
     from pipeline.training import Trainer
@@ -283,8 +287,8 @@ def train_asr_cmd(manifests, text, vocab_size, speakers, batch_frames, attention
                          vocab_size=vocab_size,
                          speakers=tuple(speakers.split(",")) if speakers else None,
                          max_batch_frames=batch_frames, ctc_weight=ctc_weight, channel_db=channel_db,
-                         silence_seconds=silence_seconds, noise_snr=_snr_range(noise_snr), vtlp=vtlp,
-                         speed=speed)
+                         silence_seconds=silence_seconds, noise_snr=_snr_range(noise_snr),
+                         noise_prob=noise_prob, vtlp=vtlp, speed=speed)
     import torch
 
     tokenizer, init, init_record = None, None, None

@@ -42,7 +42,8 @@ CORPUS_WORKERS=${CORPUS_WORKERS:-$(nproc)}
 AR_RUNS=${AR_RUNS:-dot}
 ASR_LR=${ASR_LR:-1.5e-3} ASR_WARMUP=${ASR_WARMUP:-600}
 ASR_CHANNEL_DB=${ASR_CHANNEL_DB:-6}  # random equaliser in ASR training (docs/recipes.md)
-ASR_NOISE_SNR=${ASR_NOISE_SNR-10,50}  # noise in half the ASR utterances at an SNR in this range (empty: none)
+ASR_NOISE_SNR=${ASR_NOISE_SNR-10,50}  # noise in ASR utterances at an SNR in this range (empty: none)
+ASR_NOISE_SHARE=${ASR_NOISE_SHARE:-0.5}  # the share of ASR utterances that get it
 ASR_SILENCE=${ASR_SILENCE:-0.5}  # each end's silence redrawn from 0 to this many seconds
 ASR_VTLP=${ASR_VTLP:-0}  # vocal tract length perturbation, factors within 1 +- this (0: off)
 ASR_SAVE_EVERY=${ASR_SAVE_EVERY:-250}  # each save's weights are kept, for the average below
@@ -130,7 +131,7 @@ if wants asr; then
     speechq train asr --manifest data/corpus/manifest.jsonl --text "$text" --out runs/asr \
         "${common[@]}" "${asr_init[@]}" --max-minutes "$(minutes "$ASR_MARGIN")" --batch-frames "$ASR_BATCH" \
         --lr "$ASR_LR" --warmup "$ASR_WARMUP" --channel-augment "$ASR_CHANNEL_DB" \
-        ${ASR_NOISE_SNR:+--noise-augment "$ASR_NOISE_SNR"} --silence-augment "$ASR_SILENCE" \
+        ${ASR_NOISE_SNR:+--noise-augment "$ASR_NOISE_SNR" --noise-share "$ASR_NOISE_SHARE"} --silence-augment "$ASR_SILENCE" \
         --vtlp-augment "$ASR_VTLP" --eval-every 500 --save-every "$ASR_SAVE_EVERY" --keep-snapshots > runs/asr.log 2>&1 &
     pids+=(asr:$!)
 fi
