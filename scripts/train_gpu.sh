@@ -131,7 +131,8 @@ if wants asr; then
     speechq train asr --manifest data/corpus/manifest.jsonl --text "$text" --out runs/asr \
         "${common[@]}" "${asr_init[@]}" --max-minutes "$(minutes "$ASR_MARGIN")" --batch-frames "$ASR_BATCH" \
         --lr "$ASR_LR" --warmup "$ASR_WARMUP" --channel-augment "$ASR_CHANNEL_DB" \
-        ${ASR_NOISE_SNR:+--noise-augment "$ASR_NOISE_SNR" --noise-share "$ASR_NOISE_SHARE"} --silence-augment "$ASR_SILENCE" \
+        ${ASR_NOISE_SNR:+--noise-augment "$ASR_NOISE_SNR" --noise-share "$ASR_NOISE_SHARE"} \
+        --silence-augment "$ASR_SILENCE" \
         --vtlp-augment "$ASR_VTLP" --eval-every 500 --save-every "$ASR_SAVE_EVERY" --keep-snapshots > runs/asr.log 2>&1 &
     pids+=(asr:$!)
 fi
