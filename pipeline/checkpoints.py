@@ -88,7 +88,8 @@ def average_checkpoints(ckpts: list[dict], weights: list[float] | None = None) -
     weight-space average ESPnet takes of a run's last snapshots, or of a model and its
     fine-tuned descendants. The inputs must share kind, dims, units and features. The result
     carries the first's metadata, as `data` the distinct training sets of its inputs (a list),
-    and as `averaged_from` each input's weight and `lineage`; its weights are fp32."""
+    and as `averaged_from` each input's weight and `lineage` (repeated ancestors written once, see
+    `_share_repeats`); its weights are fp32."""
     if not ckpts:
         raise CheckpointError("nothing to average")
     weights = [1.0] * len(ckpts) if weights is None else list(weights)
@@ -110,8 +111,50 @@ def average_checkpoints(ckpts: list[dict], weights: list[float] | None = None) -
     averaged = {k: v for k, v in first.items() if k not in _AVERAGE_DROPS}
     averaged["state_dict"] = state
     averaged["data"] = _distinct_data(c.get("data") for c in ckpts)
-    averaged["averaged_from"] = [{"weight": w / total, **lineage(c)} for w, c in zip(weights, ckpts)]
+    records = [{"weight": w / total, **lineage(c)} for w, c in zip(weights, ckpts)]
+    averaged["averaged_from"] = _share_repeats(records)
     return averaged
+
+
+def _share_repeats(records: list) -> list:
+    """`records` (an `averaged_from` list) with each ancestor chain written once: a chain equal to
+    an earlier one, or to an earlier input's own record (its weight and file aside), becomes
+    `{"same_as": "averaged_from[0]"}`, a path from the record that holds the list. Each nested
+    `averaged_from` is a scope of its own, so a soup's record keeps its meaning inside the next
+    soup's. Without this a soup of a model and snapshots of its fine-tunes stores the model's
+    history once per snapshot, and the next soup that again per snapshot."""
+    seen: list[tuple[object, str]] = []
+
+    def visit(node, where: str):
+        if isinstance(node, list):
+            return [visit(item, f"{where}[{i}]") for i, item in enumerate(node)]
+        if not isinstance(node, dict) or _is_reference(node):
+            return node
+        out = dict(node)
+        if "initialised_from" in node:
+            out["initialised_from"] = share("initialised_from", node, where)
+        if "averaged_from" in node:
+            out["averaged_from"] = share("averaged_from", node, where)
+        seen.append(({k: v for k, v in node.items() if k not in ("weight", "file")}, where))
+        return out
+
+    def share(key: str, node: dict, where: str):
+        value = node[key]
+        if isinstance(value, dict) and _is_reference(value):  # written by an earlier soup
+            return value
+        target = next((p for earlier, p in seen if earlier == value), None)
+        if target is not None:
+            return {"same_as": target}
+        seen.append((value, f"{where}.{key}"))
+        if key == "averaged_from":  # a scope of its own: its paths start from `node`
+            return _share_repeats(value)
+        return visit(value, f"{where}.{key}")
+
+    return visit(records, "averaged_from")
+
+
+def _is_reference(node: dict) -> bool:
+    return set(node) == {"same_as"}
 
 
 def _distinct_data(entries) -> list:

@@ -73,3 +73,48 @@ def test_a_model_fine_tuned_from_an_average_keeps_the_averages_inputs(two_models
     assert record["averaged_from"] == averaged["averaged_from"] and len(record["averaged_from"]) == 2
     assert record["data"] == [{"manifest": "one"}, {"manifest": "two"}]
     assert "averaged_from" not in lineage(a)
+
+
+def _follow(ckpt: dict, path: str):
+    """The record a `{"same_as": path}` reference names, such as `averaged_from[0].initialised_from`."""
+    node = ckpt
+    for part in path.replace("[", ".[").split("."):
+        node = node[int(part[1:-1])] if part.startswith("[") else node[part]
+    return node
+
+
+def test_a_soup_writes_each_ancestor_chain_once(two_models):
+    """A model and snapshots of its fine-tunes: each snapshot's `initialised_from` is the model's
+    own record, so it is written once and referred to; the next soup compresses the same way."""
+    a, b, *_ = two_models
+    base = average_checkpoints([{**a, "data": {"manifest": "1"}}, {**b, "data": {"manifest": "2"}}])
+    tuned = [{**b, "progress": {"step": n}, "initialised_from": lineage(base)} for n in (1, 2, 3)]
+    soup = average_checkpoints([base, *tuned], [3, 1, 1, 1])
+    records = soup["averaged_from"]
+    assert [r["initialised_from"] for r in records[1:]] == [{"same_as": "averaged_from[0]"}] * 3
+    named = _follow(soup, "averaged_from[0]")
+    assert {k: v for k, v in named.items() if k != "weight"} == lineage(base)
+    assert [r["progress"] for r in records[1:]] == [{"step": 1}, {"step": 2}, {"step": 3}]
+
+    again = average_checkpoints([soup, {**b, "initialised_from": lineage(soup)}])
+    inner = again["averaged_from"][0]["averaged_from"]  # the first soup's record, still compressed
+    assert inner == soup["averaged_from"]  # its paths start from its own record
+    assert again["averaged_from"][1]["initialised_from"] == {"same_as": "averaged_from[0]"}
+
+
+def test_distinct_chains_are_kept_whole(two_models):
+    a, b, *_ = two_models
+    one, two = {**b, "initialised_from": lineage(a)}, {**b, "initialised_from": lineage(b)}
+    records = average_checkpoints([one, two])["averaged_from"]
+    assert records[0]["initialised_from"] == lineage(a)
+    assert records[1]["initialised_from"] == lineage(b)
+
+
+def test_a_record_written_whole_by_an_older_soup_is_compressed_in_the_next(two_models):
+    a, b, *_ = two_models
+    base = {**a, "progress": {"step": 99}}
+    old = [{"weight": 0.5, **lineage(base), "file": "asr.pt"},
+           {"weight": 0.5, **lineage(b), "initialised_from": lineage(base), "file": "step-10.pt"}]
+    again = average_checkpoints([{**a, "averaged_from": old}, b])
+    inner = again["averaged_from"][0]["averaged_from"]
+    assert inner[1]["initialised_from"] == {"same_as": "averaged_from[0]"} and inner[0] == old[0]
