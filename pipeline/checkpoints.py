@@ -128,7 +128,7 @@ def _share_repeats(records: list) -> list:
     def visit(node, where: str):
         if isinstance(node, list):
             return [visit(item, f"{where}[{i}]") for i, item in enumerate(node)]
-        if not isinstance(node, dict) or _is_reference(node):
+        if not isinstance(node, dict):
             return node
         out = dict(node)
         if "initialised_from" in node:
@@ -140,7 +140,7 @@ def _share_repeats(records: list) -> list:
 
     def share(key: str, node: dict, where: str):
         value = node[key]
-        if isinstance(value, dict) and _is_reference(value):  # written by an earlier soup
+        if _is_reference(value):  # written by an earlier soup
             return value
         target = next((p for earlier, p in seen if earlier == value), None)
         if target is not None:
@@ -153,8 +153,8 @@ def _share_repeats(records: list) -> list:
     return visit(records, "averaged_from")
 
 
-def _is_reference(node: dict) -> bool:
-    return set(node) == {"same_as"}
+def _is_reference(value) -> bool:
+    return isinstance(value, dict) and set(value) == {"same_as"}
 
 
 def _distinct_data(entries) -> list:

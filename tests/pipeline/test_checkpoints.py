@@ -76,7 +76,7 @@ def test_a_model_fine_tuned_from_an_average_keeps_the_averages_inputs(two_models
 
 
 def _follow(ckpt: dict, path: str):
-    """The record a `{"same_as": path}` reference names, such as `averaged_from[0].initialised_from`."""
+    """The record a `{"same_as": path}` names, such as `averaged_from[0].initialised_from`."""
     node = ckpt
     for part in path.replace("[", ".[").split("."):
         node = node[int(part[1:-1])] if part.startswith("[") else node[part]
