@@ -6,8 +6,9 @@
 Held-out audio: Harvard sentences (never in training text) spoken by voices no model trained
 on (Festival's cmu_us_slt_arctic_hts and kal_diphone, espeak-ng's en-gb-x-gbclan), and the
 five LibriVox clips of pocketsphinx-testdata (real read speech). Our model runs in batch mode
-with joint CTC/attention beam search (plain, with its language model, and with the language
-model and the lexicon, where it has them; the last is the default) and with greedy CTC; the
+with joint CTC/attention beam search (plain, with its language model, with the language model
+and the lexicon, and with those and the word n-gram model, where it has them; the last is the
+default) and with greedy CTC; the
 real-time factor is processing time over audio time on this machine, one thread. The pooled
 row is computed from the per-voice transcripts. `ctc_speedup_over_beam` is plain beam search's
 time over greedy CTC's on all the held-out Harvard clips, each the best of `--repeat` runs
@@ -49,8 +50,8 @@ def _parse_lists(spec: str) -> list[int]:
 
 
 def _plain(options: dict) -> dict:
-    """`options` for beam search alone: no language model, no lexicon."""
-    return {**options, "lm_weight": 0.0, "lexicon_weight": 0.0}
+    """`options` for beam search alone: no language models, no lexicon."""
+    return {**options, "lm_weight": 0.0, "lexicon_weight": 0.0, "word_lm_weight": 0.0}
 
 
 def run_systems(items: list[EvalItem], recognizer: Recognizer, options: dict) -> dict:
@@ -63,12 +64,17 @@ def run_systems(items: list[EvalItem], recognizer: Recognizer, options: dict) ->
         "ours_ctc_greedy": lambda: _texts(recognizer, audio, decoder="ctc"),
         "pocketsphinx": lambda: [pocketsphinx_transcribe(a) for a in audio],
     }
+    name = f"ours_beam{beam}"
     if recognizer.lm is not None:
-        with_lm = {**options, "lexicon_weight": 0.0}
-        systems[f"ours_beam{beam}_lm"] = lambda: _texts(recognizer, audio, **with_lm)
+        name += "_lm"
+        with_lm = {**options, "lexicon_weight": 0.0, "word_lm_weight": 0.0}
+        systems[name] = lambda: _texts(recognizer, audio, **with_lm)
     if recognizer.lexicon is not None:
-        name = f"ours_beam{beam}{'_lm' if recognizer.lm is not None else ''}_lexicon"
-        systems[name] = lambda: _texts(recognizer, audio, **options)
+        name += "_lexicon"
+        with_lexicon = {**options, "word_lm_weight": 0.0}
+        systems[name] = lambda: _texts(recognizer, audio, **with_lexicon)
+    if recognizer.word_lm is not None:
+        systems[name + "_wordlm"] = lambda: _texts(recognizer, audio, **options)
     out = {}
     for name, run in systems.items():
         start = time.perf_counter()
@@ -128,6 +134,9 @@ def main() -> None:
     parser.add_argument("--lm-weight", type=float, default=RecognitionOptions.lm_weight)
     parser.add_argument("--lexicon", type=Path, default=None, help="word list (default: the shipped one)")
     parser.add_argument("--lexicon-weight", type=float, default=RecognitionOptions.lexicon_weight)
+    parser.add_argument("--word-lm", type=Path, default=None,
+                        help="word n-gram model (default: pocketsphinx's English one)")
+    parser.add_argument("--word-lm-weight", type=float, default=RecognitionOptions.word_lm_weight)
     parser.add_argument("--lists", default="1-6", help="Harvard lists, e.g. 1-6")
     parser.add_argument("--voices", default=",".join(HELD_OUT_VOICES))
     parser.add_argument("--beam", type=int, default=RecognitionOptions.beam_size)
@@ -142,11 +151,13 @@ def main() -> None:
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     torch.set_num_threads(args.threads)
-    recognizer = Recognizer.load(args.model, lm=args.lm, lexicon=args.lexicon)
+    recognizer = Recognizer.load(args.model, lm=args.lm, lexicon=args.lexicon, word_lm=args.word_lm)
     sentences = harvard_lists(_parse_lists(args.lists))
-    options = {"beam_size": args.beam, "lm_weight": args.lm_weight, "lexicon_weight": args.lexicon_weight}
+    options = {"beam_size": args.beam, "lm_weight": args.lm_weight, "lexicon_weight": args.lexicon_weight,
+               "word_lm_weight": args.word_lm_weight}
     result = {"model": str(args.model or "shipped"), "lm": recognizer.checkpoint_info["lm"],
-              "lexicon": recognizer.checkpoint_info["lexicon"], **options,
+              "lexicon": recognizer.checkpoint_info["lexicon"],
+              "word_lm": recognizer.checkpoint_info["word_lm"], **options,
               "harvard_lists": args.lists, "snr_db": args.snr, "threads": args.threads,
               "machine": platform.machine(), "held_out": {}}
 

@@ -36,6 +36,11 @@ def _echo_error(message: str) -> None:
 @click.option("--rare-word-weight", type=float, default=None,
               help="penalty per rare word of it, one the training text lacks "
                    "[default: RecognitionOptions.rare_word_weight]")
+@click.option("--word-lm", "word_lm_path", type=click.Path(exists=True, path_type=Path), default=None,
+              help="word n-gram model, ARPA or Sphinx binary (default: pocketsphinx's English one)")
+@click.option("--no-word-lm", is_flag=True, help="decode without a word n-gram model")
+@click.option("--word-lm-weight", type=float, default=None,
+              help="[default: RecognitionOptions.word_lm_weight]")
 @click.option("--format", "fmt", type=click.Choice(["txt", "jsonl", "srt", "vtt"]), default="txt",
               show_default=True)
 @click.option("--output-dir", type=click.Path(path_type=Path), default=None,
@@ -43,22 +48,25 @@ def _echo_error(message: str) -> None:
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--batch-size", default=16, show_default=True, help="inputs decoded together")
 def asr_cmd(files, model, beam_size, decoder, ctc_weight, lm_path, no_lm, lm_weight, lexicon_path,
-            no_lexicon, lexicon_weight, rare_word_weight, fmt, output_dir, device, batch_size):
+            no_lexicon, lexicon_weight, rare_word_weight, word_lm_path, no_word_lm, word_lm_weight, fmt,
+            output_dir, device, batch_size):
     """Transcribe audio files. A file that cannot be read is reported and the others still run;
     the exit status is 1 if any failed."""
     from pipeline.audio import AudioError
     from pipeline.checkpoints import CheckpointError
     from pipeline.lexicon import LexiconError
     from pipeline.recognizer import Recognizer
+    from pipeline.wordlm import WordLMError
 
     try:
         recognizer = Recognizer.load(model, device=device, lm=False if no_lm else lm_path,
-                                     lexicon=False if no_lexicon else lexicon_path)
-    except (CheckpointError, LexiconError) as e:
+                                     lexicon=False if no_lexicon else lexicon_path,
+                                     word_lm=False if no_word_lm else word_lm_path)
+    except (CheckpointError, LexiconError, WordLMError) as e:
         raise click.ClickException(str(e)) from None
     options = dict(decoder=decoder, ctc_weight=ctc_weight)
     for name, value in (("beam_size", beam_size), ("lm_weight", lm_weight), ("lexicon_weight", lexicon_weight),
-                        ("rare_word_weight", rare_word_weight)):
+                        ("rare_word_weight", rare_word_weight), ("word_lm_weight", word_lm_weight)):
         if value is not None:
             options[name] = value
     failed = 0

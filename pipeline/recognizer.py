@@ -1,14 +1,16 @@
 """`Recognizer`: audio -> text with word timestamps and confidences.
 
     rec = Recognizer.load()                   # the shipped ASR checkpoint
-    transcript = rec.transcribe("clip.wav")   # joint CTC/attention beam search, beam 8
+    transcript = rec.transcribe("clip.wav")   # joint CTC/attention beam search, beam 16
     print(transcript.text, transcript.words[0])
 
 Long audio is split at pauses into pieces of at most 20 s, decoded in batches and joined.
 The beam search fuses a subword language model (models.lm) where one fits the model's units,
 by default the shipped `checkpoints/lm.pt`, and a word list as a soft lexicon constraint
 (models.lexicon), by default `checkpoints/lexicon.txt`: a word outside it costs `lexicon_weight`,
-one of its rare words (a dictionary's, never in the training text) `rare_word_weight`.
+one of its rare words (a dictionary's, never in the training text) `rare_word_weight`; and a
+word n-gram model at word ends (models.wordlm), by default pocketsphinx's general-English
+trigram model (pipeline.wordlm), `word_lm_weight` times each word's log-probability.
 Word timing and confidence come from a CTC forced alignment of the chosen hypothesis
 (torchaudio.functional.forced_align); confidence is the mean frame posterior of a word's tokens.
 """
@@ -28,6 +30,7 @@ from models.ctc import CTCPrefixScorer, ctc_greedy
 from models.decoding import DecoderScorer, DecodingOptions, LengthBonus, decode
 from models.lexicon import Lexicon, LexiconScorer
 from models.lm import LMDims, LMScorer, RNNLM
+from models.wordlm import WordLM, WordLMScorer
 from pipeline.audio import AudioLimits, load_audio
 from pipeline.checkpoints import (
     CheckpointError,
@@ -41,6 +44,7 @@ from pipeline.lexicon import read_lexicon
 from pipeline.precision import autocast, resolve_precision
 from pipeline.tokenizer import SubwordTokenizer
 from pipeline.vad import end_padding, split_on_pauses
+from pipeline.wordlm import WordLMError, load_word_lm, pocketsphinx_lm_path
 
 DECODERS = ("attention", "ctc")
 
@@ -66,11 +70,13 @@ class Transcript:
 @dataclass(frozen=True)
 class RecognitionOptions:
     decoder: str = "attention"  # "attention": joint CTC/attention beam search; "ctc": greedy CTC
-    beam_size: int = 8
+    beam_size: int = 16
     ctc_weight: float = 0.3  # weight of the CTC prefix score in joint decoding
     lm_weight: float = 0.2  # weight of the language model's score, where the recogniser has one
     lexicon_weight: float = 10.0  # penalty per word outside the lexicon, where it has one
     rare_word_weight: float = 3.0  # penalty per rare lexicon word (one the training text lacks)
+    word_lm_weight: float = 0.3  # weight of the word n-gram model's score, where the recogniser has one
+    word_bonus: float = 2.0  # added to each word's n-gram log-probability: words pay only as they end
     length_bonus: float = 0.0
     length_penalty: float = 1.0
     pre_beam_ratio: float = 1.5  # CTC scores the best ceil(ratio * beam) tokens per hypothesis; 0 = all
@@ -87,8 +93,8 @@ class RecognitionOptions:
             raise ValueError("beam_size must be >= 1")
         if not 0.0 <= self.ctc_weight <= 1.0:
             raise ValueError("ctc_weight must be in [0, 1]")
-        if min(self.lm_weight, self.lexicon_weight, self.rare_word_weight) < 0:
-            raise ValueError("lm_weight, lexicon_weight and rare_word_weight must be >= 0")
+        if min(self.lm_weight, self.lexicon_weight, self.rare_word_weight, self.word_lm_weight) < 0:
+            raise ValueError("lm_weight, lexicon_weight, rare_word_weight and word_lm_weight must be >= 0")
         if self.pre_beam_ratio < 0:
             raise ValueError("pre_beam_ratio must be >= 0")
         if self.end_silence_seconds < 0:
@@ -97,10 +103,12 @@ class RecognitionOptions:
 
 class Recognizer:
     def __init__(self, model: SpeechTransformer, checkpoint: dict, device: str = "cpu",
-                 precision: str = "fp32", lm: RNNLM | None = None, lexicon: Lexicon | None = None):
+                 precision: str = "fp32", lm: RNNLM | None = None, lexicon: Lexicon | None = None,
+                 word_lm: WordLM | None = None):
         """`precision`: "fp32", or "bf16"/"fp16" autocast (pipeline.precision). `lm`: a language
         model over the same units, fused into beam search with `lm_weight`; `lexicon`: words,
-        each word outside it costing `lexicon_weight`."""
+        each word outside it costing `lexicon_weight`; `word_lm`: a word n-gram model, fused with
+        `word_lm_weight`."""
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
         self.model = model.to(self.device).eval()
@@ -110,6 +118,8 @@ class Recognizer:
         self.tokenizer = SubwordTokenizer.from_dict(checkpoint["tokenizer"])
         self._lexicon_scorer = (LexiconScorer(lexicon, self.tokenizer.pieces(), model.dims.eos)
                                 if lexicon is not None else None)
+        self._word_lm_scorer = (WordLMScorer(word_lm, self.tokenizer.pieces(), model.dims.eos)
+                                if word_lm is not None else None)
         self.logmel = LogMel(self.features).to(self.device)
         self.checkpoint_info = {k: checkpoint.get(k) for k in ("kind", "data", "metrics")}
         self.frame_seconds = self.features.frame_seconds * model.dims.subsampling
@@ -117,24 +127,34 @@ class Recognizer:
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, device: str = "cpu",
              precision: str = "fp32", lm: str | os.PathLike | bool | None = None,
-             lexicon: str | os.PathLike | bool | None = None) -> "Recognizer":
+             lexicon: str | os.PathLike | bool | None = None,
+             word_lm: str | os.PathLike | bool | None = None) -> "Recognizer":
         """`lm`: an LM checkpoint over the model's units; None takes the shipped LM where its
         units are the model's (the shipped recogniser and models fine-tuned from it), False none.
-        `lexicon`: a word list (pipeline.lexicon); None the shipped one if there is one, False none."""
+        `lexicon`: a word list (pipeline.lexicon); None the shipped one if there is one, False none.
+        `word_lm`: an ARPA or Sphinx binary n-gram file; None pocketsphinx's English model where
+        pocketsphinx is installed, False none."""
         ckpt = load_checkpoint(path or default_checkpoint("asr"), kinds=("asr",))
         model = SpeechTransformer(ASRDims(**ckpt["dims"]))
         model.load_state_dict(float_state_dict(ckpt["state_dict"]))
         lm_model, lm_path = _load_lm(lm, ckpt)
         lexicon_path = _lexicon_path(lexicon)
         words = read_lexicon(lexicon_path) if lexicon_path else None
-        recognizer = cls(model, ckpt, device, precision, lm_model, words)
+        word_lm_path = _word_lm_path(word_lm)
+        word_model = load_word_lm(word_lm_path) if word_lm_path else None
+        recognizer = cls(model, ckpt, device, precision, lm_model, words, word_model)
         recognizer.checkpoint_info["lm"] = lm_path and str(lm_path)
         recognizer.checkpoint_info["lexicon"] = lexicon_path and str(lexicon_path)
+        recognizer.checkpoint_info["word_lm"] = word_lm_path and str(word_lm_path)
         return recognizer
 
     @property
     def lexicon(self) -> Lexicon | None:
         return self._lexicon_scorer.lexicon if self._lexicon_scorer is not None else None
+
+    @property
+    def word_lm(self) -> WordLM | None:
+        return self._word_lm_scorer.lm if self._word_lm_scorer is not None else None
 
     @property
     def sample_rate(self) -> int:
@@ -221,11 +241,16 @@ class Recognizer:
                 scorers["lexicon"] = self._lexicon_scorer.with_rare_cost(
                     opts.rare_word_weight / opts.lexicon_weight)
                 weights["lexicon"] = opts.lexicon_weight
+            if self._word_lm_scorer is not None and opts.word_lm_weight > 0:
+                scorers["word_lm"] = self._word_lm_scorer.with_word_bonus(opts.word_bonus)
+                weights["word_lm"] = opts.word_lm_weight
             options = DecodingOptions(beam_size=opts.beam_size, length_penalty=opts.length_penalty,
                                       max_len_ratio=1.0, max_len_offset=2,
                                       pre_beam_ratio=opts.pre_beam_ratio)
             hyps = decode(scorers, weights, dims.sos, dims.eos, enc_lengths, options)
-            token_lists = [h[0].tokens for h in hyps]
+            # a search that reached its length limit with only impossible extensions left (CTC's
+            # finite -1e30) may have taken blanks: they spell nothing
+            token_lists = [[t for t in h[0].tokens if t != dims.blank] for h in hyps]
         return [(self.tokenizer.decode(tokens), self._align(logprobs[b, : enc_lengths[b]], tokens))
                 for b, tokens in enumerate(token_lists)]
 
@@ -257,6 +282,19 @@ def _lexicon_path(lexicon: str | os.PathLike | bool | None) -> Path | None:
         path = default_checkpoint("lexicon")
         return path if lexicon or path.is_file() else None
     return Path(lexicon)
+
+
+def _word_lm_path(word_lm: str | os.PathLike | bool | None) -> Path | None:
+    if word_lm is False:
+        return None
+    if word_lm is None or word_lm is True:
+        try:
+            return pocketsphinx_lm_path()
+        except WordLMError:
+            if word_lm:
+                raise
+            return None
+    return Path(word_lm)
 
 
 def _load_lm(lm: str | os.PathLike | bool | None, asr: dict) -> tuple[RNNLM | None, Path | None]:

@@ -167,6 +167,8 @@ def _asr_options(f):
                      help="cost of a word outside the word list [default: the recogniser's]"),
         click.option("--rare-word-weight", type=click.FloatRange(0), default=None,
                      help="cost of a rare word of the list [default: the recogniser's]"),
+        click.option("--word-lm-weight", type=click.FloatRange(0), default=None,
+                     help="word n-gram model weight [default: the recogniser's]"),
     ]):
         f = option(f)
     return f
