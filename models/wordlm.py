@@ -7,9 +7,12 @@ model has. Subword hypotheses meet words only when a word ends, so the scorer ch
 `log P(word | previous words)` to the token that ends it: a piece that begins the next word,
 or EOS, which also pays `log P(</s> | ...)`. This is the word-level half of Hori et al.'s
 multi-level LM (2018, "End-to-end speech recognition with word-based RNN language models")
-with the subword LM kept for the scores inside a word. A word pays only once it ends, so a
-hypothesis that has ended fewer words looks better than it is; `word_bonus`, added to every
-ended word, evens that out (the word insertion bonus of HMM decoders).
+with the subword LM kept for the scores inside a word. A word whose score waits for its end
+would let a hypothesis that keeps spelling one long word look better than those that end
+theirs, until the beam holds nothing else (on real speech the search glued a sentence into one
+word). So a word pays `letter_logprob` per letter as it is spelled, and the token that ends it
+settles the difference to its true log-probability: a lookahead, the total unchanged.
+`word_bonus`, added to every ended word, is the word insertion bonus of HMM decoders.
 
 The n-gram model itself is behind `WordLM`, a callable: `models/` does no I/O, and the
 pipeline adapts a model file to it (pipeline.wordlm).
@@ -51,16 +54,20 @@ class WordLMScorer(Scorer):
         eos: the end-of-sentence id, which ends the last word and the sentence.
         word_bonus: added to each ended word's log-probability (`with_word_bonus` gives a
             copy with another, sharing the cache).
+        letter_logprob: what each letter of a word being spelled pays until the word ends.
     """
 
     def __init__(self, lm: WordLM, pieces: Sequence[str | None], eos: int, word_bonus: float = 0.0,
-                 max_cached: int = 200_000):
+                 letter_logprob: float = -0.5, max_cached: int = 200_000):
         self.lm, self.pieces, self.eos, self.max_cached = lm, list(pieces), eos, max_cached
-        self.word_bonus = word_bonus
+        self.word_bonus, self.letter_logprob = word_bonus, letter_logprob
         self._starts = [p is not None and p.startswith(WORD_START) for p in self.pieces]
         ends = torch.tensor(self._starts, dtype=torch.float)
         ends[eos] = 1.0
         self._word_ends = ends  # (V,) 1 where the next token ends the word spelled so far
+        # (V,) letters each token adds to the word being spelled
+        self._letters = torch.tensor([0.0 if p is None else len(p) - int(start)
+                                      for p, start in zip(self.pieces, self._starts)])
         self._start = (SENTENCE_START,)[-(lm.order - 1):] if lm.order > 1 else ()
         self._cache: dict[tuple[tuple[str, ...], str], float] = {}
 
@@ -75,10 +82,12 @@ class WordLMScorer(Scorer):
     def score(self, tokens, state):
         if state is None:
             state = [(self._start, "")] * tokens.size(0)
-        ended = torch.tensor([self._logprob(h, w) + self.word_bonus if w else 0.0 for h, w in state])
+        # the word's score, less what its letters paid already, on the tokens that end it
+        settle = torch.tensor([self._logprob(h, w) + self.word_bonus - self.letter_logprob * len(w)
+                               if w else 0.0 for h, w in state])
         sentence_end = torch.tensor([self._logprob(self._push(h, w), SENTENCE_END) for h, w in state])
-        rows = ended[:, None] * self._word_ends  # (N, V): the word's score on the tokens that end it
-        rows[:, self.eos] = ended + sentence_end  # EOS ends the sentence too
+        rows = settle[:, None] * self._word_ends + self.letter_logprob * self._letters  # (N, V)
+        rows[:, self.eos] = settle + sentence_end  # EOS ends the sentence too
         return rows.to(tokens.device), state
 
     def select(self, state, hyp, token):

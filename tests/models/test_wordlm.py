@@ -42,7 +42,7 @@ def _rows(scorer, *sentences):
 
 
 def test_a_word_is_charged_on_the_token_that_ends_it():
-    scorer = WordLMScorer(_Bigram(), PIECES, EOS)
+    scorer = WordLMScorer(_Bigram(), PIECES, EOS, letter_logprob=0.0)
     rows, state = _rows(scorer, [], ["\u2581the"], ["\u2581the", "\u2581wind", "\u2581bl"])
     start, after_the, after_bl = rows
     assert start[ID["\u2581the"]] == 0 and start[ID["ew"]] == 0  # no word has ended yet
@@ -55,7 +55,7 @@ def test_a_word_is_charged_on_the_token_that_ends_it():
 
 
 def test_context_decides_between_spellings():
-    scorer = WordLMScorer(_Bigram(), PIECES, EOS)
+    scorer = WordLMScorer(_Bigram(), PIECES, EOS, letter_logprob=0.0)
     (blew, blue), _ = _rows(scorer, ["\u2581the", "\u2581wind", "\u2581bl", "ew"],
                             ["\u2581the", "\u2581wind", "\u2581bl", "ue"])
     assert blew[EOS] == pytest.approx(math.log(0.4) + math.log(0.9))
@@ -63,7 +63,7 @@ def test_context_decides_between_spellings():
 
 
 def test_the_word_bonus_is_added_to_every_ended_word_but_not_to_the_sentence_end():
-    plain = WordLMScorer(_Bigram(), PIECES, EOS)
+    plain = WordLMScorer(_Bigram(), PIECES, EOS, letter_logprob=0.0)
     scorer = plain.with_word_bonus(2.0)
     (row,), _ = _rows(scorer, ["\u2581the", "\u2581wind"])
     assert row[ID["\u2581bl"]] == pytest.approx(math.log(0.5) + 2.0)
@@ -72,6 +72,28 @@ def test_the_word_bonus_is_added_to_every_ended_word_but_not_to_the_sentence_end
     (plain_row,), _ = _rows(plain, ["\u2581the", "\u2581wind"])
     assert plain_row[ID["\u2581bl"]] == pytest.approx(math.log(0.5))  # the copy left it alone
     assert scorer._cache is plain._cache
+
+
+def _path_score(scorer, pieces):
+    """What the scorer gives one hypothesis spelling `pieces` and then EOS, summed."""
+    total, state = 0.0, None
+    for token in [ID[p] for p in pieces] + [EOS]:
+        row, state = scorer.score(torch.zeros(1, 1, dtype=torch.long), state)
+        total += row[0, token].item()
+        state = scorer.select(state, torch.zeros(1, dtype=torch.long), torch.tensor([token]))
+    return total
+
+
+def test_letters_pay_as_a_word_is_spelled_and_its_end_settles_the_difference():
+    scorer = WordLMScorer(_Bigram(), PIECES, EOS, letter_logprob=-1.0)
+    (start, after_the), _ = _rows(scorer, [], ["\u2581the"])
+    assert start[ID["\u2581the"]] == -3.0 and start[ID["\u2581bl"]] == -2.0  # letters, not the mark
+    assert after_the[ID["ew"]] == -2.0  # "the" goes on as "theew": two more letters
+    assert after_the[ID["\u2581wind"]] == pytest.approx(math.log(0.5) + 3.0 - 4.0)  # settle, spell
+    sentence = ["\u2581the", "\u2581wind", "\u2581bl", "ew"]
+    exact = math.log(0.5) + math.log(0.5) + math.log(0.4) + math.log(0.9)  # the total is unchanged
+    assert _path_score(scorer, sentence) == pytest.approx(exact)
+    assert _path_score(WordLMScorer(_Bigram(), PIECES, EOS, letter_logprob=0.0), sentence) == pytest.approx(exact)
 
 
 def test_scores_are_cached_per_history_and_word():
