@@ -76,7 +76,7 @@ class RecognitionOptions:
     lexicon_weight: float = 10.0  # penalty per word outside the lexicon, where it has one
     rare_word_weight: float = 3.0  # penalty per rare lexicon word (one the training text lacks)
     word_lm_weight: float = 0.3  # weight of the word n-gram model's score, where the recogniser has one
-    word_bonus: float = 2.0  # added to each word's n-gram log-probability: words pay only as they end
+    word_bonus: float = 2.0  # added to each ended word's n-gram log-probability (a word insertion bonus)
     length_bonus: float = 0.0
     length_penalty: float = 1.0
     pre_beam_ratio: float = 1.5  # CTC scores the best ceil(ratio * beam) tokens per hypothesis; 0 = all
