@@ -14,16 +14,15 @@ word). So a word pays `letter_logprob` per letter as it is spelled, and the toke
 settles the difference to its true log-probability: a lookahead, the total unchanged.
 `word_bonus`, added to every ended word, is the word insertion bonus of HMM decoders.
 
-The n-gram model itself is behind `WordLM`, a callable: `models/` does no I/O, and the
-pipeline adapts a model file to it (pipeline.wordlm).
+The n-gram model itself is behind `WordLM`, a protocol with one method (`logprob`): `models/`
+does no I/O, and the pipeline adapts a model file to it (pipeline.wordlm).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Protocol
-
-import copy
 
 import torch
 
