@@ -24,7 +24,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 REDIS_HOST := 127.0.0.1
 REDIS_PORT := 6379
 
-.PHONY: setup system-packages redis test demo clean-venv
+.PHONY: setup system-packages corpus-voices redis test demo clean-venv
 
 setup: $(VENV)/.installed
 
@@ -43,6 +43,17 @@ system-packages:
 		echo "apt-get install $${missing[*]}"; \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$${missing[@]}"; \
+	fi
+
+# espeak-ng's MBROLA voices for training corpora (docs/data.md), not needed by the tests: the
+# synthesiser is in Debian's contrib, its diphone databases in non-free
+MBROLA_PACKAGES := mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1
+corpus-voices: system-packages
+	@if ! dpkg -s $(MBROLA_PACKAGES) >/dev/null 2>&1; then \
+		echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $$(. /etc/os-release && echo $$VERSION_CODENAME) contrib non-free" \
+			| $(SUDO) tee /etc/apt/sources.list.d/speechq-contrib-non-free.list >/dev/null; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(MBROLA_PACKAGES); \
 	fi
 
 # start a throwaway Redis when nothing answers on 127.0.0.1:6379

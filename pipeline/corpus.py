@@ -37,6 +37,9 @@ HARVARD = Path(__file__).resolve().parent / "resources" / "harvard-sentences.txt
 FLITE_VOICES = ("kal16", "awb", "rms", "slt")
 # espeak-ng voices: a language plus an optional variant (+m3, +f2, ...)
 ESPEAK_LANGUAGES = ("en-us", "en-us-nyc", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbcwmd")
+# espeak-ng's front-end with MBROLA's diphone back-end (Debian's non-free mbrola-us1, -us2, -us3
+# and -en1): concatenative voices, a kind of synthesis the formant and statistical voices lack
+ESPEAK_MBROLA = ("mb-us1", "mb-us2", "mb-us3", "mb-en1")
 # spoken only in evaluation (pipeline.evalsets), never in a training corpus
 ESPEAK_HELD_OUT = ("en-gb-x-gbclan",)
 DEFAULT_VOICES = ("slt", "awb", "rms", "kal16", "en-us", "en-gb+f2", "en-us+m3", "en-gb-x-rp+f3")
@@ -180,8 +183,9 @@ class Voice:
             language = name.split("+")[0]
             if language in ESPEAK_HELD_OUT:
                 raise CorpusError(f"espeak-ng {name!r} is held out for evaluation; do not train on it")
-            if language not in ESPEAK_LANGUAGES:
-                raise CorpusError(f"unknown espeak-ng voice {name!r}; languages: {ESPEAK_LANGUAGES}")
+            if language not in ESPEAK_LANGUAGES + ESPEAK_MBROLA:
+                raise CorpusError(f"unknown espeak-ng voice {name!r}; languages: {ESPEAK_LANGUAGES}, "
+                                  f"MBROLA voices: {ESPEAK_MBROLA}")
         else:
             raise CorpusError(f"unknown engine {engine!r} (flite or espeak-ng)")
         return Voice(engine, name)

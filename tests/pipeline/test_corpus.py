@@ -56,11 +56,12 @@ def test_voice_parse():
     assert Voice.parse("flite:kal16") == Voice("flite", "kal16")
     assert Voice.parse("en-us+m3") == Voice("espeak-ng", "en-us+m3")
     assert Voice.parse("espeak-ng:en-gb-x-rp+f3").slug == "espeak-ng-en-gb-x-rp-f3"
+    assert Voice.parse("mb-us1") == Voice("espeak-ng", "mb-us1")  # espeak-ng with MBROLA's diphones
     for held_out in ("festival:cmu_us_slt_arctic_hts", "festival:kal_diphone", "en-gb-x-gbclan",
                      "espeak-ng:en-gb-x-gbclan+m3"):
         with pytest.raises(CorpusError, match="held out"):
             Voice.parse(held_out)
-    for unknown in ("flite:nobody", "fr-fr", "sapi:david"):
+    for unknown in ("flite:nobody", "fr-fr", "sapi:david", "mb-fr1"):
         with pytest.raises(CorpusError):
             Voice.parse(unknown)
 
