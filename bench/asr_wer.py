@@ -14,10 +14,10 @@ row is computed from the per-voice transcripts. `ctc_speedup_over_beam` is plain
 time over greedy CTC's on all the held-out Harvard clips, each the best of `--repeat` runs
 taken in turn (timeit's rule: the least disturbed run of each).
 
-`--sweep NAME=V1,V2,...` instead reports only the pooled beam-search WER at each value of one
-RecognitionOptions field (lm_weight, lexicon_weight, ctc_weight, beam_size, ...), the others at
-their defaults or flags: run it on lists the report does not use (7-20), so nothing is tuned on
-the test.
+`--sweep NAME=V1,V2,...` instead reports only the beam-search WER, pooled and per voice, at
+each value of one RecognitionOptions field (lm_weight, lexicon_weight, ctc_weight, beam_size,
+...), the others at their defaults or flags: run it on lists the report does not use (7-20), so
+nothing is tuned on the test.
 
 `--snr DB` adds white noise at that SNR to every clip (seeded per clip, cached under
 data/eval/snr-DB/) before either system hears it: how robust each is to a noise floor the
@@ -102,16 +102,23 @@ def _pool(per_voice: list[dict]) -> dict:
                    sum(runs[name][1] for runs in per_voice)) for name in per_voice[0]}
 
 
-def sweep(items: list[EvalItem], recognizer: Recognizer, options: dict, spec: str) -> dict:
-    """Pooled WER at each value of one option: spec "NAME=V1,V2,..."."""
+def sweep(items: list[EvalItem], recognizer: Recognizer, options: dict,
+          spec: str) -> tuple[dict, dict]:
+    """Pooled WER at each value of one option (spec "NAME=V1,V2,..."), and each voice's."""
     name, _, values = spec.partition("=")
     kind = type(getattr(RecognitionOptions, name, None))
     if kind not in (int, float) or not values:
         raise SystemExit(f"--sweep: {spec!r} is not NAME=V1,V2,... over a numeric RecognitionOptions field")
     audio = [i.audio for i in items]
-    refs = [i.text for i in items]
-    return {v: round(wer(refs, _texts(recognizer, audio, **{**options, name: kind(float(v))})), 4)
-            for v in values.split(",")}
+    pooled, by_voice = {}, {}
+    for value in values.split(","):
+        hyps = _texts(recognizer, audio, **{**options, name: kind(float(value))})
+        pooled[value] = round(wer([i.text for i in items], hyps), 4)
+        for voice in dict.fromkeys(i.voice for i in items):
+            mine = [k for k, item in enumerate(items) if item.voice == voice]
+            by_voice.setdefault(voice, {})[value] = round(
+                wer([items[k].text for k in mine], [hyps[k] for k in mine]), 4)
+    return pooled, by_voice
 
 
 def ctc_speedup(items: list[EvalItem], recognizer: Recognizer, options: dict, repeats: int) -> float:
@@ -166,7 +173,9 @@ def main() -> None:
 
     if args.sweep:
         items = clips([i for voice in args.voices.split(",") for i in speak_set(sentences, voice)])
-        result["sweep"] = {args.sweep.partition("=")[0]: sweep(items, recognizer, options, args.sweep)}
+        pooled_wer, voice_wer = sweep(items, recognizer, options, args.sweep)
+        result["sweep"] = {args.sweep.partition("=")[0]: pooled_wer}
+        result["sweep_by_voice"] = voice_wer
         print(json.dumps(result) if args.json else json.dumps(result, indent=1))
         return
     pooled: list[EvalItem] = []
