@@ -72,7 +72,7 @@ class RecognitionOptions:
     decoder: str = "attention"  # "attention": joint CTC/attention beam search; "ctc": greedy CTC
     beam_size: int = 16
     ctc_weight: float = 0.3  # weight of the CTC prefix score in joint decoding
-    lm_weight: float = 0.2  # weight of the language model's score, where the recogniser has one
+    lm_weight: float = 0.1  # weight of the language model's score, where the recogniser has one
     lexicon_weight: float = 10.0  # penalty per word outside the lexicon, where it has one
     rare_word_weight: float = 3.0  # penalty per rare lexicon word (one the training text lacks)
     word_lm_weight: float = 0.3  # weight of the word n-gram model's score, where the recogniser has one
