@@ -75,7 +75,9 @@ def lexicon_cmd(text_files: tuple[Path, ...], dictionaries: tuple[Path, ...], no
 @click.option("--text", "text_file", type=click.Path(exists=True, path_type=Path), required=True,
               help="one sentence a line")
 @click.option("--voices", default=",".join(("slt", "awb", "rms", "kal16", "en-us", "en-gb+f2")),
-              show_default=True, help="comma-separated: flite kal16/awb/rms/slt, espeak-ng en-us[+variant]")
+              show_default=True,
+              help="comma-separated: flite kal16/awb/rms/slt, espeak-ng en-us[+variant] or its "
+                   "MBROLA voices mb-us1/us2/us3/en1")
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @click.option("--limit", type=int, default=None, help="use only the first N lines")
 @click.option("--offset", type=int, default=0, show_default=True, help="skip the first N lines")

@@ -186,6 +186,8 @@ class Voice:
             if language not in ESPEAK_LANGUAGES + ESPEAK_MBROLA:
                 raise CorpusError(f"unknown espeak-ng voice {name!r}; languages: {ESPEAK_LANGUAGES}, "
                                   f"MBROLA voices: {ESPEAK_MBROLA}")
+            if language in ESPEAK_MBROLA and name != language:
+                raise CorpusError(f"MBROLA voice {name!r}: MBROLA voices take no variant")
         else:
             raise CorpusError(f"unknown engine {engine!r} (flite or espeak-ng)")
         return Voice(engine, name)

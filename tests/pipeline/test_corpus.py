@@ -61,7 +61,7 @@ def test_voice_parse():
                      "espeak-ng:en-gb-x-gbclan+m3"):
         with pytest.raises(CorpusError, match="held out"):
             Voice.parse(held_out)
-    for unknown in ("flite:nobody", "fr-fr", "sapi:david", "mb-fr1"):
+    for unknown in ("flite:nobody", "fr-fr", "sapi:david", "mb-fr1", "mb-us1+f2"):
         with pytest.raises(CorpusError):
             Voice.parse(unknown)
 
