@@ -109,15 +109,16 @@ def sweep(items: list[EvalItem], recognizer: Recognizer, options: dict,
     kind = type(getattr(RecognitionOptions, name, None))
     if kind not in (int, float) or not values:
         raise SystemExit(f"--sweep: {spec!r} is not NAME=V1,V2,... over a numeric RecognitionOptions field")
-    audio = [i.audio for i in items]
-    pooled, by_voice = {}, {}
+    audio, refs = [i.audio for i in items], [i.text for i in items]
+    voices: dict[str, list[int]] = {}  # voice -> its items' positions
+    for k, item in enumerate(items):
+        voices.setdefault(item.voice, []).append(k)
+    pooled, by_voice = {}, {voice: {} for voice in voices}
     for value in values.split(","):
         hyps = _texts(recognizer, audio, **{**options, name: kind(float(value))})
-        pooled[value] = round(wer([i.text for i in items], hyps), 4)
-        for voice in dict.fromkeys(i.voice for i in items):
-            mine = [k for k, item in enumerate(items) if item.voice == voice]
-            by_voice.setdefault(voice, {})[value] = round(
-                wer([items[k].text for k in mine], [hyps[k] for k in mine]), 4)
+        pooled[value] = round(wer(refs, hyps), 4)
+        for voice, mine in voices.items():
+            by_voice[voice][value] = round(wer([refs[k] for k in mine], [hyps[k] for k in mine]), 4)
     return pooled, by_voice
 
 

@@ -93,7 +93,8 @@ def test_letters_pay_as_a_word_is_spelled_and_its_end_settles_the_difference():
     sentence = ["\u2581the", "\u2581wind", "\u2581bl", "ew"]
     exact = math.log(0.5) + math.log(0.5) + math.log(0.4) + math.log(0.9)  # the total is unchanged
     assert _path_score(scorer, sentence) == pytest.approx(exact)
-    assert _path_score(WordLMScorer(_Bigram(), PIECES, EOS, letter_logprob=0.0), sentence) == pytest.approx(exact)
+    no_lookahead = WordLMScorer(_Bigram(), PIECES, EOS, letter_logprob=0.0)
+    assert _path_score(no_lookahead, sentence) == pytest.approx(exact)
 
 
 def test_scores_are_cached_per_history_and_word():
