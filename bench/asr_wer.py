@@ -8,11 +8,12 @@ on (Festival's cmu_us_slt_arctic_hts and kal_diphone, espeak-ng's en-gb-x-gbclan
 five LibriVox clips of pocketsphinx-testdata (real read speech). Our model runs in batch mode
 with joint CTC/attention beam search (plain, with its language model, with the language model
 and the lexicon, and with those and the word n-gram model, where it has them; the last is the
-default) and with greedy CTC; the
-real-time factor is processing time over audio time on this machine, one thread. The pooled
-row is computed from the per-voice transcripts. `ctc_speedup_over_beam` is plain beam search's
-time over greedy CTC's on all the held-out Harvard clips, each the best of `--repeat` runs
-taken in turn (timeit's rule: the least disturbed run of each).
+default), the default once more with each clip heard in one view, not several (`_one_view`: no
+test-time views), and with greedy CTC; the real-time factor is processing time over audio
+time on this machine, one thread. The pooled row is computed from the per-voice transcripts.
+`ctc_speedup_over_beam` is plain beam search's time over greedy CTC's on all the held-out
+Harvard clips, each the best of `--repeat` runs taken in turn (timeit's rule: the least
+disturbed run of each).
 
 `--sweep NAME=V1,V2,...` instead reports only the beam-search WER, pooled and per voice, at
 each value of one RecognitionOptions field (lm_weight, lexicon_weight, ctc_weight, beam_size,
@@ -74,7 +75,12 @@ def run_systems(items: list[EvalItem], recognizer: Recognizer, options: dict) ->
         with_lexicon = {**options, "word_lm_weight": 0.0}
         systems[name] = lambda: _texts(recognizer, audio, **with_lexicon)
     if recognizer.word_lm is not None:
-        systems[name + "_wordlm"] = lambda: _texts(recognizer, audio, **options)
+        name += "_wordlm"
+        systems[name] = lambda: _texts(recognizer, audio, **options)
+    chosen = RecognitionOptions(**options)
+    if chosen.tempo_views or chosen.shift_views:  # the same decoding hearing the audio once
+        one_view = {**options, "tempo_views": 0.0, "shift_views": 0}
+        systems[name + "_one_view"] = lambda: _texts(recognizer, audio, **one_view)
     out = {}
     for name, run in systems.items():
         start = time.perf_counter()
@@ -102,12 +108,30 @@ def _pool(per_voice: list[dict]) -> dict:
                    sum(runs[name][1] for runs in per_voice)) for name in per_voice[0]}
 
 
+def _option_kind(name: str) -> type | None:
+    """int or float for a numeric RecognitionOptions field, else None."""
+    kind = type(getattr(RecognitionOptions, name, None))
+    return kind if kind in (int, float) else None
+
+
+def _settings(parser: argparse.ArgumentParser, specs: list[str]) -> dict:
+    """--set NAME=VALUE flags -> {name: value}."""
+    out = {}
+    for spec in specs:
+        name, _, value = spec.partition("=")
+        kind = _option_kind(name)
+        if kind is None or not value:
+            parser.error(f"--set: {spec!r} is not NAME=VALUE for a numeric RecognitionOptions field")
+        out[name] = kind(float(value))
+    return out
+
+
 def sweep(items: list[EvalItem], recognizer: Recognizer, options: dict,
           spec: str) -> tuple[dict, dict]:
     """Pooled WER at each value of one option (spec "NAME=V1,V2,..."), and each voice's."""
     name, _, values = spec.partition("=")
-    kind = type(getattr(RecognitionOptions, name, None))
-    if kind not in (int, float) or not values:
+    kind = _option_kind(name)
+    if kind is None or not values:
         raise SystemExit(f"--sweep: {spec!r} is not NAME=V1,V2,... over a numeric RecognitionOptions field")
     audio, refs = [i.audio for i in items], [i.text for i in items]
     voices: dict[str, list[int]] = {}  # voice -> its items' positions
@@ -149,6 +173,8 @@ def main() -> None:
     parser.add_argument("--voices", default=",".join(HELD_OUT_VOICES))
     parser.add_argument("--beam", type=int, default=RecognitionOptions.beam_size)
     parser.add_argument("--sweep", default=None, help="NAME=V1,V2,...: pooled WER at each value")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="another numeric RecognitionOptions field for every run (repeatable)")
     parser.add_argument("--snr", type=float, default=None,
                         help="add white noise at this SNR (dB) to every clip, for both systems")
     parser.add_argument("--threads", type=int, default=1)
@@ -162,7 +188,7 @@ def main() -> None:
     recognizer = Recognizer.load(args.model, lm=args.lm, lexicon=args.lexicon, word_lm=args.word_lm)
     sentences = harvard_lists(_parse_lists(args.lists))
     options = {"beam_size": args.beam, "lm_weight": args.lm_weight, "lexicon_weight": args.lexicon_weight,
-               "word_lm_weight": args.word_lm_weight}
+               "word_lm_weight": args.word_lm_weight, **_settings(parser, args.set)}
     result = {"model": str(args.model or "shipped"), "lm": recognizer.checkpoint_info["lm"],
               "lexicon": recognizer.checkpoint_info["lexicon"],
               "word_lm": recognizer.checkpoint_info["word_lm"], **options,

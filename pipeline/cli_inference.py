@@ -41,6 +41,12 @@ def _echo_error(message: str) -> None:
 @click.option("--no-word-lm", is_flag=True, help="decode without a word n-gram model")
 @click.option("--word-lm-weight", type=float, default=None,
               help="[default: RecognitionOptions.word_lm_weight]")
+@click.option("--tempo-views", type=click.FloatRange(0, 0.5, max_open=True), default=None,
+              help="also hear the audio at tempo 1 -+ this and score the views together; 0: not "
+                   "[default: RecognitionOptions.tempo_views]")
+@click.option("--shift-views", type=click.IntRange(0), default=None,
+              help="views that start a fraction of an encoder step later "
+                   "[default: RecognitionOptions.shift_views]")
 @click.option("--format", "fmt", type=click.Choice(["txt", "jsonl", "srt", "vtt"]), default="txt",
               show_default=True)
 @click.option("--output-dir", type=click.Path(path_type=Path), default=None,
@@ -48,8 +54,8 @@ def _echo_error(message: str) -> None:
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--batch-size", default=16, show_default=True, help="inputs decoded together")
 def asr_cmd(files, model, beam_size, decoder, ctc_weight, lm_path, no_lm, lm_weight, lexicon_path,
-            no_lexicon, lexicon_weight, rare_word_weight, word_lm_path, no_word_lm, word_lm_weight, fmt,
-            output_dir, device, batch_size):
+            no_lexicon, lexicon_weight, rare_word_weight, word_lm_path, no_word_lm, word_lm_weight,
+            tempo_views, shift_views, fmt, output_dir, device, batch_size):
     """Transcribe audio files. A file that cannot be read is reported and the others still run;
     the exit status is 1 if any failed."""
     from pipeline.audio import AudioError
@@ -66,7 +72,8 @@ def asr_cmd(files, model, beam_size, decoder, ctc_weight, lm_path, no_lm, lm_wei
         raise click.ClickException(str(e)) from None
     options = dict(decoder=decoder, ctc_weight=ctc_weight)
     for name, value in (("beam_size", beam_size), ("lm_weight", lm_weight), ("lexicon_weight", lexicon_weight),
-                        ("rare_word_weight", rare_word_weight), ("word_lm_weight", word_lm_weight)):
+                        ("rare_word_weight", rare_word_weight), ("word_lm_weight", word_lm_weight),
+                        ("tempo_views", tempo_views), ("shift_views", shift_views)):
         if value is not None:
             options[name] = value
     failed = 0

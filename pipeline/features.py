@@ -112,6 +112,13 @@ class FeatureStats:
         return FeatureStats(total.mean(0).float(), total.std(0).clamp_min(1e-3).float())
 
 
+def stretch(x: Tensor, factor: float) -> Tensor:
+    """The same frames at `factor` times the tempo, by linear interpolation in time:
+    (T, F) -> (round(T / factor), F). Training's tempo perturbation, the recogniser's views."""
+    new_len = max(2, round(x.size(0) / factor))
+    return nn.functional.interpolate(x.T[None], size=new_len, mode="linear", align_corners=False)[0].T
+
+
 class GriffinLim(nn.Module):
     """Log-mel -> waveform: invert the mel filterbank, then Griffin-Lim phase recovery.
 

@@ -11,6 +11,10 @@ by default the shipped `checkpoints/lm.pt`, and a word list as a soft lexicon co
 one of its rare words (a dictionary's, never in the training text) `rare_word_weight`; and a
 word n-gram model at word ends (models.wordlm), by default pocketsphinx's general-English
 trigram model (pipeline.wordlm), `word_lm_weight` times each word's log-probability.
+Joint decoding hears each piece in several views, an ensemble of one model (test-time
+augmentation): by default as it is, at tempo 0.95 and 1.05 (`tempo_views`), and half an encoder
+step later (`shift_views`); each view's decoder and CTC prefix scores take an equal share of
+their weights. Greedy CTC hears the piece once.
 Word timing and confidence come from a CTC forced alignment of the chosen hypothesis
 (torchaudio.functional.forced_align); confidence is the mean frame posterior of a word's tokens.
 """
@@ -18,7 +22,9 @@ Word timing and confidence come from a CTC forced alignment of the chosen hypoth
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -39,7 +45,7 @@ from pipeline.checkpoints import (
     load_checkpoint,
 )
 from pipeline.data import pad_sequences
-from pipeline.features import FeatureConfig, FeatureStats, LogMel
+from pipeline.features import FeatureConfig, FeatureStats, LogMel, stretch
 from pipeline.lexicon import read_lexicon
 from pipeline.precision import autocast, resolve_precision
 from pipeline.tokenizer import SubwordTokenizer
@@ -85,6 +91,11 @@ class RecognitionOptions:
     # pause, and without one the recogniser drops a final consonant ("sixteen week")
     end_silence_seconds: float = 0.2
     batch_frames: int = 60_000  # padded 10 ms frames per forward pass
+    # test-time views, for joint decoding: the same piece also heard at tempo 1 - t and 1 + t
+    # (tempo_views = t; 0: not), and starting k * subsampling / (shift_views + 1) frames
+    # later, k = 1 .. shift_views; each view's decoder and CTC scores weighted equally
+    tempo_views: float = 0.05
+    shift_views: int = 1
 
     def __post_init__(self) -> None:
         if self.decoder not in DECODERS:
@@ -99,6 +110,8 @@ class RecognitionOptions:
             raise ValueError("pre_beam_ratio must be >= 0")
         if self.end_silence_seconds < 0:
             raise ValueError("end_silence_seconds must be >= 0")
+        if not 0 <= self.tempo_views < 0.5 or self.shift_views < 0:
+            raise ValueError("tempo_views must be in [0, 0.5) and shift_views >= 0")
 
 
 class Recognizer:
@@ -196,11 +209,13 @@ class Recognizer:
 
     def _features(self, wav: Tensor) -> Tensor:
         mel, _ = self.logmel(wav.to(self.device))
-        x = self.stats.normalize(mel[0])
+        return self._long_enough(self.stats.normalize(mel[0]))
+
+    def _long_enough(self, x: Tensor) -> Tensor:
+        """Normalised features padded with the mean to the fewest frames the encoder takes: a
+        too-short clip still decodes."""
         shortest = ConvSubsampling.min_input_frames(self.model.dims.subsampling)
-        if x.size(0) < shortest:  # pad with the mean: a too-short clip still decodes
-            x = torch.nn.functional.pad(x, (0, 0, 0, shortest - x.size(0)))
-        return x
+        return torch.nn.functional.pad(x, (0, 0, 0, shortest - x.size(0))) if x.size(0) < shortest else x
 
     def _decode_pieces(self, wavs: list[Tensor], opts: RecognitionOptions) -> list[tuple[str, list[Word]]]:
         feats = [self._features(w) for w in wavs]
@@ -217,24 +232,46 @@ class Recognizer:
             batch = [i] if i is not None else []
         return results
 
-    def _decode_batch(self, feats: list[Tensor], opts: RecognitionOptions):
-        with autocast(self.device, self.precision):
-            return self._decode_padded(*pad_sequences(feats), opts)
+    def _views(self, opts: RecognitionOptions) -> list[Callable[[Tensor], Tensor]]:
+        """Feature transforms, the identity first, whose encodings joint decoding scores as one
+        ensemble (test-time augmentation): each view's errors are partly its own."""
+        views: list[Callable[[Tensor], Tensor]] = [lambda x: x]
+        if opts.decoder == "ctc":  # greedy CTC stays the fast single pass
+            return views
+        if opts.tempo_views > 0:
+            views += [partial(stretch, factor=1 + s * opts.tempo_views) for s in (-1, 1)]
+        step = self.model.dims.subsampling / (opts.shift_views + 1)
+        views += [lambda x, k=round(k * step): x[k:] for k in range(1, opts.shift_views + 1)]
+        return views
 
-    def _decode_padded(self, x: Tensor, lengths: Tensor, opts: RecognitionOptions):
+    def _decode_batch(self, feats: list[Tensor], opts: RecognitionOptions):
+        views = [pad_sequences([self._long_enough(view(f)) for f in feats]) for view in self._views(opts)]
+        with autocast(self.device, self.precision):
+            return self._decode_padded(views, opts)
+
+    def _encode(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Padded features -> encoder memory, its mask, CTC log-probs and encoder lengths."""
         memory, mask = self.model.encode(x.to(self.device), lengths.to(self.device))
-        logprobs = self.model.ctc_logprobs(memory).float()
-        enc_lengths = mask.sum(1)
+        return memory, mask, self.model.ctc_logprobs(memory).float(), mask.sum(1)
+
+    def _decode_padded(self, views: list[tuple[Tensor, Tensor]], opts: RecognitionOptions):
+        """views: (padded features, lengths) per view, the audio as it is first; the words'
+        timing comes from that one."""
+        encoded = [self._encode(x, lengths) for x, lengths in views]
+        _, _, logprobs, enc_lengths = encoded[0]
         dims = self.model.dims
         if opts.decoder == "ctc":
             token_lists = ctc_greedy(logprobs, enc_lengths, dims.blank)
         else:
-            scorers = {"decoder": DecoderScorer(self.model, memory, mask),
-                       "ctc": CTCPrefixScorer(logprobs, enc_lengths, dims.blank, dims.eos),
-                       "length": LengthBonus(dims.vocab_size)}
-            weights = {"decoder": 1 - opts.ctc_weight, "ctc": opts.ctc_weight, "length": opts.length_bonus}
-            if opts.ctc_weight == 0:
-                del scorers["ctc"], weights["ctc"]
+            scorers, weights = {"length": LengthBonus(dims.vocab_size)}, {"length": opts.length_bonus}
+            share = 1 / len(encoded)
+            for v, (memory, mask, view_logprobs, view_lengths) in enumerate(encoded):
+                tag = f"@{v}" if v else ""  # view 0 keeps the plain names
+                scorers["decoder" + tag] = DecoderScorer(self.model, memory, mask)
+                weights["decoder" + tag] = (1 - opts.ctc_weight) * share
+                if opts.ctc_weight > 0:
+                    scorers["ctc" + tag] = CTCPrefixScorer(view_logprobs, view_lengths, dims.blank, dims.eos)
+                    weights["ctc" + tag] = opts.ctc_weight * share
             if self.lm is not None and opts.lm_weight > 0:
                 scorers["lm"], weights["lm"] = LMScorer(self.lm), opts.lm_weight
             if self._lexicon_scorer is not None and opts.lexicon_weight > 0:

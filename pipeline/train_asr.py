@@ -27,7 +27,6 @@ from pathlib import Path
 import jiwer
 import numpy as np
 import torch
-import torch.nn.functional as F
 import torchaudio.transforms as T
 
 from models.asr import ASRDims, SpeechTransformer
@@ -36,7 +35,7 @@ from models.decoding import DecoderScorer, DecodingOptions, decode
 from pipeline.checkpoints import float_state_dict, lineage
 from pipeline.data import BucketBatchSampler, Utterance, pad_sequences, read_manifest
 from pipeline.featcache import load_features
-from pipeline.features import ASR_FEATURES, FeatureConfig, FeatureStats, LogMel
+from pipeline.features import ASR_FEATURES, FeatureConfig, FeatureStats, LogMel, stretch
 from pipeline.text import words_for_scoring
 from pipeline.tokenizer import SubwordTokenizer
 
@@ -91,12 +90,6 @@ class SpecAugment(torch.nn.Module):
         for mask in self.masks:
             h = mask(h)
         return h[:, 0].transpose(1, 2)
-
-
-def stretch(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """Tempo perturbation on features: (T, F) -> (round(T / factor), F)."""
-    new_len = max(2, round(x.size(0) / factor))
-    return F.interpolate(x.T[None], size=new_len, mode="linear", align_corners=False)[0].T
 
 
 _DB = math.log(10) / 10  # one decibel of power in natural-log units, the log-mel's

@@ -74,3 +74,21 @@ def test_asr_lexicon_flags(tmp_path):
     (tmp_path / "empty.txt").write_text("# made: never\n")
     result = CliRunner().invoke(asr_cmd, [str(wav), "--model", str(model), "--lexicon", str(tmp_path / "empty.txt")])
     assert result.exit_code == 1 and "empty lexicon" in result.output
+
+
+def test_asr_view_flags_reach_the_recogniser(tmp_path, monkeypatch):
+    from pipeline.recognizer import Recognizer
+
+    model = make_tiny_asr_checkpoint(tmp_path / "asr.pt")
+    wav = write_noise_wav(tmp_path / "clip.wav", seconds=1.0)
+    seen = []
+    transcribe = Recognizer.transcribe_batch
+    monkeypatch.setattr(Recognizer, "transcribe_batch",
+                        lambda self, audios, **options: seen.append(options) or transcribe(self, audios, **options))
+    runner = CliRunner()
+    result = runner.invoke(asr_cmd, [str(wav), "--model", str(model), "--beam", "2", "--tempo-views", "0",
+                                     "--shift-views", "2"])
+    assert result.exit_code == 0, result.output
+    assert seen[-1]["tempo_views"] == 0 and seen[-1]["shift_views"] == 2
+    bad = runner.invoke(asr_cmd, [str(wav), "--model", str(model), "--tempo-views", "0.5"])
+    assert bad.exit_code == 2 and "tempo-views" in bad.output

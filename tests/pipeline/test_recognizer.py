@@ -79,6 +79,44 @@ def test_options_are_validated():
         RecognitionOptions(ctc_weight=1.5)
     with pytest.raises(ValueError, match="rare_word_weight"):
         RecognitionOptions(rare_word_weight=-1)
+    with pytest.raises(ValueError, match="tempo_views"):
+        RecognitionOptions(tempo_views=0.5)
+    with pytest.raises(ValueError, match="shift_views"):
+        RecognitionOptions(shift_views=-1)
+
+
+def test_views_are_the_audio_slower_faster_and_later(recognizer):
+    x = torch.randn(100, 80)
+    views = [view(x) for view in recognizer._views(RecognitionOptions(tempo_views=0.05, shift_views=1))]
+    assert torch.equal(views[0], x)
+    assert [v.size(0) for v in views[1:3]] == [round(100 / 0.95), round(100 / 1.05)]
+    shift = recognizer.model.dims.subsampling // 2
+    assert torch.equal(views[3], x[shift:])
+    assert len(recognizer._views(RecognitionOptions(tempo_views=0.0, shift_views=3))) == 4
+    assert len(recognizer._views(RecognitionOptions(decoder="ctc"))) == 1  # greedy CTC: one pass
+
+
+def test_each_view_scores_with_an_equal_share_of_the_weights(recognizer, monkeypatch):
+    import pipeline.recognizer as module
+
+    seen = []
+    decode = module.decode
+    monkeypatch.setattr(module, "decode", lambda scorers, weights, *a: seen.append(weights) or decode(scorers, weights, *a))
+    recognizer.transcribe(_speech_with_pauses([1.0]), beam_size=2, tempo_views=0.05, shift_views=1, ctc_weight=0.3)
+    weights = seen[0]
+    decoders = [w for name, w in weights.items() if name.startswith("decoder")]
+    ctcs = [w for name, w in weights.items() if name.startswith("ctc")]
+    assert decoders == pytest.approx([0.7 / 4] * 4) and ctcs == pytest.approx([0.3 / 4] * 4)
+
+
+def test_identical_views_decode_as_one(recognizer):
+    """Views equal to the audio split its weights without changing a score: the ensemble of
+    copies is the single model, hypothesis for hypothesis."""
+    wavs = [_speech_with_pauses([1.0 + i], seed=i) for i in range(3)]
+    one = recognizer.transcribe_batch(wavs, beam_size=3, tempo_views=0.0, shift_views=0)
+    copies = recognizer.transcribe_batch(wavs, beam_size=3, tempo_views=1e-9, shift_views=0)
+    assert [t.text for t in copies] == [t.text for t in one]
+    assert any(t.text for t in one)  # the tiny random model does say something
 
 
 def test_precision_resolves_per_device():
@@ -97,7 +135,7 @@ def test_bf16_autocast_runs_the_model_in_bf16(tmp_path):
     low.model.ctc_head.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
     wav = _speech_with_pauses([1.5])
     t = low.transcribe(wav, beam_size=2)
-    assert dtypes == [torch.bfloat16] and t.duration == pytest.approx(1.5 + 0.6, abs=0.01)
+    assert dtypes and set(dtypes) == {torch.bfloat16} and t.duration == pytest.approx(1.5 + 0.6, abs=0.01)
     x = full._features(wav)[None]  # the same encoder output in both precisions, to bf16 accuracy
     with torch.no_grad(), autocast(low.device, "bf16"):
         lp_low = low.model.ctc_logprobs(low.model.encode(x, torch.tensor([x.size(1)]))[0]).float()

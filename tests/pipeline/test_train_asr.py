@@ -268,7 +268,8 @@ def test_speed_augment_warps_and_stretches_by_one_factor(run):
     factor is drawn per utterance and validation batches are left alone."""
     import random
 
-    from pipeline.train_asr import stretch, warp_frequency
+    from pipeline.features import stretch
+    from pipeline.train_asr import warp_frequency
 
     plain, fast = _plain_and_augmented(run[1], speed=0.1)
     utterances = plain.train[:4]
