@@ -150,6 +150,12 @@ class SpeechTransformer(nn.Module):
 
     # the StepModel protocol of models.decoding.DecoderScorer
 
+    @property
+    def shares_context_across_beams(self) -> bool:
+        """Dot cross-attention (no per-hypothesis alignment state) lets beam search keep the
+        memory once per utterance: its hypotheses attend to that copy together."""
+        return self.dims.cross_attention == "dot"
+
     def init_decoder(self, memory: Tensor, memory_mask: Tensor):
         return _ASRDecoderState(self.decoder.init_state(memory, memory_mask), memory, memory_mask)
 

@@ -209,6 +209,24 @@ class CrossAttention(nn.Module):
         return replace(state, focus=focus, dwell=dwell)
 
 
+def _hypotheses_over_shared_memory(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Beam search's K hypotheses per utterance against memory kept once per utterance.
+
+    q (B*K, H, T, dh), utterance b's hypotheses in rows b*K .. b*K+K-1; k/v (B, H, S, dh); mask
+    (B, S). Each utterance's K*T queries go through one matrix product with its keys, instead
+    of K products with K copies of them. Returns context (B*K, H, T, dh), weights (B*K, H, T, S).
+    """
+    B, H, S, dh = k.shape
+    N, _, T, _ = q.shape
+    if N % B:
+        raise ValueError(f"{N} query rows do not divide among {B} utterances")
+    K = N // B
+    grouped = q.reshape(B, K, H, T, dh).transpose(1, 2).reshape(B, H, K * T, dh)
+    context, weights = scaled_dot_product(grouped, k, v, mask[:, None, None, :], True)
+    context = context.reshape(B, H, K, T, dh).transpose(1, 2).reshape(N, H, T, dh)
+    return context, weights.reshape(B, H, K, T, S).transpose(1, 2).reshape(N, H, T, S)
+
+
 class DotCrossAttention(CrossAttention):
     """Multi-head scaled dot-product cross-attention."""
 
@@ -232,7 +250,10 @@ class DotCrossAttention(CrossAttention):
             if query.size(1) != 1:
                 raise ValueError("the monotonic window applies to one step at a time")
             mask = self._window_mask(state, memory_mask)
-        context, weights = scaled_dot_product(q, state.keys, state.values, mask[:, None, None, :], True)
+        if q.size(0) != state.keys.size(0) and state.window is None:
+            context, weights = _hypotheses_over_shared_memory(q, state.keys, state.values, mask)
+        else:
+            context, weights = scaled_dot_product(q, state.keys, state.values, mask[:, None, None, :], True)
         if state.window is not None:
             state = self._moved(state, weights[:, :, -1])
         return self.out(_merge_heads(self.drop(context))), weights, state

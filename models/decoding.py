@@ -120,13 +120,16 @@ class DecoderScorer(Scorer):
     """An attention decoder as a scorer: one incremental step per call, cache reordered.
 
     `context` holds the batch-first tensors the decoder attends to, typically the encoder
-    memory and its mask; they are repeated once per beam.
+    memory and its mask; they are repeated once per beam, unless the model says it attends
+    from all of an utterance's hypotheses to one copy (`shares_context_across_beams`).
     """
 
     def __init__(self, model: StepModel, *context: Tensor):
         self.model, self.context = model, context
 
     def init_state(self, beam_size):
+        if getattr(self.model, "shares_context_across_beams", False):
+            return self.model.init_decoder(*self.context)
         return self.model.init_decoder(*(c.repeat_interleave(beam_size, dim=0) for c in self.context))
 
     def score(self, tokens, state):

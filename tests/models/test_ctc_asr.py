@@ -110,6 +110,52 @@ def test_pre_beam_over_the_whole_vocabulary_decodes_as_full_scoring():
             [h.score for u in full for h in u], rel=1e-5)
 
 
+def test_beams_sharing_one_copy_of_the_memory_score_as_with_a_copy_each():
+    """Dot cross-attention keeps the encoder memory once per utterance in beam search; every
+    step's scores and the final hypotheses are those of a copy per hypothesis."""
+    model = _tiny_asr()
+    assert model.shares_context_across_beams
+    x = torch.randn(3, 40, 16, generator=torch.Generator().manual_seed(1))
+    memory, mask = model.encode(x, torch.tensor([40, 29, 35]))
+    K = 4
+    shared = DecoderScorer(model, memory, mask)
+    copied = model.init_decoder(memory.repeat_interleave(K, 0), mask.repeat_interleave(K, 0))
+    state = shared.init_state(K)
+    assert state.memory.size(0) == 3  # one copy, not 12
+    tokens = torch.full((3 * K, 1), 1)
+    g = torch.Generator().manual_seed(2)
+    for _ in range(4):
+        one, state = shared.score(tokens, state)
+        many, copied = model.decode_step(tokens[:, -1:], copied)
+        torch.testing.assert_close(one, many, rtol=1e-4, atol=1e-5)
+        hyp = torch.cat([b * K + torch.randint(0, K, (K,), generator=g) for b in range(3)])
+        token = torch.randint(2, 12, (3 * K,), generator=g)
+        state, copied = shared.select(state, hyp, token), copied.reorder(hyp)
+        tokens = torch.cat([tokens[hyp], token[:, None]], 1)
+
+    def run(step_model):
+        return decode({"decoder": DecoderScorer(step_model, memory, mask)}, {}, 1, EOS, mask.sum(1),
+                      DecodingOptions(beam_size=K, n_best=K))
+
+    shared_hyps, copied_hyps = run(model), run(_CopyPerHypothesis(model))
+    assert [[h.tokens for h in u] for u in shared_hyps] == [[h.tokens for h in u] for u in copied_hyps]
+
+
+class _CopyPerHypothesis:
+    """The same decoder, with DecoderScorer's default: a copy of the memory per hypothesis."""
+
+    shares_context_across_beams = False
+
+    def __init__(self, model):
+        self.model = model
+
+    def init_decoder(self, *context):
+        return self.model.init_decoder(*context)
+
+    def decode_step(self, tokens, state):
+        return self.model.decode_step(tokens, state)
+
+
 def test_ctc_greedy_merges_repeats_and_drops_blanks():
     path = torch.tensor([[0, 2, 2, 0, 2, 3, 3, 0]])
     logprobs = torch.nn.functional.one_hot(path, 4).float().log()
