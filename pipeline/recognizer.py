@@ -209,7 +209,7 @@ class Recognizer:
 
     def _features(self, wav: Tensor) -> Tensor:
         mel, _ = self.logmel(wav.to(self.device))
-        return self._long_enough(self.stats.normalize(mel[0]))
+        return self.stats.normalize(mel[0])
 
     def _long_enough(self, x: Tensor) -> Tensor:
         """Normalised features padded with the mean to the fewest frames the encoder takes: a
