@@ -2,6 +2,10 @@
 CTC head, and an autoregressive Transformer decoder with cross-attention (joint CTC/attention,
 Kim, Hori and Watanabe 2017).
 
+An optional second decoder reads the target right to left (`n_r2l_decoder_layers`; WeNet's
+U2++, Wu et al. 2021): it rescores the left-to-right beam search's finished hypotheses from the
+other end, where a word's spelling is conditioned on the words after it.
+
 Token ids: 0 is the CTC blank and the padding, 1 is both SOS and EOS (ESPnet's convention);
 subword pieces start at 2.
 """
@@ -37,6 +41,7 @@ class ASRDims:
     n_decoder_layers: int = 3
     dropout: float = 0.1
     cross_attention: str = "dot"
+    n_r2l_decoder_layers: int = 0  # a right-to-left decoder for rescoring (0: none)
     blank: int = 0
     sos: int = 1
     eos: int = 1
@@ -104,6 +109,28 @@ class SpeechTransformer(nn.Module):
         self.decoder = Decoder(D, dims.n_heads, dims.d_ff, dims.n_decoder_layers, dims.dropout,
                                dims.cross_attention)
         self.out = nn.Linear(D, dims.vocab_size)
+        self.r2l = nn.ModuleDict(dict(  # the same parts as the left-to-right decoder's
+            embed=nn.Embedding(dims.vocab_size, D),
+            pos=ScaledPositionalEncoding(D, dropout=dims.dropout),
+            decoder=Decoder(D, dims.n_heads, dims.d_ff, dims.n_r2l_decoder_layers, dims.dropout,
+                            dims.cross_attention),
+            out=nn.Linear(D, dims.vocab_size),
+        )) if dims.n_r2l_decoder_layers else None
+
+    def init_r2l_from_l2r(self) -> None:
+        """Start the right-to-left decoder as a copy of the left-to-right one (same depth): its
+        embeddings, cross-attention and output layer already fit the encoder."""
+        if self.r2l is None or self.dims.n_r2l_decoder_layers != self.dims.n_decoder_layers:
+            raise ValueError("init_r2l_from_l2r needs a right-to-left decoder as deep as the other")
+        for name, module in self._parts(reverse=False).items():
+            self.r2l[name].load_state_dict(module.state_dict())
+
+    def _parts(self, reverse: bool) -> dict[str, nn.Module]:
+        if not reverse:
+            return dict(embed=self.embed, pos=self.decoder_pos, decoder=self.decoder, out=self.out)
+        if self.r2l is None:
+            raise ValueError("this model has no right-to-left decoder")
+        return dict(self.r2l.items())
 
     def encode(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """features (B, T, n_mels) normalised log-mel -> memory (B, S, D), mask (B, S)."""
@@ -115,38 +142,75 @@ class SpeechTransformer(nn.Module):
         """(B, S, D) -> (B, S, V)."""
         return self.ctc_head(memory).float().log_softmax(dim=-1)
 
-    def _decoder_logprobs(self, h: Tensor) -> Tensor:
-        logits = self.out(h).float()
+    def _decoder_logprobs(self, h: Tensor, out: nn.Linear) -> Tensor:
+        logits = out(h).float()
         logits[..., self.dims.blank] = -1e4  # the decoder never emits blank/padding
         return logits.log_softmax(dim=-1)
 
-    def forward(self, memory: Tensor, mask: Tensor, tokens_in: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """Teacher forcing: tokens_in (B, L) starting with SOS -> (B, L, V) log-probs."""
-        x = self.decoder_pos(self.embed(tokens_in) * math.sqrt(self.dims.d_model))
-        h, weights, _ = self.decoder(x, memory, mask)
-        return self._decoder_logprobs(h), weights
+    def forward(self, memory: Tensor, mask: Tensor, tokens_in: Tensor,
+                reverse: bool = False) -> tuple[Tensor, list[Tensor]]:
+        """Teacher forcing: tokens_in (B, L) starting with SOS -> (B, L, V) log-probs; with
+        `reverse`, the right-to-left decoder's (tokens_in then holds the target reversed)."""
+        parts = self._parts(reverse)
+        x = parts["pos"](parts["embed"](tokens_in) * math.sqrt(self.dims.d_model))
+        h, weights, _ = parts["decoder"](x, memory, mask)
+        return self._decoder_logprobs(h, parts["out"]), weights
 
-    def loss(self, features: Tensor, lengths: Tensor, targets: Tensor, target_lengths: Tensor,
-             ctc_weight: float = 0.3, label_smoothing: float = 0.1) -> dict[str, Tensor]:
-        """targets (B, L) token ids without SOS/EOS, padded with 0."""
-        memory, mask = self.encode(features, lengths)
-        ctc = F.ctc_loss(
-            self.ctc_logprobs(memory).transpose(0, 1), targets, mask.sum(1), target_lengths,
-            blank=self.dims.blank, reduction="sum", zero_infinity=True,
-        ) / targets.size(0)
+    def attention_loss(self, memory: Tensor, mask: Tensor, targets: Tensor,
+                       target_lengths: Tensor, label_smoothing: float = 0.1,
+                       reverse: bool = False) -> tuple[Tensor, Tensor]:
+        """Label-smoothed cross-entropy of one decoder, summed over tokens and EOS, averaged
+        over the batch, and its token accuracy. targets (B, L) without SOS/EOS, padded with 0;
+        `reverse` trains the right-to-left decoder on each target reversed."""
+        if reverse:
+            targets = reverse_padded(targets, target_lengths)
         B = targets.size(0)
         sos = targets.new_full((B, 1), self.dims.sos)
         tokens_in = torch.cat([sos, targets], dim=1)  # (B, L + 1)
         tokens_out = torch.cat([targets, targets.new_zeros(B, 1)], dim=1)
         tokens_out[torch.arange(B, device=targets.device), target_lengths] = self.dims.eos
-        logprobs, _ = self(memory, mask, tokens_in)
+        logprobs, _ = self(memory, mask, tokens_in, reverse=reverse)
         valid = lengths_to_mask(target_lengths + 1, tokens_out.size(1))
         nll = -logprobs.gather(-1, tokens_out[..., None]).squeeze(-1)
         smooth = -logprobs[..., 2:].mean(-1)  # spread over real tokens only
         att = ((1 - label_smoothing) * nll + label_smoothing * smooth)[valid].sum() / B
-        correct = (logprobs.argmax(-1) == tokens_out)[valid].float().mean()
-        total = ctc_weight * ctc + (1 - ctc_weight) * att
-        return {"loss": total, "ctc": ctc.detach(), "attention": att.detach(), "accuracy": correct}
+        return att, (logprobs.argmax(-1) == tokens_out)[valid].float().mean()
+
+    def loss(self, features: Tensor, lengths: Tensor, targets: Tensor, target_lengths: Tensor,
+             ctc_weight: float = 0.3, label_smoothing: float = 0.1,
+             reverse_weight: float = 0.0) -> dict[str, Tensor]:
+        """targets (B, L) token ids without SOS/EOS, padded with 0. `reverse_weight`: the
+        right-to-left decoder's share of the attention loss."""
+        memory, mask = self.encode(features, lengths)
+        ctc = F.ctc_loss(
+            self.ctc_logprobs(memory).transpose(0, 1), targets, mask.sum(1), target_lengths,
+            blank=self.dims.blank, reduction="sum", zero_infinity=True,
+        ) / targets.size(0)
+        att, correct = self.attention_loss(memory, mask, targets, target_lengths, label_smoothing)
+        out = {"ctc": ctc.detach(), "attention": att.detach(), "accuracy": correct}
+        if reverse_weight > 0:
+            r2l, out["accuracy_r2l"] = self.attention_loss(memory, mask, targets, target_lengths,
+                                                           label_smoothing, reverse=True)
+            out["attention_r2l"] = r2l.detach()
+            att = (1 - reverse_weight) * att + reverse_weight * r2l
+        return {"loss": ctc_weight * ctc + (1 - ctc_weight) * att, **out}
+
+    @torch.no_grad()
+    def score_reversed(self, memory: Tensor, mask: Tensor, hypotheses: list[list[int]]) -> Tensor:
+        """The right-to-left decoder's log-probability of each hypothesis (its tokens read from
+        the end, then EOS), for rescoring. memory (N, S, D), mask (N, S): row n's encoding;
+        hypotheses: N token lists -> (N,) summed log-probs."""
+        rows = [torch.tensor(h, dtype=torch.long) for h in hypotheses]
+        targets, lengths = _pad(rows, memory.device)
+        targets = reverse_padded(targets, lengths)
+        N = targets.size(0)
+        sos = targets.new_full((N, 1), self.dims.sos)
+        tokens_in = torch.cat([sos, targets], dim=1)  # (N, L + 1)
+        tokens_out = torch.cat([targets, targets.new_zeros(N, 1)], dim=1)
+        tokens_out[torch.arange(N, device=targets.device), lengths] = self.dims.eos
+        logprobs, _ = self(memory, mask, tokens_in, reverse=True)  # (N, L + 1, V)
+        picked = logprobs.gather(-1, tokens_out[..., None]).squeeze(-1)
+        return picked.masked_fill(~lengths_to_mask(lengths + 1, tokens_out.size(1)), 0.0).sum(1)
 
     # the StepModel protocol of models.decoding.DecoderScorer
 
@@ -156,13 +220,51 @@ class SpeechTransformer(nn.Module):
         memory once per utterance: its hypotheses attend to that copy together."""
         return self.dims.cross_attention == "dot"
 
+    def init_decoder(self, memory: Tensor, memory_mask: Tensor, reverse: bool = False):
+        decoder = self._parts(reverse)["decoder"]
+        return _ASRDecoderState(decoder.init_state(memory, memory_mask), memory, memory_mask)
+
+    def decode_step(self, tokens: Tensor, state: "_ASRDecoderState", reverse: bool = False):
+        parts = self._parts(reverse)
+        x = parts["embed"](tokens) * math.sqrt(self.dims.d_model)
+        h, _, dec = parts["decoder"](parts["pos"](x, state.decoder.offset), state.memory, state.mask,
+                                     state.decoder)
+        logprobs = self._decoder_logprobs(h, parts["out"])[:, -1]
+        return logprobs, _ASRDecoderState(dec, state.memory, state.mask)
+
+
+class RightToLeftSteps:
+    """A model's right-to-left decoder as a `models.decoding.StepModel`: a search with it
+    spells the transcript from its last token (reverse the result)."""
+
+    def __init__(self, model: SpeechTransformer):
+        self.model = model
+
+    @property
+    def shares_context_across_beams(self) -> bool:
+        return self.model.shares_context_across_beams
+
     def init_decoder(self, memory: Tensor, memory_mask: Tensor):
-        return _ASRDecoderState(self.decoder.init_state(memory, memory_mask), memory, memory_mask)
+        return self.model.init_decoder(memory, memory_mask, reverse=True)
 
     def decode_step(self, tokens: Tensor, state: "_ASRDecoderState"):
-        x = self.decoder_pos(self.embed(tokens) * math.sqrt(self.dims.d_model), state.decoder.offset)
-        h, _, dec = self.decoder(x, state.memory, state.mask, state.decoder)
-        return self._decoder_logprobs(h)[:, -1], _ASRDecoderState(dec, state.memory, state.mask)
+        return self.model.decode_step(tokens, state, reverse=True)
+
+
+def reverse_padded(tokens: Tensor, lengths: Tensor) -> Tensor:
+    """(B, L) padded rows -> each row's first lengths[b] entries reversed, the padding kept."""
+    L = tokens.size(1)
+    positions = torch.arange(L, device=tokens.device)[None, :]  # (1, L)
+    source = torch.where(positions < lengths[:, None], lengths[:, None] - 1 - positions, positions)
+    return tokens.gather(1, source)
+
+
+def _pad(rows: list[Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
+    lengths = torch.tensor([len(r) for r in rows], device=device)
+    out = torch.zeros(len(rows), max(int(lengths.max()), 1), dtype=torch.long, device=device)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out, lengths
 
 
 @dataclass

@@ -273,13 +273,19 @@ def _snr_range(spec: str | None) -> tuple[float, float] | None:
 @click.option("--speed-augment", "speed", default=0.0, show_default=True,
               help="speed perturbation: each training utterance as if resampled to play at a random "
                    "speed within 1 +- this, pitch and formants with it (e.g. 0.1; 0: off)")
+@click.option("--reverse-weight", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="train a right-to-left decoder beside the other, with this share of the "
+                   "attention loss; the recogniser rescores its hypotheses with it (0: none)")
+@click.option("--r2l-only", is_flag=True,
+              help="with --init-from: add a right-to-left decoder (a copy of the left-to-right "
+                   "one) and train only it, the rest of the model frozen")
 @click.option("--init-from", type=click.Path(exists=True, path_type=Path), default=None,
               help="fine-tune this ASR checkpoint (its units, dims and weights) instead of starting fresh")
 @_train_options
 def train_asr_cmd(manifests, text, vocab_size, speakers, batch_frames, attention, d_model,
                   conv_channels, encoder_layers, decoder_layers, ctc_weight, channel_db,
-                  silence_seconds, noise_snr, noise_prob, vtlp, speed, init_from, out, no_resume,
-                  **kwargs):
+                  silence_seconds, noise_snr, noise_prob, vtlp, speed, reverse_weight, r2l_only,
+                  init_from, out, no_resume, **kwargs):
     """Train the joint CTC/attention Speech-Transformer."""
     from pipeline.train_asr import ASRDataConfig, ASRTask
     from pipeline.training import Trainer
@@ -290,7 +296,10 @@ def train_asr_cmd(manifests, text, vocab_size, speakers, batch_frames, attention
                          speakers=tuple(speakers.split(",")) if speakers else None,
                          max_batch_frames=batch_frames, ctc_weight=ctc_weight, channel_db=channel_db,
                          silence_seconds=silence_seconds, noise_snr=_snr_range(noise_snr),
-                         noise_prob=noise_prob, vtlp=vtlp, speed=speed)
+                         noise_prob=noise_prob, vtlp=vtlp, speed=speed,
+                         reverse_weight=reverse_weight, r2l_only=r2l_only)
+    if r2l_only and init_from is None and not (Path(out) / "last.pt").exists():
+        raise click.UsageError("--r2l-only trains a decoder for a trained model: give --init-from")
     import torch
 
     tokenizer, init, init_record = None, None, None

@@ -15,6 +15,8 @@ Joint decoding hears each piece in several views, an ensemble of one model (test
 augmentation): by default as it is, at tempo 0.95 and 1.05 (`tempo_views`), and half an encoder
 step later (`shift_views`); each view's decoder and CTC prefix scores take an equal share of
 their weights. Greedy CTC hears the piece once.
+A model with a right-to-left decoder (models.asr) rescores the beam's finished hypotheses with it,
+`r2l_weight` times its log-probability averaged over the views (attention rescoring, WeNet's U2++).
 Word timing and confidence come from a CTC forced alignment of the chosen hypothesis
 (torchaudio.functional.forced_align); confidence is the mean frame posterior of a word's tokens.
 """
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -33,11 +35,11 @@ from torch import Tensor
 
 from models.asr import ASRDims, ConvSubsampling, SpeechTransformer
 from models.ctc import CTCPrefixScorer, ctc_greedy
-from models.decoding import DecoderScorer, DecodingOptions, LengthBonus, decode
+from models.decoding import DecoderScorer, DecodingOptions, Hypothesis, LengthBonus, decode
 from models.lexicon import Lexicon, LexiconScorer
 from models.lm import LMDims, LMScorer, RNNLM
 from models.wordlm import WordLM, WordLMScorer
-from pipeline.audio import AudioLimits, load_audio
+from pipeline.audio import AudioLimits, EmptyAudioError, load_audio
 from pipeline.checkpoints import (
     CheckpointError,
     default_checkpoint,
@@ -96,6 +98,9 @@ class RecognitionOptions:
     # later, k = 1 .. shift_views; each view's decoder and CTC scores weighted equally
     tempo_views: float = 0.05
     shift_views: int = 1
+    # the right-to-left decoder's weight when it rescores the beam's finished hypotheses, where
+    # the model has one (0: the beam's own order)
+    r2l_weight: float = 0.3
 
     def __post_init__(self) -> None:
         if self.decoder not in DECODERS:
@@ -112,6 +117,8 @@ class RecognitionOptions:
             raise ValueError("end_silence_seconds must be >= 0")
         if not 0 <= self.tempo_views < 0.5 or self.shift_views < 0:
             raise ValueError("tempo_views must be in [0, 0.5) and shift_views >= 0")
+        if self.r2l_weight < 0:
+            raise ValueError("r2l_weight must be >= 0")
 
 
 class Recognizer:
@@ -175,6 +182,8 @@ class Recognizer:
 
     def load_audio(self, audio: str | os.PathLike | Tensor, limits: AudioLimits = AudioLimits()) -> Tensor:
         if isinstance(audio, Tensor):
+            if audio.numel() == 0:  # files are checked by load_audio; a waveform here
+                raise EmptyAudioError("the waveform holds no audio samples")
             return audio.float().flatten()
         return load_audio(Path(audio), self.sample_rate, limits)
 
@@ -281,15 +290,40 @@ class Recognizer:
             if self._word_lm_scorer is not None and opts.word_lm_weight > 0:
                 scorers["word_lm"] = self._word_lm_scorer.with_word_bonus(opts.word_bonus)
                 weights["word_lm"] = opts.word_lm_weight
+            rescore = self.model.r2l is not None and opts.r2l_weight > 0 and opts.beam_size > 1
             options = DecodingOptions(beam_size=opts.beam_size, length_penalty=opts.length_penalty,
                                       max_len_ratio=1.0, max_len_offset=2,
-                                      pre_beam_ratio=opts.pre_beam_ratio)
+                                      pre_beam_ratio=opts.pre_beam_ratio,
+                                      n_best=opts.beam_size if rescore else 1)
             hyps = decode(scorers, weights, dims.sos, dims.eos, enc_lengths, options)
+            if rescore:
+                hyps = self._rescore_r2l(hyps, encoded, opts)
             # a search that reached its length limit with only impossible extensions left (CTC's
             # finite -1e30) may have taken blanks: they spell nothing
             token_lists = [[t for t in h[0].tokens if t != dims.blank] for h in hyps]
         return [(self.tokenizer.decode(tokens), self._align(logprobs[b, : enc_lengths[b]], tokens))
                 for b, tokens in enumerate(token_lists)]
+
+    def _rescore_r2l(self, hyps: list[list[Hypothesis]], encoded: list, opts: RecognitionOptions
+                     ) -> list[list[Hypothesis]]:
+        """Each utterance's finished hypotheses re-ranked with `r2l_weight` times the
+        right-to-left decoder's log-probability (the mean over the views) added to their
+        search scores, length-normalised as the search normalised them."""
+        rows = [b for b, hs in enumerate(hyps) for _ in hs]
+        flat = [h for hs in hyps for h in hs]
+        if not flat:
+            return hyps
+        index = torch.tensor(rows, device=self.device)
+        tokens = [h.tokens for h in flat]
+        r2l = torch.stack([self.model.score_reversed(memory[index], mask[index], tokens)
+                           for memory, mask, _, _ in encoded]).mean(0).float().cpu()
+        out: list[list[Hypothesis]] = [[] for _ in hyps]
+        for b, h, r2l_logprob in zip(rows, flat, r2l.tolist()):
+            logprob = h.logprob + opts.r2l_weight * r2l_logprob
+            length = len(h.tokens) + int(not h.hit_max_len)  # EOS counts where it ended the search
+            score = logprob / max(length, 1) ** opts.length_penalty
+            out[b].append(replace(h, logprob=logprob, score=score))
+        return [sorted(hs, key=lambda h: h.score, reverse=True) for hs in out]
 
     def _align(self, logprobs: Tensor, tokens: list[int]) -> list[Word]:
         """Word timings and confidences from a CTC forced alignment. logprobs (T, V)."""

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torchaudio.transforms as T
 
-from models.asr import ASRDims, SpeechTransformer
+from models.asr import ASRDims, RightToLeftSteps, SpeechTransformer
 from models.ctc import ctc_greedy
 from models.decoding import DecoderScorer, DecodingOptions, decode
 from pipeline.checkpoints import float_state_dict, lineage
@@ -59,6 +59,8 @@ class ASRDataConfig:
     speed: float = 0.0  # speed perturbation: frequencies times s, durations over s, s in 1 +- this
     ctc_weight: float = 0.3
     label_smoothing: float = 0.1
+    reverse_weight: float = 0.0  # the right-to-left decoder's share of the attention loss (0: none)
+    r2l_only: bool = False  # train only a right-to-left decoder on the frozen rest of the model
 
 
 def _split(utterances: list[Utterance], valid_size: int) -> tuple[list, list]:
@@ -225,14 +227,29 @@ class ASRTask:
             self.stats = FeatureStats.accumulate([self.mels[u.id].float() for u in self.train[::10]])
         self.targets = {u.id: torch.tensor(tokenizer.encode(u.text)) for u in self.train + self.valid}
         dims = {"vocab_size": len(tokenizer), **(dims_overrides or {})}
+        wants_r2l = data.reverse_weight > 0 or data.r2l_only
+        if wants_r2l and not dims.get("n_r2l_decoder_layers"):
+            dims["n_r2l_decoder_layers"] = dims.get("n_decoder_layers", ASRDims.n_decoder_layers)
         self.model = SpeechTransformer(ASRDims(**dims))
         if init is not None:
-            self.model.load_state_dict(float_state_dict(init["state_dict"]))
+            self._load_init(float_state_dict(init["state_dict"]))
+        if data.r2l_only:  # the encoder, CTC head and left-to-right decoder stay as they are
+            for name, p in self.model.named_parameters():
+                p.requires_grad_(name.startswith("r2l."))
         lengths = [self.mels[u.id].size(0) for u in self.train]
         self.sampler = BucketBatchSampler(lengths, data.max_batch_frames, seed=seed, shortest_first=True)
         self.augment = SpecAugment() if data.spec_augment else None
         self.noise = noise_bank(self.features, seed=seed) if data.noise_snr else None
         self.centres = mel_centres(self.features) if data.vtlp > 0 or data.speed > 0 else None
+
+    def _load_init(self, state: dict) -> None:
+        """Load a starting checkpoint; a right-to-left decoder it lacks starts as a copy of its
+        left-to-right one."""
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("r2l.") for k in missing):
+            self.model.load_state_dict(state)  # raises, naming the keys that do not fit
+        if missing:
+            self.model.init_r2l_from_l2r()
 
     @staticmethod
     def _spread(valid: list[Utterance], n: int) -> list[Utterance]:
@@ -272,28 +289,56 @@ class ASRTask:
             yield self.collate([self.train[i] for i in batch], train=True)
 
     def loss(self, batch, step: int):
+        if self.data.r2l_only:
+            x, lengths, targets, target_lengths = batch
+            with torch.no_grad():  # frozen: no graph through the encoder
+                memory, mask = self.model.encode(x, lengths)
+            att, accuracy = self.model.attention_loss(memory, mask, targets, target_lengths,
+                                                      self.data.label_smoothing, reverse=True)
+            return {"loss": att, "accuracy_r2l": accuracy}
         return self.model.loss(*batch, ctc_weight=self.data.ctc_weight,
-                               label_smoothing=self.data.label_smoothing)
+                               label_smoothing=self.data.label_smoothing,
+                               reverse_weight=self.data.reverse_weight)
 
     def evaluate(self) -> dict[str, float]:
-        refs, ctc_hyps, att_hyps = [], [], []
-        losses = []
+        """Validation loss and greedy WERs: CTC's, the decoder's, and the right-to-left
+        decoder's where there is one (alone when only it trains: the rest is frozen)."""
+        refs, losses = [], []
+        hyps: dict[str, list[str]] = {}
+        searches = {"ctc": None, "attention": self.model, "r2l": RightToLeftSteps(self.model)}
+        if self.model.r2l is None:
+            del searches["r2l"]
+        if self.data.r2l_only:
+            searches = {"r2l": searches["r2l"]}
         for start in range(0, len(self.valid), 50):
             chunk = self.valid[start: start + 50]
             x, lengths, targets, target_lengths = self.collate(chunk, train=False)
-            losses.append(float(self.model.loss(x, lengths, targets, target_lengths)["loss"]))
             memory, mask = self.model.encode(x, lengths)
-            logprobs = self.model.ctc_logprobs(memory)
-            ctc_hyps += [self.tokenizer.decode(t) for t in ctc_greedy(logprobs, mask.sum(1), 0)]
-            hyps = decode({"decoder": DecoderScorer(self.model, memory, mask)}, {},
-                          self.model.dims.sos, self.model.dims.eos, mask.sum(1),
-                          DecodingOptions(beam_size=1, max_len_ratio=1.0))
-            att_hyps += [self.tokenizer.decode(h[0].tokens) for h in hyps]
+            if self.data.r2l_only:
+                loss, _ = self.model.attention_loss(memory, mask, targets, target_lengths,
+                                                    self.data.label_smoothing, reverse=True)
+            else:
+                loss = self.model.loss(x, lengths, targets, target_lengths,
+                                       reverse_weight=self.data.reverse_weight)["loss"]
+            losses.append(float(loss))
+            for name, steps in searches.items():
+                texts = self._greedy(steps, memory, mask, reverse=name == "r2l")
+                hyps.setdefault(name, []).extend(texts)
             refs += [words_for_scoring(u.text) for u in chunk]
-        ctc_wer = jiwer.wer(refs, ctc_hyps)
-        att_wer = jiwer.wer(refs, att_hyps)
-        return {"loss": round(sum(losses) / len(losses), 4), "wer_ctc_greedy": round(ctc_wer, 4),
-                "wer_attention_greedy": round(att_wer, 4), "score": min(ctc_wer, att_wer)}
+        wers = {f"wer_{name}_greedy": round(jiwer.wer(refs, h), 4) for name, h in hyps.items()}
+        score = wers["wer_r2l_greedy"] if self.data.r2l_only else min(
+            wers["wer_ctc_greedy"], wers["wer_attention_greedy"])
+        return {"loss": round(sum(losses) / len(losses), 4), **wers, "score": score}
+
+    def _greedy(self, steps, memory, mask, reverse: bool) -> list[str]:
+        """Greedy transcripts of a batch: CTC's (`steps` None) or a decoder's."""
+        dims = self.model.dims
+        if steps is None:
+            tokens = ctc_greedy(self.model.ctc_logprobs(memory), mask.sum(1), dims.blank)
+            return [self.tokenizer.decode(t) for t in tokens]
+        hyps = decode({"decoder": DecoderScorer(steps, memory, mask)}, {}, dims.sos, dims.eos,
+                      mask.sum(1), DecodingOptions(beam_size=1, max_len_ratio=1.0))
+        return [self.tokenizer.decode(h[0].tokens[::-1] if reverse else h[0].tokens) for h in hyps]
 
     def checkpoint(self) -> dict:
         return {

@@ -41,9 +41,10 @@ def make_tiny_tts_checkpoint(path: Path, frames_per_phone: int = 4) -> Path:
     return path
 
 
-def make_tiny_asr_checkpoint(path: Path) -> Path:
+def make_tiny_asr_checkpoint(path: Path, r2l_layers: int = 0) -> Path:
     """A random `pipeline.recognizer` model (tiny ASRDims, a 64-piece tokenizer trained on the
-    Harvard sentences) saved with the payload keys `Recognizer.load` reads."""
+    Harvard sentences) saved with the payload keys `Recognizer.load` reads; `r2l_layers`: a
+    right-to-left decoder of that depth beside the same other weights."""
     from models.asr import ASRDims, SpeechTransformer
     from pipeline.features import ASR_FEATURES
     from pipeline.tokenizer import SubwordTokenizer
@@ -52,7 +53,8 @@ def make_tiny_asr_checkpoint(path: Path) -> Path:
     harvard = REPO / "pipeline" / "resources" / "harvard-sentences.txt"
     tokenizer = SubwordTokenizer.train(harvard.read_text().splitlines(), vocab_size=64)
     dims = ASRDims(vocab_size=len(tokenizer), subsampling=4, conv_channels=16, d_model=32, n_heads=2,
-                   d_ff=64, n_encoder_layers=1, n_decoder_layers=1, dropout=0.0)
+                   d_ff=64, n_encoder_layers=1, n_decoder_layers=1, dropout=0.0,
+                   n_r2l_decoder_layers=r2l_layers)
     n = ASR_FEATURES.n_mels
     payload = {"kind": "asr", "dims": dims.to_dict(), "state_dict": SpeechTransformer(dims).state_dict(),
                "features": ASR_FEATURES.to_dict(), "stats": {"mean": [-4.0] * n, "std": [1.5] * n},

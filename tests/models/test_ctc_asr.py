@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from models.asr import ASRDims, SpeechTransformer
+from models.asr import ASRDims, RightToLeftSteps, SpeechTransformer, reverse_padded
 from models.ctc import CTCPrefixScorer, ctc_greedy
 from models.decoding import DecoderScorer, DecodingOptions, decode
 
@@ -162,11 +162,11 @@ def test_ctc_greedy_merges_repeats_and_drops_blanks():
     assert ctc_greedy(logprobs, torch.tensor([8]), BLANK) == [[2, 2, 3]]
 
 
-def _tiny_asr(attention="dot", subsampling=4):
+def _tiny_asr(attention="dot", subsampling=4, r2l_layers=0):
     torch.manual_seed(0)
     dims = ASRDims(vocab_size=12, n_mels=16, subsampling=subsampling, conv_channels=8, d_model=32,
                    n_heads=2, d_ff=64, n_encoder_layers=2, n_decoder_layers=2, dropout=0.0,
-                   cross_attention=attention)
+                   cross_attention=attention, n_r2l_decoder_layers=r2l_layers)
     return SpeechTransformer(dims)
 
 
@@ -204,6 +204,49 @@ def test_asr_loss_and_gradients_finite():
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+def test_reverse_padded_reverses_each_row_within_its_length():
+    tokens = torch.tensor([[3, 4, 5, 0], [6, 7, 0, 0], [8, 9, 10, 11]])
+    reversed_ = reverse_padded(tokens, torch.tensor([3, 2, 4]))
+    assert reversed_.tolist() == [[5, 4, 3, 0], [7, 6, 0, 0], [11, 10, 9, 8]]
+
+
+def test_right_to_left_scores_equal_its_step_by_step_decoding():
+    """`score_reversed` (teacher forcing, a batch) is the sum of the step model's log-probs
+    over the reversed tokens and EOS, hypothesis by hypothesis."""
+    model = _tiny_asr(r2l_layers=2).double().eval()
+    memory, mask = model.encode(torch.randn(2, 60, 16, dtype=torch.float64), torch.tensor([60, 44]))
+    hyps = [[3, 4, 5], [6, 7]]
+    batch = model.score_reversed(memory, mask, hyps)
+    steps = RightToLeftSteps(model)
+    for b, hyp in enumerate(hyps):
+        state = steps.init_decoder(memory[b:b + 1], mask[b:b + 1])
+        total = 0.0
+        for token_in, token_out in zip([1, *hyp[::-1]], [*hyp[::-1], EOS]):
+            logprobs, state = steps.decode_step(torch.tensor([[token_in]]), state)
+            total += float(logprobs[0, token_out])
+        assert float(batch[b]) == pytest.approx(total, abs=1e-5)  # log-softmax runs in fp32
+
+
+def test_right_to_left_decoder_starts_as_a_copy_and_trains_with_the_joint_loss():
+    model = _tiny_asr(r2l_layers=2)
+    memory, mask = model.encode(torch.randn(2, 60, 16), torch.tensor([60, 44]))
+    tokens = torch.tensor([[1, 3, 4, 5], [1, 6, 7, 2]])
+    def both():
+        return model(memory, mask, tokens)[0], model(memory, mask, tokens, reverse=True)[0]
+
+    assert not torch.allclose(*both())
+    model.init_r2l_from_l2r()
+    assert torch.equal(*both())
+    targets = torch.tensor([[3, 4, 5], [6, 7, 0]])
+    losses = model.loss(torch.randn(2, 60, 16), torch.tensor([60, 44]), targets, torch.tensor([3, 2]),
+                        reverse_weight=0.3)
+    losses["loss"].backward()
+    assert torch.isfinite(losses["attention_r2l"])
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.r2l.parameters())
+    with pytest.raises(ValueError, match="right-to-left"):
+        _tiny_asr().score_reversed(memory, mask, [[3]])
+
+
 @pytest.mark.slow
 def test_tiny_asr_overfits_eight_utterances():
     """Eight 'utterances' whose frames encode their tokens: WER 0 after a short training."""
@@ -238,3 +281,35 @@ def test_tiny_asr_overfits_eight_utterances():
                       DecodingOptions(beam_size=beam))
         assert [h[0].tokens for h in hyps] == [u[1].tolist() for u in utts]
     assert ctc_greedy(model.ctc_logprobs(memory), mask.sum(1), BLANK) == [u[1].tolist() for u in utts]
+
+
+def test_tiny_right_to_left_decoder_learns_on_a_frozen_model():
+    """The right-to-left decoder alone, on a frozen random encoder, learns to spell eight
+    targets from their ends: greedy search with it, reversed, gives them back."""
+    model = _tiny_asr(r2l_layers=2)
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.randint(30, 60, (8,), generator=g)
+    x = torch.randn(8, 60, 16, generator=g)
+    target_lengths = torch.randint(2, 6, (8,), generator=g)
+    targets = torch.randint(2, 12, (8, 5), generator=g) * lengths_mask(target_lengths, 5)
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith("r2l."))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("r2l.")}
+    with torch.no_grad():
+        memory, mask = model.encode(x, lengths)
+    for _ in range(150):
+        loss, _ = model.attention_loss(memory, mask, targets, target_lengths, 0.0, reverse=True)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in frozen.items())
+    model.eval()
+    hyps = decode({"decoder": DecoderScorer(RightToLeftSteps(model), memory, mask)}, {}, 1, EOS,
+                  mask.sum(1), DecodingOptions(beam_size=1, max_len_ratio=1.0))
+    spelled = [h[0].tokens[::-1] for h in hyps]
+    assert spelled == [t[:n].tolist() for t, n in zip(targets, target_lengths)]
+
+
+def lengths_mask(lengths, width):
+    return (torch.arange(width)[None, :] < lengths[:, None]).long()

@@ -72,6 +72,13 @@ def test_batch_equals_one_by_one(recognizer):
         assert recognizer.transcribe(wav, beam_size=2).text == t.text
 
 
+def test_an_empty_waveform_is_a_clear_error(recognizer):
+    from pipeline.audio import EmptyAudioError
+
+    with pytest.raises(EmptyAudioError, match="no audio samples"):
+        recognizer.transcribe(torch.zeros(0))
+
+
 def test_options_are_validated():
     with pytest.raises(ValueError, match="decoder"):
         RecognitionOptions(decoder="rnnt")
@@ -83,6 +90,8 @@ def test_options_are_validated():
         RecognitionOptions(tempo_views=0.5)
     with pytest.raises(ValueError, match="shift_views"):
         RecognitionOptions(shift_views=-1)
+    with pytest.raises(ValueError, match="r2l_weight"):
+        RecognitionOptions(r2l_weight=-0.1)
 
 
 def test_views_are_the_audio_slower_faster_and_later(recognizer):
@@ -156,3 +165,42 @@ def test_a_clip_cut_off_in_speech_is_heard_with_silence_after_it(recognizer, mon
     assert [w.numel() for w in heard] == [cut_off.numel() + SR // 5, paused.numel(), cut_off.numel()]
     assert heard[0][cut_off.numel():].abs().max() < 0.01
     assert all(w.end <= t.duration for w in t.words)  # no word in the appended silence
+
+
+@pytest.fixture(scope="module")
+def r2l_recognizer(tmp_path_factory):
+    path = make_tiny_asr_checkpoint(tmp_path_factory.mktemp("asr-r2l") / "asr.pt", r2l_layers=1)
+    return Recognizer.load(path)
+
+
+def test_right_to_left_rescoring_off_is_the_beams_own_choice(recognizer, r2l_recognizer):
+    """The same weights (the random generator draws the right-to-left decoder last): at
+    r2l_weight 0 the model with it reads as the model without it."""
+    wavs = [_speech_with_pauses([1.0 + i], seed=i) for i in range(3)]
+    plain = recognizer.transcribe_batch(wavs, beam_size=3)
+    assert [t.text for t in r2l_recognizer.transcribe_batch(wavs, beam_size=3, r2l_weight=0.0)] == \
+        [t.text for t in plain]
+
+
+def test_right_to_left_rescoring_reranks_the_finished_hypotheses(r2l_recognizer, monkeypatch):
+    """Each utterance's hypotheses are re-ranked by search log-prob + r2l_weight * the
+    right-to-left decoder's mean over the views, length-normalised; utterances stay apart."""
+    from models.decoding import Hypothesis
+
+    x = torch.randn(2, 120, 80)
+    views = [r2l_recognizer._encode(x, torch.tensor([120, 100])) for _ in range(2)]
+    r2l = {(5, 6): -1.0, (7,): -9.0, (8, 9, 10): -2.0}  # the views say these +- 1: their mean
+    offsets = iter([1.0, -1.0])
+
+    def score_reversed(memory, mask, hypotheses):
+        offset = next(offsets)
+        return torch.tensor([r2l[tuple(h)] + offset for h in hypotheses])
+
+    monkeypatch.setattr(r2l_recognizer.model, "score_reversed", score_reversed)
+    hyps = [[Hypothesis([7], -1.0 / 2, -1.0), Hypothesis([5, 6], -3.0 / 3, -3.0)],
+            [Hypothesis([8, 9, 10], -4.0 / 4, -4.0)]]
+    rescored = r2l_recognizer._rescore_r2l(hyps, views, RecognitionOptions(r2l_weight=0.5))
+    assert [[h.tokens for h in hs] for hs in rescored] == [[[5, 6], [7]], [[8, 9, 10]]]
+    assert rescored[0][0].score == pytest.approx((-3.0 - 0.5) / 3)
+    assert rescored[0][1].score == pytest.approx((-1.0 - 4.5) / 2)
+    assert rescored[1][0].logprob == pytest.approx(-5.0)

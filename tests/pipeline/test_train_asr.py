@@ -85,6 +85,31 @@ def test_export_fine_tunes_from_its_weights_units_and_normalisation(run, tmp_pat
     assert chain["initialised_from"]["progress"]["step"] == init["progress"]["step"]
 
 
+def test_right_to_left_decoder_trains_alone_on_the_frozen_model(run, tmp_path):
+    """--r2l-only: the fine-tune adds a right-to-left decoder, a copy of the other, trains only
+    it, and follows its greedy WER; the export is a recogniser that rescores with it."""
+    from dataclasses import replace
+
+    root, data, _, _ = run
+    shipped = export_checkpoint(root / "run" / "best.pt", tmp_path / "asr.pt")
+    init = torch.load(shipped, weights_only=True)
+    task = ASRTask(replace(data, r2l_only=True), init=init)
+    start = {k: v.clone() for k, v in task.model.state_dict().items()}
+    assert task.model.dims.n_r2l_decoder_layers == task.model.dims.n_decoder_layers
+    assert torch.equal(start["r2l.out.weight"], start["out.weight"])
+    metrics = Trainer(task, TrainConfig(max_steps=3, warmup_steps=1, eval_every=3, peak_lr=1e-2),
+                      tmp_path / "r2l").fit()
+    assert set(metrics) == {"loss", "wer_r2l_greedy", "score"}
+    assert metrics["score"] == metrics["wer_r2l_greedy"]
+    after = task.model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in start.items() if not k.startswith("r2l."))
+    assert any(not torch.equal(after[k], v) for k, v in start.items() if k.startswith("r2l."))
+    exported = export_checkpoint(tmp_path / "r2l" / "last.pt", tmp_path / "asr-r2l.pt")
+    recognizer = Recognizer.load(exported)
+    assert recognizer.model.r2l is not None
+    assert isinstance(recognizer.transcribe(root / "wavs" / "u0.wav", beam_size=3).text, str)
+
+
 def test_snapshots_are_kept_and_average_with_the_model_they_tuned(run, tmp_path):
     """--keep-snapshots: each save's weights on their own (fp16, no optimizer), which average
     with the exported model they were fine-tuned from into a working recogniser."""
