@@ -78,6 +78,9 @@ def lineage(ckpt: dict) -> dict:
 
 # what must agree for checkpoints' weights to be averaged: the same model, units and features
 _AVERAGE_MUST_MATCH = ("kind", "dims", "tokenizer", "vocab", "features", "stats")
+# parts a model may have or lack beside the same other weights: the dims field that sizes one
+# (0: absent) and its state-dict prefix; an average takes each from the inputs that have it
+_OPTIONAL_PARTS = {"n_r2l_decoder_layers": "r2l."}
 # what an averaged checkpoint does not carry over from its first input
 _AVERAGE_DROPS = ("state_dict", "optimizer", "rng", "progress", "train_config", "metrics",
                   "scores", "provenance", "initialised_from")
@@ -86,34 +89,48 @@ _AVERAGE_DROPS = ("state_dict", "optimizer", "rng", "progress", "train_config", 
 def average_checkpoints(ckpts: list[dict], weights: list[float] | None = None) -> dict:
     """One checkpoint whose weights are the weighted mean of `ckpts`' (uniform by default): the
     weight-space average ESPnet takes of a run's last snapshots, or of a model and its
-    fine-tuned descendants. The inputs must share kind, dims, units and features. The result
-    carries the first's metadata, as `data` the distinct training sets of its inputs (a list),
-    and as `averaged_from` each input's weight and `lineage` (repeated ancestors written once, see
-    `_share_repeats`); its weights are fp32."""
+    fine-tuned descendants. The inputs must share kind, dims, units and features, except that
+    some may lack an optional part (a right-to-left decoder): that part is the mean of those
+    that have it. The result carries the metadata of the first input with every part, as `data`
+    the distinct training sets of its inputs (a list), and as `averaged_from` each input's weight
+    and `lineage` (repeated ancestors written once, see `_share_repeats`); its weights are fp32."""
     if not ckpts:
         raise CheckpointError("nothing to average")
     weights = [1.0] * len(ckpts) if weights is None else list(weights)
     if len(weights) != len(ckpts) or min(weights) < 0 or sum(weights) <= 0:
         raise CheckpointError(f"{len(ckpts)} checkpoints need as many weights >= 0, not {weights}")
-    first = ckpts[0]
-    for i, ckpt in enumerate(ckpts[1:], 2):
+    first = max(ckpts, key=lambda c: len(c["state_dict"]))  # the one with every optional part
+    for i, ckpt in enumerate(ckpts, 1):
         for key in _AVERAGE_MUST_MATCH:
-            if _comparable(ckpt.get(key)) != _comparable(first.get(key)):
-                raise CheckpointError(f"checkpoint {i} differs from the first in {key!r}: "
+            if _comparable(_without_absent_parts(ckpt, key, first)) != _comparable(first.get(key)):
+                raise CheckpointError(f"checkpoint {i} differs from the others in {key!r}: "
                                       "only models of one architecture, units and features average")
-    total = sum(weights)
     state = {}
     for name, value in first["state_dict"].items():
-        if value.is_floating_point():
-            state[name] = sum(w / total * c["state_dict"][name].float() for w, c in zip(weights, ckpts))
+        having = [(w, c["state_dict"][name]) for w, c in zip(weights, ckpts) if name in c["state_dict"]]
+        total = sum(w for w, _ in having)
+        if value.is_floating_point() and total > 0:
+            state[name] = sum(w / total * v.float() for w, v in having)
         else:
             state[name] = value
+    total = sum(weights)
     averaged = {k: v for k, v in first.items() if k not in _AVERAGE_DROPS}
     averaged["state_dict"] = state
     averaged["data"] = _distinct_data(c.get("data") for c in ckpts)
     records = [{"weight": w / total, **lineage(c)} for w, c in zip(weights, ckpts)]
     averaged["averaged_from"] = _share_repeats(records)
     return averaged
+
+
+def _without_absent_parts(ckpt: dict, key: str, reference: dict):
+    """`ckpt[key]`, with the dims of optional parts it lacks (_OPTIONAL_PARTS) taken from
+    `reference`: a model without a part averages with models that have it."""
+    value = ckpt.get(key)
+    if key != "dims" or not isinstance(value, dict):
+        return value
+    lacks = {f: reference["dims"].get(f) for f in _OPTIONAL_PARTS
+             if not value.get(f) and isinstance(reference.get("dims"), dict)}
+    return {**value, **lacks}
 
 
 def _share_repeats(records: list) -> list:

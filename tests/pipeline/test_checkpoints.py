@@ -52,6 +52,24 @@ def test_only_one_architecture_averages(two_models):
         average_checkpoints([a, b], [1.0])
 
 
+def test_a_model_without_the_right_to_left_decoder_averages_with_one_that_has_it(tmp_path):
+    """The shared weights are the weighted mean of all; the right-to-left decoder is the mean
+    of the inputs that have one."""
+    plain = load_checkpoint(make_tiny_asr_checkpoint(tmp_path / "plain.pt"))
+    r2l = load_checkpoint(make_tiny_asr_checkpoint(tmp_path / "r2l.pt", r2l_layers=1))
+    tuned = {**r2l, "state_dict": {k: v + 1 for k, v in r2l["state_dict"].items()}}
+    averaged = average_checkpoints([plain, r2l, tuned], [2, 1, 1])
+    assert averaged["dims"] == r2l["dims"]
+    for name, value in averaged["state_dict"].items():
+        if name.startswith("r2l."):
+            torch.testing.assert_close(value, r2l["state_dict"][name].float() + 0.5)
+        else:
+            torch.testing.assert_close(value, plain["state_dict"][name].float() + 0.25)
+    deeper = {**tuned, "dims": {**tuned["dims"], "n_r2l_decoder_layers": 2}}
+    with pytest.raises(CheckpointError, match="'dims'"):
+        average_checkpoints([r2l, deeper])
+
+
 def test_cli_writes_a_working_fp16_model(two_models, tmp_path):
     _, _, a_path, b_path = two_models
     out = tmp_path / "avg.pt"
