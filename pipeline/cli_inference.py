@@ -47,6 +47,9 @@ def _echo_error(message: str) -> None:
 @click.option("--shift-views", type=click.IntRange(0), default=None,
               help="views that start a fraction of an encoder step later "
                    "[default: RecognitionOptions.shift_views]")
+@click.option("--r2l-weight", type=click.FloatRange(0), default=None,
+              help="weight of the right-to-left decoder's rescoring, where the model has one; 0: "
+                   "not [default: RecognitionOptions.r2l_weight]")
 @click.option("--format", "fmt", type=click.Choice(["txt", "jsonl", "srt", "vtt"]), default="txt",
               show_default=True)
 @click.option("--output-dir", type=click.Path(path_type=Path), default=None,
@@ -55,7 +58,7 @@ def _echo_error(message: str) -> None:
 @click.option("--batch-size", default=16, show_default=True, help="inputs decoded together")
 def asr_cmd(files, model, beam_size, decoder, ctc_weight, lm_path, no_lm, lm_weight, lexicon_path,
             no_lexicon, lexicon_weight, rare_word_weight, word_lm_path, no_word_lm, word_lm_weight,
-            tempo_views, shift_views, fmt, output_dir, device, batch_size):
+            tempo_views, shift_views, r2l_weight, fmt, output_dir, device, batch_size):
     """Transcribe audio files. A file that cannot be read is reported and the others still run;
     the exit status is 1 if any failed."""
     from pipeline.audio import AudioError
@@ -73,7 +76,8 @@ def asr_cmd(files, model, beam_size, decoder, ctc_weight, lm_path, no_lm, lm_wei
     options = dict(decoder=decoder, ctc_weight=ctc_weight)
     for name, value in (("beam_size", beam_size), ("lm_weight", lm_weight), ("lexicon_weight", lexicon_weight),
                         ("rare_word_weight", rare_word_weight), ("word_lm_weight", word_lm_weight),
-                        ("tempo_views", tempo_views), ("shift_views", shift_views)):
+                        ("tempo_views", tempo_views), ("shift_views", shift_views),
+                        ("r2l_weight", r2l_weight)):
         if value is not None:
             options[name] = value
     failed = 0

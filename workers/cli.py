@@ -169,6 +169,9 @@ def _asr_options(f):
                      help="cost of a rare word of the list [default: the recogniser's]"),
         click.option("--word-lm-weight", type=click.FloatRange(0), default=None,
                      help="word n-gram model weight [default: the recogniser's]"),
+        click.option("--r2l-weight", type=click.FloatRange(0), default=None,
+                     help="right-to-left decoder's rescoring weight, where the model has one "
+                          "[default: the recogniser's]"),
     ]):
         f = option(f)
     return f

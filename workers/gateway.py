@@ -104,6 +104,7 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
                          lexicon_weight: float | None = Query(None, ge=0, description=_DEFAULT_WEIGHT),
                          rare_word_weight: float | None = Query(None, ge=0, description=_DEFAULT_WEIGHT),
                          word_lm_weight: float | None = Query(None, ge=0, description=_DEFAULT_WEIGHT),
+                         r2l_weight: float | None = Query(None, ge=0, description=_DEFAULT_WEIGHT),
                          id: str | None = Query(None, description="job id")) -> JobCreated:
         """The audio file as the request body (audio/*), or as the `file` part of a form."""
         length = request.headers.get("content-length")
@@ -116,7 +117,7 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
                                           ctc_weight=ctc_weight, lm_weight=lm_weight,
                                           lexicon_weight=lexicon_weight,
                                           rare_word_weight=rare_word_weight,
-                                          word_lm_weight=word_lm_weight)
+                                          word_lm_weight=word_lm_weight, r2l_weight=r2l_weight)
         except (AudioError, ValueError) as e:
             raise HTTPException(422, str(e).replace(str(tmp), "the upload")) from None
         finally:

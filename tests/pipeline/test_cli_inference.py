@@ -76,7 +76,7 @@ def test_asr_lexicon_flags(tmp_path):
     assert result.exit_code == 1 and "empty lexicon" in result.output
 
 
-def test_asr_view_flags_reach_the_recogniser(tmp_path, monkeypatch):
+def test_asr_view_and_rescoring_flags_reach_the_recogniser(tmp_path, monkeypatch):
     from pipeline.recognizer import Recognizer
 
     model = make_tiny_asr_checkpoint(tmp_path / "asr.pt")
@@ -87,8 +87,8 @@ def test_asr_view_flags_reach_the_recogniser(tmp_path, monkeypatch):
                         lambda self, audios, **options: seen.append(options) or transcribe(self, audios, **options))
     runner = CliRunner()
     result = runner.invoke(asr_cmd, [str(wav), "--model", str(model), "--beam", "2", "--tempo-views", "0",
-                                     "--shift-views", "2"])
+                                     "--shift-views", "2", "--r2l-weight", "0.4"])
     assert result.exit_code == 0, result.output
-    assert seen[-1]["tempo_views"] == 0 and seen[-1]["shift_views"] == 2
+    assert seen[-1]["tempo_views"] == 0 and seen[-1]["shift_views"] == 2 and seen[-1]["r2l_weight"] == 0.4
     bad = runner.invoke(asr_cmd, [str(wav), "--model", str(model), "--tempo-views", "0.5"])
     assert bad.exit_code == 2 and "tempo-views" in bad.output
