@@ -46,9 +46,10 @@ ASR_NOISE_SNR=${ASR_NOISE_SNR-10,50}  # noise in ASR utterances at an SNR in thi
 ASR_NOISE_SHARE=${ASR_NOISE_SHARE:-0.5}  # the share of ASR utterances that get it
 ASR_SILENCE=${ASR_SILENCE:-0.5}  # each end's silence redrawn from 0 to this many seconds
 ASR_VTLP=${ASR_VTLP:-0}  # vocal tract length perturbation, factors within 1 +- this (0: off)
-# the right-to-left decoder's share of the attention loss (U2++; it rescores the beam's
-# hypotheses); a model without one gets a copy of its left-to-right decoder (0: none)
-ASR_REVERSE_WEIGHT=${ASR_REVERSE_WEIGHT:-0.3}
+# the right-to-left decoder's share of the attention loss (U2++ uses 0.3; it rescores the
+# beam's hypotheses, and a model without one gets a copy of its left-to-right decoder). 0: none;
+# one trained alone on the frozen shipped model on a CPU did not help (docs/BENCHMARKS.md)
+ASR_REVERSE_WEIGHT=${ASR_REVERSE_WEIGHT:-0}
 ASR_SAVE_EVERY=${ASR_SAVE_EVERY:-250}  # each save's weights are kept, for the average below
 AR_LR=${AR_LR:-1e-3} AR_WARMUP=${AR_WARMUP:-1000}
 asr_init=(${ASR_INIT:+--init-from "$ASR_INIT"})
