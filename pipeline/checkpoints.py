@@ -78,9 +78,9 @@ def lineage(ckpt: dict) -> dict:
 
 # what must agree for checkpoints' weights to be averaged: the same model, units and features
 _AVERAGE_MUST_MATCH = ("kind", "dims", "tokenizer", "vocab", "features", "stats")
-# parts a model may have or lack beside the same other weights: the dims field that sizes one
-# (0: absent) and its state-dict prefix; an average takes each from the inputs that have it
-_OPTIONAL_PARTS = {"n_r2l_decoder_layers": "r2l."}
+# dims fields that size a part a model may have or lack (0: absent) beside the same other
+# weights; an average takes such a part from the inputs that have it
+_OPTIONAL_PARTS = ("n_r2l_decoder_layers",)
 # what an averaged checkpoint does not carry over from its first input
 _AVERAGE_DROPS = ("state_dict", "optimizer", "rng", "progress", "train_config", "metrics",
                   "scores", "provenance", "initialised_from")
@@ -107,7 +107,8 @@ def average_checkpoints(ckpts: list[dict], weights: list[float] | None = None) -
                                       "only models of one architecture, units and features average")
     state = {}
     for name, value in first["state_dict"].items():
-        having = [(w, c["state_dict"][name]) for w, c in zip(weights, ckpts) if name in c["state_dict"]]
+        having = [(w, c["state_dict"][name]) for w, c in zip(weights, ckpts)
+                  if name in c["state_dict"]]
         total = sum(w for w, _ in having)
         if value.is_floating_point() and total > 0:
             state[name] = sum(w / total * v.float() for w, v in having)
