@@ -222,7 +222,8 @@ def test_right_to_left_scores_equal_its_step_by_step_decoding():
         state = steps.init_decoder(memory[b:b + 1], mask[b:b + 1])
         total = 0.0
         for token_in, token_out in zip([1, *hyp[::-1]], [*hyp[::-1], EOS]):
-            logprobs, state = steps.decode_step(torch.tensor([[token_in]]), state)
+            with torch.no_grad():
+                logprobs, state = steps.decode_step(torch.tensor([[token_in]]), state)
             total += float(logprobs[0, token_out])
         assert float(batch[b]) == pytest.approx(total, abs=1e-5)  # log-softmax runs in fp32
 
