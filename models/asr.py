@@ -162,19 +162,27 @@ class SpeechTransformer(nn.Module):
         """Label-smoothed cross-entropy of one decoder, summed over tokens and EOS, averaged
         over the batch, and its token accuracy. targets (B, L) without SOS/EOS, padded with 0;
         `reverse` trains the right-to-left decoder on each target reversed."""
+        tokens_in, tokens_out, valid = self._teacher_forcing(targets, target_lengths, reverse)
+        logprobs, _ = self(memory, mask, tokens_in, reverse=reverse)
+        nll = -logprobs.gather(-1, tokens_out[..., None]).squeeze(-1)
+        smooth = -logprobs[..., 2:].mean(-1)  # spread over real tokens only
+        smoothed = (1 - label_smoothing) * nll + label_smoothing * smooth
+        att = smoothed[valid].sum() / targets.size(0)
+        return att, (logprobs.argmax(-1) == tokens_out)[valid].float().mean()
+
+    def _teacher_forcing(self, targets: Tensor, lengths: Tensor,
+                         reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """targets (B, L) padded with 0 -> the decoder's inputs (B, L + 1) starting with SOS,
+        its outputs (B, L + 1) ending in EOS, and the mask of those outputs; `reverse`: each
+        target read from its end."""
         if reverse:
-            targets = reverse_padded(targets, target_lengths)
+            targets = reverse_padded(targets, lengths)
         B = targets.size(0)
         sos = targets.new_full((B, 1), self.dims.sos)
         tokens_in = torch.cat([sos, targets], dim=1)  # (B, L + 1)
         tokens_out = torch.cat([targets, targets.new_zeros(B, 1)], dim=1)
-        tokens_out[torch.arange(B, device=targets.device), target_lengths] = self.dims.eos
-        logprobs, _ = self(memory, mask, tokens_in, reverse=reverse)
-        valid = lengths_to_mask(target_lengths + 1, tokens_out.size(1))
-        nll = -logprobs.gather(-1, tokens_out[..., None]).squeeze(-1)
-        smooth = -logprobs[..., 2:].mean(-1)  # spread over real tokens only
-        att = ((1 - label_smoothing) * nll + label_smoothing * smooth)[valid].sum() / B
-        return att, (logprobs.argmax(-1) == tokens_out)[valid].float().mean()
+        tokens_out[torch.arange(B, device=targets.device), lengths] = self.dims.eos
+        return tokens_in, tokens_out, lengths_to_mask(lengths + 1, tokens_out.size(1))
 
     def loss(self, features: Tensor, lengths: Tensor, targets: Tensor, target_lengths: Tensor,
              ctc_weight: float = 0.3, label_smoothing: float = 0.1,
@@ -202,15 +210,10 @@ class SpeechTransformer(nn.Module):
         hypotheses: N token lists -> (N,) summed log-probs."""
         rows = [torch.tensor(h, dtype=torch.long) for h in hypotheses]
         targets, lengths = _pad(rows, memory.device)
-        targets = reverse_padded(targets, lengths)
-        N = targets.size(0)
-        sos = targets.new_full((N, 1), self.dims.sos)
-        tokens_in = torch.cat([sos, targets], dim=1)  # (N, L + 1)
-        tokens_out = torch.cat([targets, targets.new_zeros(N, 1)], dim=1)
-        tokens_out[torch.arange(N, device=targets.device), lengths] = self.dims.eos
+        tokens_in, tokens_out, valid = self._teacher_forcing(targets, lengths, reverse=True)
         logprobs, _ = self(memory, mask, tokens_in, reverse=True)  # (N, L + 1, V)
         picked = logprobs.gather(-1, tokens_out[..., None]).squeeze(-1)
-        return picked.masked_fill(~lengths_to_mask(lengths + 1, tokens_out.size(1)), 0.0).sum(1)
+        return picked.masked_fill(~valid, 0.0).sum(1)
 
     # the StepModel protocol of models.decoding.DecoderScorer
 
@@ -227,8 +230,8 @@ class SpeechTransformer(nn.Module):
     def decode_step(self, tokens: Tensor, state: "_ASRDecoderState", reverse: bool = False):
         parts = self._parts(reverse)
         x = parts["embed"](tokens) * math.sqrt(self.dims.d_model)
-        h, _, dec = parts["decoder"](parts["pos"](x, state.decoder.offset), state.memory, state.mask,
-                                     state.decoder)
+        x = parts["pos"](x, state.decoder.offset)
+        h, _, dec = parts["decoder"](x, state.memory, state.mask, state.decoder)
         logprobs = self._decoder_logprobs(h, parts["out"])[:, -1]
         return logprobs, _ASRDecoderState(dec, state.memory, state.mask)
 
