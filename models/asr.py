@@ -208,8 +208,9 @@ class SpeechTransformer(nn.Module):
         """The right-to-left decoder's log-probability of each hypothesis (its tokens read from
         the end, then EOS), for rescoring. memory (N, S, D), mask (N, S): row n's encoding;
         hypotheses: N token lists -> (N,) summed log-probs."""
-        rows = [torch.tensor(h, dtype=torch.long) for h in hypotheses]
-        targets, lengths = _pad(rows, memory.device)
+        rows = [torch.tensor(h, dtype=torch.long, device=memory.device) for h in hypotheses]
+        targets = nn.utils.rnn.pad_sequence(rows, batch_first=True)  # (N, L), 0 = padding
+        lengths = torch.tensor([len(h) for h in hypotheses], device=memory.device)
         tokens_in, tokens_out, valid = self._teacher_forcing(targets, lengths, reverse=True)
         logprobs, _ = self(memory, mask, tokens_in, reverse=True)  # (N, L + 1, V)
         picked = logprobs.gather(-1, tokens_out[..., None]).squeeze(-1)
@@ -261,13 +262,6 @@ def reverse_padded(tokens: Tensor, lengths: Tensor) -> Tensor:
     source = torch.where(positions < lengths[:, None], lengths[:, None] - 1 - positions, positions)
     return tokens.gather(1, source)
 
-
-def _pad(rows: list[Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
-    lengths = torch.tensor([len(r) for r in rows], device=device)
-    out = torch.zeros(len(rows), max(int(lengths.max()), 1), dtype=torch.long, device=device)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
-    return out, lengths
 
 
 @dataclass

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import torch
@@ -68,6 +68,19 @@ class Hypothesis:
     score: float  # length-normalised, what hypotheses are sorted by
     logprob: float  # weighted sum of scorer log-probabilities
     hit_max_len: bool = False  # ended by the length cap, not by EOS
+
+    def plus(self, logprob: float, length_penalty: float) -> "Hypothesis":
+        """This hypothesis with `logprob` more (a rescorer's weighted score), its score
+        length-normalised as the search normalised it (EOS counts where it ended the search)."""
+        total = self.logprob + logprob
+        length = len(self.tokens) + int(not self.hit_max_len)
+        return replace(self, logprob=total, score=normalise(total, length, length_penalty))
+
+
+def normalise(logprob: float, length: int, length_penalty: float) -> float:
+    """A hypothesis's score: its log-probability over its length (EOS included) to the
+    `length_penalty`."""
+    return logprob / max(length, 1) ** length_penalty
 
 
 class Scorer(ABC):
@@ -171,7 +184,7 @@ class TokenSearch(ABC):
         """Per utterance, hypotheses sorted best first."""
 
     def _normalise(self, logprob: float, length: int) -> float:
-        return logprob / max(length, 1) ** self.options.length_penalty
+        return normalise(logprob, length, self.options.length_penalty)
 
 
 class GreedySearch(TokenSearch):

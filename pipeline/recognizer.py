@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -319,10 +319,7 @@ class Recognizer:
                            for memory, mask, _, _ in encoded]).mean(0).float().cpu()
         out: list[list[Hypothesis]] = [[] for _ in hyps]
         for b, h, r2l_logprob in zip(rows, flat, r2l.tolist()):
-            logprob = h.logprob + opts.r2l_weight * r2l_logprob
-            length = len(h.tokens) + int(not h.hit_max_len)  # EOS counts where it ended the search
-            score = logprob / max(length, 1) ** opts.length_penalty
-            out[b].append(replace(h, logprob=logprob, score=score))
+            out[b].append(h.plus(opts.r2l_weight * r2l_logprob, opts.length_penalty))
         return [sorted(hs, key=lambda h: h.score, reverse=True) for hs in out]
 
     def _align(self, logprobs: Tensor, tokens: list[int]) -> list[Word]:
