@@ -15,6 +15,10 @@ time on this machine, one thread. The pooled row is computed from the per-voice 
 Harvard clips, each the best of `--repeat` runs taken in turn (timeit's rule: the least
 disturbed run of each).
 
+`--speaker-adapt STEPS` adds the default decoding adapted to each held-out voice
+(`speaker_adapt_steps`: the clips of one voice are one call, taken as one speaker; unsupervised,
+on the first pass's transcripts). LibriVox's clips are not one speaker and are not adapted.
+
 `--sweep NAME=V1,V2,...` instead reports only the beam-search WER, pooled and per voice, at
 each value of one RecognitionOptions field (lm_weight, lexicon_weight, ctc_weight, beam_size,
 ...), the others at their defaults or flags: run it on lists the report does not use (7-20), so
@@ -55,8 +59,10 @@ def _plain(options: dict) -> dict:
     return {**options, "lm_weight": 0.0, "lexicon_weight": 0.0, "word_lm_weight": 0.0}
 
 
-def run_systems(items: list[EvalItem], recognizer: Recognizer, options: dict) -> dict:
-    """System name -> (transcripts, seconds) on `items`; `options`: RecognitionOptions fields."""
+def run_systems(items: list[EvalItem], recognizer: Recognizer, options: dict,
+                speaker_adapt_steps: int = 0) -> dict:
+    """System name -> (transcripts, seconds) on `items`; `options`: RecognitionOptions fields.
+    `speaker_adapt_steps`: also the default adapted to the items as one speaker (all one voice)."""
     audio = [i.audio for i in items]
     beam = options["beam_size"]
     plain = _plain(options)
@@ -81,6 +87,9 @@ def run_systems(items: list[EvalItem], recognizer: Recognizer, options: dict) ->
     if chosen.tempo_views or chosen.shift_views:  # the same decoding hearing the audio once
         one_view = {**options, "tempo_views": 0.0, "shift_views": 0}
         systems[name + "_one_view"] = lambda: _texts(recognizer, audio, **one_view)
+    if speaker_adapt_steps and not chosen.speaker_adapt_steps:
+        adapted = {**options, "speaker_adapt_steps": speaker_adapt_steps}
+        systems[name + "_speaker_adapted"] = lambda: _texts(recognizer, audio, **adapted)
     out = {}
     for name, run in systems.items():
         start = time.perf_counter()
@@ -128,7 +137,8 @@ def _settings(parser: argparse.ArgumentParser, specs: list[str]) -> dict:
 
 def sweep(items: list[EvalItem], recognizer: Recognizer, options: dict,
           spec: str) -> tuple[dict, dict]:
-    """Pooled WER at each value of one option (spec "NAME=V1,V2,..."), and each voice's."""
+    """Pooled WER at each value of one option (spec "NAME=V1,V2,..."), and each voice's; each
+    voice's clips are one call (one speaker, for `speaker_adapt_steps`)."""
     name, _, values = spec.partition("=")
     kind = _option_kind(name)
     if kind is None or not values:
@@ -139,7 +149,11 @@ def sweep(items: list[EvalItem], recognizer: Recognizer, options: dict,
         voices.setdefault(item.voice, []).append(k)
     pooled, by_voice = {}, {voice: {} for voice in voices}
     for value in values.split(","):
-        hyps = _texts(recognizer, audio, **{**options, name: kind(float(value))})
+        hyps: list[str] = [""] * len(items)
+        for mine in voices.values():
+            texts = _texts(recognizer, [audio[k] for k in mine], **{**options, name: kind(float(value))})
+            for k, text in zip(mine, texts):
+                hyps[k] = text
         pooled[value] = round(wer(refs, hyps), 4)
         for voice, mine in voices.items():
             by_voice[voice][value] = round(wer([refs[k] for k in mine], [hyps[k] for k in mine]), 4)
@@ -177,6 +191,9 @@ def main() -> None:
                         help="another numeric RecognitionOptions field for every run (repeatable)")
     parser.add_argument("--snr", type=float, default=None,
                         help="add white noise at this SNR (dB) to every clip, for both systems")
+    parser.add_argument("--speaker-adapt", type=int, default=100, metavar="STEPS",
+                        help="also report the default adapted to each held-out voice as one speaker "
+                             "with this many steps (speaker_adapt_steps; 0: not)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3,
                         help="timing runs of beam search and greedy CTC for ctc_speedup_over_beam")
@@ -209,7 +226,7 @@ def main() -> None:
     pooled_runs = []
     for voice in args.voices.split(","):
         items = clips(speak_set(sentences, voice))
-        runs = run_systems(items, recognizer, options)
+        runs = run_systems(items, recognizer, options, args.speaker_adapt)
         pooled, pooled_runs = pooled + items, pooled_runs + [runs]
         result["held_out"][voice] = score(items, runs)
         if not args.json:

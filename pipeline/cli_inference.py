@@ -50,21 +50,25 @@ def _echo_error(message: str) -> None:
 @click.option("--r2l-weight", type=click.FloatRange(0), default=None,
               help="weight of the right-to-left decoder's rescoring, where the model has one; 0: "
                    "not [default: RecognitionOptions.r2l_weight]")
+@click.option("--speaker-adapt", is_flag=True,
+              help="the inputs are one speaker: decode them all, adapt the encoder to that voice on "
+                   "those transcripts, and decode again (unsupervised speaker adaptation)")
 @click.option("--format", "fmt", type=click.Choice(["txt", "jsonl", "srt", "vtt"]), default="txt",
               show_default=True)
 @click.option("--output-dir", type=click.Path(path_type=Path), default=None,
               help="write <stem>.<format> per input here instead of printing")
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--batch-size", default=16, show_default=True, help="inputs decoded together")
+@click.option("--batch-size", default=16, show_default=True,
+              help="inputs decoded together (with --speaker-adapt: all of them)")
 def asr_cmd(files, model, beam_size, decoder, ctc_weight, lm_path, no_lm, lm_weight, lexicon_path,
             no_lexicon, lexicon_weight, rare_word_weight, word_lm_path, no_word_lm, word_lm_weight,
-            tempo_views, shift_views, r2l_weight, fmt, output_dir, device, batch_size):
+            tempo_views, shift_views, r2l_weight, speaker_adapt, fmt, output_dir, device, batch_size):
     """Transcribe audio files. A file that cannot be read is reported and the others still run;
     the exit status is 1 if any failed."""
     from pipeline.audio import AudioError
     from pipeline.checkpoints import CheckpointError
     from pipeline.lexicon import LexiconError
-    from pipeline.recognizer import Recognizer
+    from pipeline.recognizer import SPEAKER_ADAPT_STEPS, Recognizer
     from pipeline.wordlm import WordLMError
 
     try:
@@ -80,6 +84,9 @@ def asr_cmd(files, model, beam_size, decoder, ctc_weight, lm_path, no_lm, lm_wei
                         ("r2l_weight", r2l_weight)):
         if value is not None:
             options[name] = value
+    if speaker_adapt:
+        options["speaker_adapt_steps"] = SPEAKER_ADAPT_STEPS
+        batch_size = len(files)  # one call: the adaptation learns from every input
     failed = 0
     for start in range(0, len(files), batch_size):
         chunk = files[start: start + batch_size]

@@ -15,6 +15,9 @@ Joint decoding hears each piece in several views, an ensemble of one model (test
 augmentation): by default as it is, at tempo 0.95 and 1.05 (`tempo_views`), and half an encoder
 step later (`shift_views`); each view's decoder and CTC prefix scores take an equal share of
 their weights. Greedy CTC hears the piece once.
+With `speaker_adapt_steps`, the call's inputs are taken as one speaker: after a first pass, the
+encoder's LayerNorms are adapted to that voice on the first pass's transcripts (unsupervised
+speaker adaptation, models.adaptation), the pieces are decoded again, and the model is restored.
 A model with a right-to-left decoder (models.asr) rescores the beam's finished hypotheses with it,
 `r2l_weight` times its log-probability averaged over the views (attention rescoring, WeNet's U2++).
 Word timing and confidence come from a CTC forced alignment of the chosen hypothesis
@@ -24,7 +27,9 @@ Word timing and confidence come from a CTC forced alignment of the chosen hypoth
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -33,6 +38,7 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
+from models.adaptation import layer_norms_adapted
 from models.asr import ASRDims, ConvSubsampling, SpeechTransformer
 from models.ctc import CTCPrefixScorer, ctc_greedy
 from models.decoding import DecoderScorer, DecodingOptions, Hypothesis, LengthBonus, decode
@@ -55,6 +61,8 @@ from pipeline.vad import end_padding, split_on_pauses
 from pipeline.wordlm import WordLMError, load_word_lm, pocketsphinx_lm_path
 
 DECODERS = ("attention", "ctc")
+_ADAPT_BATCH = 16  # pieces per speaker-adaptation step
+SPEAKER_ADAPT_STEPS = 100  # speaker_adapt_steps for `speechq asr --speaker-adapt` (docs/recipes.md)
 
 
 @dataclass
@@ -101,6 +109,11 @@ class RecognitionOptions:
     # the right-to-left decoder's weight when it rescores the beam's finished hypotheses, where
     # the model has one (0: the beam's own order)
     r2l_weight: float = 0.3
+    # unsupervised speaker adaptation: take the call's inputs as one speaker, decode them, then
+    # adapt the encoder's LayerNorms to that voice with this many Adam steps on the first
+    # pass's transcripts (models.adaptation), and decode again (0: one pass, no adaptation)
+    speaker_adapt_steps: int = 0
+    speaker_adapt_lr: float = 1e-3
 
     def __post_init__(self) -> None:
         if self.decoder not in DECODERS:
@@ -119,6 +132,8 @@ class RecognitionOptions:
             raise ValueError("tempo_views must be in [0, 0.5) and shift_views >= 0")
         if self.r2l_weight < 0:
             raise ValueError("r2l_weight must be >= 0")
+        if self.speaker_adapt_steps < 0 or self.speaker_adapt_lr <= 0:
+            raise ValueError("speaker_adapt_steps must be >= 0 and speaker_adapt_lr > 0")
 
 
 class Recognizer:
@@ -199,7 +214,11 @@ class Recognizer:
         for i, wav in enumerate(wavs):
             for start, end in split_on_pauses(wav, self.sample_rate, opts.max_segment_seconds):
                 pieces.append((i, start, wav[start:end]))
-        decoded = self._decode_pieces([self._end_in_silence(p[2], opts) for p in pieces], opts)
+        feats = [self._features(self._end_in_silence(p[2], opts)) for p in pieces]
+        decoded = self._decode_pieces(feats, opts)
+        if opts.speaker_adapt_steps:
+            with self._adapted_to_speaker(feats, [text for text, _ in decoded], opts):
+                decoded = self._decode_pieces(feats, opts)
         transcripts = [Transcript("", [], w.numel() / self.sample_rate) for w in wavs]
         for (i, start, piece), (text, words) in zip(pieces, decoded):
             offset = start / self.sample_rate
@@ -226,8 +245,8 @@ class Recognizer:
         shortest = ConvSubsampling.min_input_frames(self.model.dims.subsampling)
         return torch.nn.functional.pad(x, (0, 0, 0, shortest - x.size(0))) if x.size(0) < shortest else x
 
-    def _decode_pieces(self, wavs: list[Tensor], opts: RecognitionOptions) -> list[tuple[str, list[Word]]]:
-        feats = [self._features(w) for w in wavs]
+    def _decode_pieces(self, feats: list[Tensor], opts: RecognitionOptions) -> list[tuple[str, list[Word]]]:
+        """Normalised (T, n_mels) features -> (text, words) for each, decoded in batches."""
         order = sorted(range(len(feats)), key=lambda i: feats[i].size(0))
         results: list = [None] * len(feats)
         batch: list[int] = []
@@ -240,6 +259,26 @@ class Recognizer:
                     results[j] = r
             batch = [i] if i is not None else []
         return results
+
+    def _adapted_to_speaker(self, feats: list[Tensor], texts: list[str], opts: RecognitionOptions):
+        """A context in which the encoder's LayerNorms are adapted to the voice of `feats`
+        (normalised features), taking `texts`, the first pass's transcripts, as their labels:
+        minibatches of `_ADAPT_BATCH` pieces drawn with a fixed seed, the training loss."""
+        examples = [(self._long_enough(f), torch.tensor(ids)) for f, text in zip(feats, texts)
+                    if (ids := self.tokenizer.encode(text))]
+        if not examples:  # nothing was heard: nothing to adapt to
+            return nullcontext()
+        draw = random.Random(0)
+
+        def loss() -> Tensor:
+            batch = draw.sample(examples, min(_ADAPT_BATCH, len(examples)))
+            x, x_lengths = pad_sequences([x for x, _ in batch])
+            y, y_lengths = pad_sequences([y for _, y in batch])
+            tensors = (t.to(self.device) for t in (x, x_lengths, y, y_lengths))
+            return self.model.loss(*tensors)["loss"]
+
+        return layer_norms_adapted(self.model, self.model.encoder, loss,
+                                   opts.speaker_adapt_steps, opts.speaker_adapt_lr)
 
     def _views(self, opts: RecognitionOptions) -> list[Callable[[Tensor], Tensor]]:
         """Feature transforms, the identity first, whose encodings joint decoding scores as one

@@ -92,3 +92,24 @@ def test_asr_view_and_rescoring_flags_reach_the_recogniser(tmp_path, monkeypatch
     assert seen[-1]["tempo_views"] == 0 and seen[-1]["shift_views"] == 2 and seen[-1]["r2l_weight"] == 0.4
     bad = runner.invoke(asr_cmd, [str(wav), "--model", str(model), "--tempo-views", "0.5"])
     assert bad.exit_code == 2 and "tempo-views" in bad.output
+
+
+def test_asr_speaker_adapt_decodes_every_input_in_one_adapted_call(tmp_path, monkeypatch):
+    from pipeline.cli_inference import asr_cmd
+    from pipeline.recognizer import SPEAKER_ADAPT_STEPS, Recognizer
+
+    model = make_tiny_asr_checkpoint(tmp_path / "asr.pt")
+    wavs = [str(write_noise_wav(tmp_path / f"clip{i}.wav", seconds=1.0, seed=i)) for i in range(3)]
+    calls = []
+    transcribe = Recognizer.transcribe_batch
+    monkeypatch.setattr(Recognizer, "transcribe_batch", lambda self, audios, **options:
+                        calls.append((len(audios), options)) or transcribe(self, audios, **options))
+    args = [*wavs, "--model", str(model), "--beam", "2", "--batch-size", "2", "--format", "jsonl"]
+    result = CliRunner().invoke(asr_cmd, args + ["--speaker-adapt"])
+    assert result.exit_code == 0, result.output
+    assert [n for n, _ in calls] == [3]
+    assert calls[0][1]["speaker_adapt_steps"] == SPEAKER_ADAPT_STEPS
+    assert [json.loads(line)["audio"] for line in result.output.splitlines()] == wavs
+    calls.clear()
+    assert CliRunner().invoke(asr_cmd, args).exit_code == 0
+    assert [n for n, _ in calls] == [2, 1] and "speaker_adapt_steps" not in calls[0][1]

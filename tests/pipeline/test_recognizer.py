@@ -92,6 +92,10 @@ def test_options_are_validated():
         RecognitionOptions(shift_views=-1)
     with pytest.raises(ValueError, match="r2l_weight"):
         RecognitionOptions(r2l_weight=-0.1)
+    with pytest.raises(ValueError, match="speaker_adapt"):
+        RecognitionOptions(speaker_adapt_steps=-1)
+    with pytest.raises(ValueError, match="speaker_adapt"):
+        RecognitionOptions(speaker_adapt_steps=10, speaker_adapt_lr=0.0)
 
 
 def test_views_are_the_audio_slower_faster_and_later(recognizer):
@@ -155,8 +159,8 @@ def test_bf16_autocast_runs_the_model_in_bf16(tmp_path):
 
 def test_a_clip_cut_off_in_speech_is_heard_with_silence_after_it(recognizer, monkeypatch):
     heard = []
-    decode = recognizer._decode_pieces
-    monkeypatch.setattr(recognizer, "_decode_pieces", lambda wavs, opts: heard.extend(wavs) or decode(wavs, opts))
+    features = recognizer._features
+    monkeypatch.setattr(recognizer, "_features", lambda wav: heard.append(wav) or features(wav))
     paused = _speech_with_pauses([0.5, 1.0])
     cut_off = paused[: int(1.6 * SR)]
     t = recognizer.transcribe(cut_off, beam_size=2)
@@ -204,3 +208,27 @@ def test_right_to_left_rescoring_reranks_the_finished_hypotheses(r2l_recognizer,
     assert rescored[0][0].score == pytest.approx((-3.0 - 0.5) / 3)
     assert rescored[0][1].score == pytest.approx((-1.0 - 4.5) / 2)
     assert rescored[1][0].logprob == pytest.approx(-5.0)
+
+
+def test_speaker_adaptation_decodes_again_with_adapted_norms_then_restores(recognizer, monkeypatch):
+    """A first pass with the model's own norms, a second with norms trained on the first pass's
+    transcripts (the call's inputs taken as one speaker), and the model as it was afterwards."""
+    wavs = [_speech_with_pauses([1.0 + i], seed=i) for i in range(3)]
+    before = {k: v.clone() for k, v in recognizer.model.state_dict().items()}
+    final_norm = recognizer.model.encoder.ln.weight
+    passes, decode_pieces = [], recognizer._decode_pieces
+
+    def spy(feats, opts):
+        passes.append(final_norm.detach().clone())
+        return decode_pieces(feats, opts)
+
+    monkeypatch.setattr(recognizer, "_decode_pieces", spy)
+    adapted = recognizer.transcribe_batch(wavs, beam_size=2, speaker_adapt_steps=5, speaker_adapt_lr=1e-2)
+    assert len(passes) == 2
+    assert torch.equal(passes[0], before["encoder.ln.weight"])
+    assert not torch.equal(passes[1], passes[0])
+    assert all(torch.equal(v, before[k]) for k, v in recognizer.model.state_dict().items())
+    assert len(adapted) == 3 and all(t.duration > 0 for t in adapted)
+    passes.clear()
+    recognizer.transcribe_batch(wavs, beam_size=2)
+    assert len(passes) == 1  # off by default: one pass
