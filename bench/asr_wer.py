@@ -17,7 +17,8 @@ disturbed run of each).
 
 `--speaker-adapt STEPS` adds the default decoding adapted to each held-out voice
 (`speaker_adapt_steps`: the clips of one voice are one call, taken as one speaker; unsupervised,
-on the first pass's transcripts). LibriVox's clips are not one speaker and are not adapted.
+on the first pass's transcripts); the five LibriVox clips are consecutive sentences of one
+chapter by one reader, one speaker too.
 
 `--sweep NAME=V1,V2,...` instead reports only the beam-search WER, pooled and per voice, at
 each value of one RecognitionOptions field (lm_weight, lexicon_weight, ctc_weight, beam_size,
@@ -151,7 +152,8 @@ def sweep(items: list[EvalItem], recognizer: Recognizer, options: dict,
     for value in values.split(","):
         hyps: list[str] = [""] * len(items)
         for mine in voices.values():
-            texts = _texts(recognizer, [audio[k] for k in mine], **{**options, name: kind(float(value))})
+            setting = {**options, name: kind(float(value))}
+            texts = _texts(recognizer, [audio[k] for k in mine], **setting)
             for k, text in zip(mine, texts):
                 hyps[k] = text
         pooled[value] = round(wer(refs, hyps), 4)
@@ -192,8 +194,9 @@ def main() -> None:
     parser.add_argument("--snr", type=float, default=None,
                         help="add white noise at this SNR (dB) to every clip, for both systems")
     parser.add_argument("--speaker-adapt", type=int, default=100, metavar="STEPS",
-                        help="also report the default adapted to each held-out voice as one speaker "
-                             "with this many steps (speaker_adapt_steps; 0: not)")
+                        help="also report the default adapted to each speaker (each held-out "
+                             "voice, LibriVox's reader) with this many steps (speaker_adapt_steps; "
+                             "0: not)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3,
                         help="timing runs of beam search and greedy CTC for ctc_speedup_over_beam")
@@ -233,7 +236,8 @@ def main() -> None:
             print(voice, json.dumps(result["held_out"][voice]))
     result["held_out_all"] = score(pooled, _pool(pooled_runs))
     librivox = clips(librivox_set())
-    result["librivox"] = score(librivox, run_systems(librivox, recognizer, options))
+    librivox_runs = run_systems(librivox, recognizer, options, args.speaker_adapt)
+    result["librivox"] = score(librivox, librivox_runs)
     result["ctc_speedup_over_beam"] = round(ctc_speedup(pooled, recognizer, options, args.repeat), 2)
     result["timing_repeats"] = args.repeat
     print(json.dumps(result) if args.json else json.dumps(result, indent=1))

@@ -51,8 +51,8 @@ def _echo_error(message: str) -> None:
               help="weight of the right-to-left decoder's rescoring, where the model has one; 0: "
                    "not [default: RecognitionOptions.r2l_weight]")
 @click.option("--speaker-adapt", is_flag=True,
-              help="the inputs are one speaker: decode them all, adapt the encoder to that voice on "
-                   "those transcripts, and decode again (unsupervised speaker adaptation)")
+              help="the inputs are one speaker: decode them all, adapt the encoder to that voice "
+                   "on those transcripts, and decode again (unsupervised speaker adaptation)")
 @click.option("--format", "fmt", type=click.Choice(["txt", "jsonl", "srt", "vtt"]), default="txt",
               show_default=True)
 @click.option("--output-dir", type=click.Path(path_type=Path), default=None,
@@ -62,7 +62,8 @@ def _echo_error(message: str) -> None:
               help="inputs decoded together (with --speaker-adapt: all of them)")
 def asr_cmd(files, model, beam_size, decoder, ctc_weight, lm_path, no_lm, lm_weight, lexicon_path,
             no_lexicon, lexicon_weight, rare_word_weight, word_lm_path, no_word_lm, word_lm_weight,
-            tempo_views, shift_views, r2l_weight, speaker_adapt, fmt, output_dir, device, batch_size):
+            tempo_views, shift_views, r2l_weight, speaker_adapt, fmt, output_dir, device,
+            batch_size):
     """Transcribe audio files. A file that cannot be read is reported and the others still run;
     the exit status is 1 if any failed."""
     from pipeline.audio import AudioError

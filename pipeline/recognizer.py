@@ -245,7 +245,8 @@ class Recognizer:
         shortest = ConvSubsampling.min_input_frames(self.model.dims.subsampling)
         return torch.nn.functional.pad(x, (0, 0, 0, shortest - x.size(0))) if x.size(0) < shortest else x
 
-    def _decode_pieces(self, feats: list[Tensor], opts: RecognitionOptions) -> list[tuple[str, list[Word]]]:
+    def _decode_pieces(self, feats: list[Tensor],
+                       opts: RecognitionOptions) -> list[tuple[str, list[Word]]]:
         """Normalised (T, n_mels) features -> (text, words) for each, decoded in batches."""
         order = sorted(range(len(feats)), key=lambda i: feats[i].size(0))
         results: list = [None] * len(feats)

@@ -223,7 +223,8 @@ def test_speaker_adaptation_decodes_again_with_adapted_norms_then_restores(recog
         return decode_pieces(feats, opts)
 
     monkeypatch.setattr(recognizer, "_decode_pieces", spy)
-    adapted = recognizer.transcribe_batch(wavs, beam_size=2, speaker_adapt_steps=5, speaker_adapt_lr=1e-2)
+    adapted = recognizer.transcribe_batch(wavs, beam_size=2, speaker_adapt_steps=5,
+                                          speaker_adapt_lr=1e-2)
     assert len(passes) == 2
     assert torch.equal(passes[0], before["encoder.ln.weight"])
     assert not torch.equal(passes[1], passes[0])
