@@ -3,7 +3,8 @@
 Unsupervised speaker adaptation (pipeline.recognizer): a voice the recogniser never heard
 shifts its encoder's activations, and a few Adam steps on the encoder's LayerNorm gains and
 biases alone (2 x d_model numbers a norm), trained on the recogniser's own first-pass
-transcripts of that voice, move them back without room to learn the transcripts' errors.
+transcripts of that voice, move them back: too few numbers to learn much of those
+transcripts' errors.
 The rest of the model stays frozen, and everything is restored when the block ends.
 """
 
