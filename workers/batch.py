@@ -76,7 +76,8 @@ def audio_inputs(source: str) -> list[Path]:
 
 def asr_items(paths: Iterable[Path], beam_size: int = ASR_BEAM_SIZE, decoder: str = "attention",
               **weights: float | None) -> list[Item]:
-    """`weights`: beam-search weights (workers.settings.ASR_WEIGHTS); None: the worker's default."""
+    """`weights`: beam-search weights and views (workers.settings.ASR_WEIGHTS); None: the
+    worker's default."""
     options = {"beam_size": beam_size, "decoder": decoder, **{k: v for k, v in weights.items() if v is not None}}
     return [Item(str(p), {"audio": str(p), **options}) for p in paths]
 

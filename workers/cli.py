@@ -25,7 +25,7 @@ import click
 
 from pipeline.cli import COMMANDS as PIPELINE_COMMANDS
 from pipeline.cli_inference import COMMANDS as INFERENCE_COMMANDS
-from workers.settings import ASR_BEAM_SIZE
+from workers.settings import ASR_BEAM_SIZE, MAX_SHIFT_VIEWS
 
 
 @click.group()
@@ -172,6 +172,12 @@ def _asr_options(f):
         click.option("--r2l-weight", type=click.FloatRange(0), default=None,
                      help="right-to-left decoder's rescoring weight, where the model has one "
                           "[default: the recogniser's]"),
+        click.option("--tempo-views", type=click.FloatRange(0, 0.5, max_open=True), default=None,
+                     help="also hear the audio at tempo 1 -+ this; 0: not "
+                          "[default: the recogniser's]"),
+        click.option("--shift-views", type=click.IntRange(0, MAX_SHIFT_VIEWS), default=None,
+                     help="views a fraction of an encoder step later; 0 with --tempo-views 0: one "
+                          "pass, about 2.8x faster [default: the recogniser's]"),
     ]):
         f = option(f)
     return f

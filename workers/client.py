@@ -76,8 +76,8 @@ class Client:
     def submit_asr(self, audio: str | os.PathLike, job_id: str | None = None, beam_size: int = ASR_BEAM_SIZE,
                    decoder: str = "attention", name: str | None = None, **weights: float | None) -> Job:
         """`audio` is copied into the storage directory unless it is already inside. `weights`:
-        beam-search weights (ASR_WEIGHTS); those left out or None are the worker's recogniser
-        defaults."""
+        beam-search weights and views (ASR_WEIGHTS); those left out or None are the worker's
+        recogniser defaults."""
         unknown = set(weights) - set(ASR_WEIGHTS)
         if unknown:
             raise TypeError(f"submit_asr: unknown weights {sorted(unknown)}; choose from {ASR_WEIGHTS}")

@@ -16,7 +16,7 @@ from typing import Any
 
 from pipeline.audio import AudioError, load_audio, probe, save_wav
 from pipeline.text import TextError, check_text
-from workers.settings import ASR_BEAM_SIZE, ASR_WEIGHTS, MAX_BEAM, Settings
+from workers.settings import ASR_BEAM_SIZE, ASR_WEIGHTS, MAX_BEAM, MAX_SHIFT_VIEWS, Settings
 from workers.storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
@@ -176,19 +176,28 @@ class Engines:
             work.result = {**t.to_dict(), "audio_duration": round(work.audio_seconds, 4)}
 
 
-def asr_weights(request: dict) -> tuple[tuple[str, float], ...]:
-    """The beam-search weights an ASR request sets, checked: (name, value) in ASR_WEIGHTS order."""
+# the ASR_WEIGHTS whose range is not "a number >= 0": name -> (check, what the error says)
+_ASR_LIMITS = {
+    "ctc_weight": (lambda v: 0 <= v <= 1, "a number from 0 to 1"),
+    "tempo_views": (lambda v: 0 <= v < 0.5, "a number from 0 to below 0.5"),
+    "shift_views": (lambda v: isinstance(v, int) and 0 <= v <= MAX_SHIFT_VIEWS,
+                    f"an integer from 0 to {MAX_SHIFT_VIEWS}"),
+}
+
+
+def asr_weights(request: dict) -> tuple[tuple[str, float | int], ...]:
+    """The beam-search weights and views an ASR request sets, checked: (name, value) in
+    ASR_WEIGHTS order."""
     weights = []
     for name in ASR_WEIGHTS:
         value = request.get(name)
         if value is None:
             continue
-        high = 1.0 if name == "ctc_weight" else math.inf
+        check, limits = _ASR_LIMITS.get(name, (lambda v: v >= 0, "a number >= 0"))
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not (number and 0 <= value <= high and math.isfinite(value)):
-            limits = "from 0 to 1" if name == "ctc_weight" else ">= 0"
-            raise ValueError(f"{name} must be a number {limits}, not {value!r}")
-        weights.append((name, float(value)))
+        if not (number and math.isfinite(value) and check(value)):
+            raise ValueError(f"{name} must be {limits}, not {value!r}")
+        weights.append((name, value if name == "shift_views" else float(value)))
     return tuple(weights)
 
 

@@ -26,12 +26,13 @@ from pipeline.audio import AudioError, load_audio
 from pipeline.formats import FORMATS, MEDIA_TYPES, render
 from pipeline.text import TextError, check_text
 from workers.client import Client, JobNotFound
-from workers.settings import ASR_BEAM_SIZE, MAX_BEAM, Settings
+from workers.settings import ASR_BEAM_SIZE, MAX_BEAM, MAX_SHIFT_VIEWS, Settings
 
 UPLOAD_SUFFIXES = {"audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav", "audio/flac": ".flac",
                    "audio/x-flac": ".flac", "audio/ogg": ".ogg", "audio/mpeg": ".mp3", "audio/mp3": ".mp3"}
 CHUNK = 1 << 16
 _DEFAULT_WEIGHT = "beam-search weight; left out, the worker's recogniser default"
+_DEFAULT_VIEWS = "test-time views (0 for both: one pass); left out, the worker's recogniser default"
 
 
 class TTSJob(BaseModel):
@@ -105,6 +106,10 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
                          rare_word_weight: float | None = Query(None, ge=0, description=_DEFAULT_WEIGHT),
                          word_lm_weight: float | None = Query(None, ge=0, description=_DEFAULT_WEIGHT),
                          r2l_weight: float | None = Query(None, ge=0, description=_DEFAULT_WEIGHT),
+                         tempo_views: float | None = Query(None, ge=0, lt=0.5,
+                                                           description=_DEFAULT_VIEWS),
+                         shift_views: int | None = Query(None, ge=0, le=MAX_SHIFT_VIEWS,
+                                                         description=_DEFAULT_VIEWS),
                          id: str | None = Query(None, description="job id")) -> JobCreated:
         """The audio file as the request body (audio/*), or as the `file` part of a form."""
         length = request.headers.get("content-length")
@@ -117,7 +122,8 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
                                           ctc_weight=ctc_weight, lm_weight=lm_weight,
                                           lexicon_weight=lexicon_weight,
                                           rare_word_weight=rare_word_weight,
-                                          word_lm_weight=word_lm_weight, r2l_weight=r2l_weight)
+                                          word_lm_weight=word_lm_weight, r2l_weight=r2l_weight,
+                                          tempo_views=tempo_views, shift_views=shift_views)
         except (AudioError, ValueError) as e:
             raise HTTPException(422, str(e).replace(str(tmp), "the upload")) from None
         finally:

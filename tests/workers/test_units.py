@@ -21,6 +21,21 @@ def test_asr_job_defaults_are_the_recognisers():
     assert set(ASR_WEIGHTS) <= set(RecognitionOptions.__dataclass_fields__)
 
 
+def test_asr_weights_and_views_are_checked_and_keep_their_kinds():
+    from workers.engines import asr_weights
+
+    request = {"lm_weight": 1, "shift_views": 0, "tempo_views": 0, "ctc_weight": None}
+    assert asr_weights(request) == (("lm_weight", 1.0), ("tempo_views", 0.0), ("shift_views", 0))
+    assert isinstance(dict(asr_weights(request))["shift_views"], int)  # RecognitionOptions' kind
+    for bad, message in (({"tempo_views": 0.5}, "tempo_views must be a number from 0 to below 0.5"),
+                         ({"shift_views": 4}, "shift_views must be an integer from 0 to 3"),
+                         ({"shift_views": 1.0}, "shift_views must be an integer"),
+                         ({"shift_views": True}, "shift_views must be an integer"),
+                         ({"r2l_weight": float("inf")}, "r2l_weight must be a number >= 0")):
+        with pytest.raises(ValueError, match=message):
+            asr_weights(bad)
+
+
 def test_settings_from_env_and_celery_config():
     s = Settings.from_env({"SPEECHQ_REDIS_URL": "redis://h:1/2", "SPEECHQ_MAX_BATCH_SIZE": "8",
                            "SPEECHQ_TEST_HOOKS": "yes", "SPEECHQ_PRECISION": "bf16"})
