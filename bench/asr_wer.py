@@ -47,7 +47,7 @@ from pipeline.audio import duration_seconds  # noqa: E402
 from pipeline.evalsets import (HELD_OUT_VOICES, EvalItem, harvard_lists, librivox_set, noisy_set,
                               speak_set)  # noqa: E402
 from pipeline.evaluate import pocketsphinx_transcribe, wer  # noqa: E402
-from pipeline.recognizer import RecognitionOptions, Recognizer  # noqa: E402
+from pipeline.recognizer import SPEAKER_ADAPT_STEPS, RecognitionOptions, Recognizer  # noqa: E402
 
 
 def _parse_lists(spec: str) -> list[int]:
@@ -151,8 +151,8 @@ def sweep(items: list[EvalItem], recognizer: Recognizer, options: dict,
     pooled, by_voice = {}, {voice: {} for voice in voices}
     for value in values.split(","):
         hyps: list[str] = [""] * len(items)
+        setting = {**options, name: kind(float(value))}
         for mine in voices.values():
-            setting = {**options, name: kind(float(value))}
             texts = _texts(recognizer, [audio[k] for k in mine], **setting)
             for k, text in zip(mine, texts):
                 hyps[k] = text
@@ -193,7 +193,7 @@ def main() -> None:
                         help="another numeric RecognitionOptions field for every run (repeatable)")
     parser.add_argument("--snr", type=float, default=None,
                         help="add white noise at this SNR (dB) to every clip, for both systems")
-    parser.add_argument("--speaker-adapt", type=int, default=100, metavar="STEPS",
+    parser.add_argument("--speaker-adapt", type=int, default=SPEAKER_ADAPT_STEPS, metavar="STEPS",
                         help="also report the default adapted to each speaker (each held-out "
                              "voice, LibriVox's reader) with this many steps (speaker_adapt_steps; "
                              "0: not)")
