@@ -263,7 +263,6 @@ def reverse_padded(tokens: Tensor, lengths: Tensor) -> Tensor:
     return tokens.gather(1, source)
 
 
-
 @dataclass
 class _ASRDecoderState:
     decoder: DecoderState
