@@ -102,7 +102,8 @@ def average_checkpoints(ckpts: list[dict], weights: list[float] | None = None) -
     first = max(ckpts, key=lambda c: len(c["state_dict"]))  # the one with every optional part
     for i, ckpt in enumerate(ckpts, 1):
         for key in _AVERAGE_MUST_MATCH:
-            if _comparable(_without_absent_parts(ckpt, key, first)) != _comparable(first.get(key)):
+            if (_comparable(_without_absent_parts(ckpt, key, first))
+                    != _comparable(_without_absent_parts(first, key, first))):
                 raise CheckpointError(f"checkpoint {i} differs from the others in {key!r}: "
                                       "only models of one architecture, units and features average")
     state = {}
@@ -125,13 +126,14 @@ def average_checkpoints(ckpts: list[dict], weights: list[float] | None = None) -
 
 def _without_absent_parts(ckpt: dict, key: str, reference: dict):
     """`ckpt[key]`, with the dims of optional parts it lacks (_OPTIONAL_PARTS) taken from
-    `reference`: a model without a part averages with models that have it."""
+    `reference`: a model without a part averages with models that have it. A part absent from
+    both is left out, whether its field is missing (older checkpoints) or 0."""
     value = ckpt.get(key)
     if key != "dims" or not isinstance(value, dict):
         return value
-    lacks = {f: reference["dims"].get(f) for f in _OPTIONAL_PARTS
-             if not value.get(f) and isinstance(reference.get("dims"), dict)}
-    return {**value, **lacks}
+    reference_dims = reference.get("dims") if isinstance(reference.get("dims"), dict) else {}
+    value = {**value, **{f: reference_dims.get(f) for f in _OPTIONAL_PARTS if not value.get(f)}}
+    return {f: v for f, v in value.items() if v or f not in _OPTIONAL_PARTS}
 
 
 def _share_repeats(records: list) -> list:

@@ -70,6 +70,21 @@ def test_a_model_without_the_right_to_left_decoder_averages_with_one_that_has_it
         average_checkpoints([r2l, deeper])
 
 
+def test_a_checkpoint_from_before_the_optional_part_averages_with_a_new_one(tmp_path):
+    """Checkpoints written before `n_r2l_decoder_layers` existed lack the field; a model
+    fine-tuned from one has it at 0. The two are one architecture."""
+    new = load_checkpoint(make_tiny_asr_checkpoint(tmp_path / "new.pt"))
+    assert new["dims"]["n_r2l_decoder_layers"] == 0
+    old_dims = {k: v for k, v in new["dims"].items() if k != "n_r2l_decoder_layers"}
+    old = {**new, "dims": old_dims, "state_dict": {k: v + 1 for k, v in new["state_dict"].items()}}
+    averaged = average_checkpoints([old, new])
+    for name, value in averaged["state_dict"].items():
+        torch.testing.assert_close(value, new["state_dict"][name].float() + 0.5)
+    wider = {**old, "dims": {**old_dims, "d_model": old_dims["d_model"] * 2}}
+    with pytest.raises(CheckpointError, match="'dims'"):
+        average_checkpoints([wider, new])
+
+
 def test_cli_writes_a_working_fp16_model(two_models, tmp_path):
     _, _, a_path, b_path = two_models
     out = tmp_path / "avg.pt"
