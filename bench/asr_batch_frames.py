@@ -1,6 +1,7 @@
 """Recognition batch size: time, peak memory and transcripts at each `batch_frames`.
 
-    python bench/asr_batch_frames.py [--values 2000,4000,8000,15000,60000] [--voice V] [--lists 7-20] [--json]
+    python bench/asr_batch_frames.py [--values 2000,4000,8000,15000,60000] [--voice V]
+                                     [--lists 7-20] [--repeat N] [--json]
 
 `RecognitionOptions.batch_frames` caps the padded feature frames of the pieces decoded together.
 Each value decodes the same clips (one held-out voice's Harvard sentences, in one
@@ -61,9 +62,9 @@ def main() -> None:
         return
     runs = []
     for value in (int(v) for v in args.values.split(",")):
-        child = subprocess.run([sys.executable, __file__, "--one", str(value), "--voice", args.voice,
-                                "--lists", args.lists, "--repeat", str(args.repeat)],
-                               check=True, capture_output=True, text=True)
+        command = [sys.executable, __file__, "--one", str(value), "--voice", args.voice,
+                   "--lists", args.lists, "--repeat", str(args.repeat)]
+        child = subprocess.run(command, check=True, capture_output=True, text=True)
         runs.append(json.loads(child.stdout.splitlines()[-1]))
         if not args.json:
             print({k: v for k, v in runs[-1].items() if k != "texts"}, file=sys.stderr)
