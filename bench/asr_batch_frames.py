@@ -26,7 +26,7 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/
 
 import torch  # noqa: E402
 
-from pipeline.evalsets import harvard_lists, speak_set  # noqa: E402
+from pipeline.evalsets import harvard_lists, parse_lists, speak_set  # noqa: E402
 from pipeline.recognizer import Recognizer  # noqa: E402
 
 
@@ -55,8 +55,7 @@ def main() -> None:
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # a child's value
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    lo, _, hi = args.lists.partition("-")
-    lists = list(range(int(lo), int(hi or lo) + 1))
+    lists = parse_lists(args.lists)
     if args.one is not None:
         print(json.dumps(measure(args.one, args.voice, lists, args.repeat)))
         return

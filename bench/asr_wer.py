@@ -45,14 +45,9 @@ import torch  # noqa: E402
 
 from pipeline.audio import duration_seconds  # noqa: E402
 from pipeline.evalsets import (HELD_OUT_VOICES, EvalItem, harvard_lists, librivox_set, noisy_set,
-                              speak_set)  # noqa: E402
+                              parse_lists, speak_set)  # noqa: E402
 from pipeline.evaluate import pocketsphinx_transcribe, wer  # noqa: E402
 from pipeline.recognizer import SPEAKER_ADAPT_STEPS, RecognitionOptions, Recognizer  # noqa: E402
-
-
-def _parse_lists(spec: str) -> list[int]:
-    lo, _, hi = spec.partition("-")
-    return list(range(int(lo), int(hi or lo) + 1))
 
 
 def _plain(options: dict) -> dict:
@@ -206,7 +201,7 @@ def main() -> None:
         parser.error("--repeat must be at least 1")
     torch.set_num_threads(args.threads)
     recognizer = Recognizer.load(args.model, lm=args.lm, lexicon=args.lexicon, word_lm=args.word_lm)
-    sentences = harvard_lists(_parse_lists(args.lists))
+    sentences = harvard_lists(parse_lists(args.lists))
     options = {"beam_size": args.beam, "lm_weight": args.lm_weight, "lexicon_weight": args.lexicon_weight,
                "word_lm_weight": args.word_lm_weight, **_settings(parser, args.set)}
     result = {"model": str(args.model or "shipped"), "lm": recognizer.checkpoint_info["lm"],

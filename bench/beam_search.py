@@ -26,7 +26,7 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/ (
 import torch  # noqa: E402
 
 from pipeline.audio import duration_seconds  # noqa: E402
-from pipeline.evalsets import HELD_OUT_VOICES, harvard_lists, speak_set  # noqa: E402
+from pipeline.evalsets import HELD_OUT_VOICES, harvard_lists, parse_lists, speak_set  # noqa: E402
 from pipeline.evaluate import wer  # noqa: E402
 from pipeline.recognizer import Recognizer  # noqa: E402
 
@@ -47,8 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     recognizer = Recognizer.load(args.model)
-    lo, _, hi = args.lists.partition("-")
-    sentences = harvard_lists(range(int(lo), int(hi or lo) + 1))
+    sentences = harvard_lists(parse_lists(args.lists))
     items = [i for voice in HELD_OUT_VOICES for i in speak_set(sentences, voice)]
     audio, refs = [i.audio for i in items], [i.text for i in items]
     audio_seconds = sum(duration_seconds(a) for a in audio)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/ (bench/queue.py)
 
-from pipeline.evalsets import harvard_lists  # noqa: E402
+from pipeline.evalsets import harvard_lists, parse_lists  # noqa: E402
 from pipeline.flite import flite_front_end  # noqa: E402
 from pipeline.text import flite_phones, libflite_phones, normalize_text  # noqa: E402
 
@@ -42,8 +42,7 @@ def main() -> None:
     if flite_front_end() is None:
         sys.exit("libflite is not loadable here; nothing to compare")
 
-    lo, _, hi = args.lists.partition("-")
-    texts = [normalize_text(s) for s in harvard_lists(range(int(lo), int(hi or lo) + 1))]
+    texts = [normalize_text(s) for s in harvard_lists(parse_lists(args.lists))]
     libflite_phones(texts[0])  # load the voice outside the timing
     command_s, command = _median_seconds(flite_phones, texts, args.repeats)
     libflite_s, in_process = _median_seconds(libflite_phones, texts, args.repeats)

@@ -26,7 +26,7 @@ sys.path[:] = [str(REPO)] + [x for x in sys.path if Path(x or ".").resolve() != 
 import torch  # noqa: E402
 
 from pipeline.checkpoints import DEFAULT_NAMES  # noqa: E402
-from pipeline.evalsets import harvard_lists  # noqa: E402
+from pipeline.evalsets import harvard_lists, parse_lists  # noqa: E402
 from pipeline.evaluate import wer  # noqa: E402
 from pipeline.recognizer import Recognizer  # noqa: E402
 from pipeline.synthesizer import Synthesizer  # noqa: E402
@@ -80,8 +80,7 @@ def main() -> None:
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    lo, _, hi = a.lists.partition("-")
-    sentences = harvard_lists(range(int(lo), int(hi or lo) + 1))
+    sentences = harvard_lists(parse_lists(a.lists))
     full = run("fp32", a.device, sentences, a.checkpoints, a.repeats)
     low = run(a.precision, a.device, sentences, a.checkpoints, a.repeats)
     diffs = [(m1 - m2).abs().mean().item() for m1, m2 in zip(full["_mels"], low["_mels"])

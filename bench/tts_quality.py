@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 from pipeline.audio import duration_seconds  # noqa: E402
 from pipeline.checkpoints import default_checkpoint, load_checkpoint  # noqa: E402
-from pipeline.evalsets import harvard_lists, speak_set  # noqa: E402
+from pipeline.evalsets import harvard_lists, parse_lists, speak_set  # noqa: E402
 from pipeline.evaluate import pocketsphinx_transcribe, wer  # noqa: E402
 from models.tts import SynthesisOptions  # noqa: E402
 from pipeline.synthesizer import Synthesizer  # noqa: E402
@@ -62,11 +62,6 @@ HARD_SENTENCES = [
     "Yes.",
     "Supercalifragilisticexpialidocious is a very long word indeed.",
 ]
-
-
-def _parse_lists(spec: str) -> list[int]:
-    lo, _, hi = spec.partition("-")
-    return list(range(int(lo), int(hi or lo) + 1))
 
 
 def _timed(fn):
@@ -128,7 +123,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    sentences = harvard_lists(_parse_lists(args.lists))
+    sentences = harvard_lists(parse_lists(args.lists))
     teacher = speak_set(sentences, "flite:slt")
     teacher_hard = speak_set(HARD_SENTENCES, "flite:slt")
     teacher_durations = {i.text: duration_seconds(i.audio) for i in teacher_hard}

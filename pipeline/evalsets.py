@@ -33,6 +33,12 @@ class EvalItem:
     voice: str
 
 
+def parse_lists(spec: str) -> list[int]:
+    """A Harvard list range as the benchmarks take it: "1-6" -> [1, ..., 6], "7" -> [7]."""
+    lo, _, hi = spec.partition("-")
+    return list(range(int(lo), int(hi or lo) + 1))
+
+
 def harvard_lists(lists: range | list[int]) -> list[str]:
     """Sentences of the given Harvard lists (1-based, 10 sentences each)."""
     sentences = read_harvard(HARVARD)
