@@ -41,6 +41,9 @@ def _echo_error(message: str) -> None:
 @click.option("--no-word-lm", is_flag=True, help="decode without a word n-gram model")
 @click.option("--word-lm-weight", type=float, default=None,
               help="[default: RecognitionOptions.word_lm_weight]")
+@click.option("--tempo", type=click.FloatRange(0.5, 2), default=None,
+              help="hear the audio at this tempo; below 1, slower, more encoder frames a word "
+                   "[default: RecognitionOptions.tempo]")
 @click.option("--tempo-views", type=click.FloatRange(0, 0.5, max_open=True), default=None,
               help="also hear the audio at tempo 1 -+ this and score the views together; 0: not "
                    "[default: RecognitionOptions.tempo_views]")
@@ -62,7 +65,7 @@ def _echo_error(message: str) -> None:
               help="inputs decoded together (with --speaker-adapt: all of them)")
 def asr_cmd(files, model, beam_size, decoder, ctc_weight, lm_path, no_lm, lm_weight, lexicon_path,
             no_lexicon, lexicon_weight, rare_word_weight, word_lm_path, no_word_lm, word_lm_weight,
-            tempo_views, shift_views, r2l_weight, speaker_adapt, fmt, output_dir, device,
+            tempo, tempo_views, shift_views, r2l_weight, speaker_adapt, fmt, output_dir, device,
             batch_size):
     """Transcribe audio files. A file that cannot be read is reported and the others still run;
     the exit status is 1 if any failed."""
@@ -81,7 +84,8 @@ def asr_cmd(files, model, beam_size, decoder, ctc_weight, lm_path, no_lm, lm_wei
     options = dict(decoder=decoder, ctc_weight=ctc_weight)
     for name, value in (("beam_size", beam_size), ("lm_weight", lm_weight), ("lexicon_weight", lexicon_weight),
                         ("rare_word_weight", rare_word_weight), ("word_lm_weight", word_lm_weight),
-                        ("tempo_views", tempo_views), ("shift_views", shift_views),
+                        ("tempo", tempo), ("tempo_views", tempo_views),
+                        ("shift_views", shift_views),
                         ("r2l_weight", r2l_weight)):
         if value is not None:
             options[name] = value

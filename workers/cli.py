@@ -172,6 +172,9 @@ def _asr_options(f):
         click.option("--r2l-weight", type=click.FloatRange(0), default=None,
                      help="right-to-left decoder's rescoring weight, where the model has one "
                           "[default: the recogniser's]"),
+        click.option("--tempo", type=click.FloatRange(0.5, 2), default=None,
+                     help="hear the audio at this tempo; below 1, slower "
+                          "[default: the recogniser's]"),
         click.option("--tempo-views", type=click.FloatRange(0, 0.5, max_open=True), default=None,
                      help="also hear the audio at tempo 1 -+ this; 0: not "
                           "[default: the recogniser's]"),

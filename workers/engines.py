@@ -179,6 +179,7 @@ class Engines:
 # the ASR_WEIGHTS whose range is not "a number >= 0": name -> (check, what the error says)
 _ASR_LIMITS = {
     "ctc_weight": (lambda v: 0 <= v <= 1, "a number from 0 to 1"),
+    "tempo": (lambda v: 0.5 <= v <= 2, "a number from 0.5 to 2"),
     "tempo_views": (lambda v: 0 <= v < 0.5, "a number from 0 to below 0.5"),
     "shift_views": (lambda v: isinstance(v, int) and 0 <= v <= MAX_SHIFT_VIEWS,
                     f"an integer from 0 to {MAX_SHIFT_VIEWS}"),

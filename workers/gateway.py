@@ -32,6 +32,7 @@ UPLOAD_SUFFIXES = {"audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".w
                    "audio/x-flac": ".flac", "audio/ogg": ".ogg", "audio/mpeg": ".mp3", "audio/mp3": ".mp3"}
 CHUNK = 1 << 16
 _DEFAULT_WEIGHT = "beam-search weight; left out, the worker's recogniser default"
+_DEFAULT_TEMPO = "the audio's tempo as heard (below 1: slower); left out, the recogniser's default"
 _DEFAULT_VIEWS = "test-time views (0 for both: one pass); left out, the worker's recogniser default"
 
 
@@ -106,6 +107,8 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
                          rare_word_weight: float | None = Query(None, ge=0, description=_DEFAULT_WEIGHT),
                          word_lm_weight: float | None = Query(None, ge=0, description=_DEFAULT_WEIGHT),
                          r2l_weight: float | None = Query(None, ge=0, description=_DEFAULT_WEIGHT),
+                         tempo: float | None = Query(None, ge=0.5, le=2,
+                                                     description=_DEFAULT_TEMPO),
                          tempo_views: float | None = Query(None, ge=0, lt=0.5,
                                                            description=_DEFAULT_VIEWS),
                          shift_views: int | None = Query(None, ge=0, le=MAX_SHIFT_VIEWS,
@@ -123,7 +126,8 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
                                           lexicon_weight=lexicon_weight,
                                           rare_word_weight=rare_word_weight,
                                           word_lm_weight=word_lm_weight, r2l_weight=r2l_weight,
-                                          tempo_views=tempo_views, shift_views=shift_views)
+                                          tempo=tempo, tempo_views=tempo_views,
+                                          shift_views=shift_views)
         except (AudioError, ValueError) as e:
             raise HTTPException(422, str(e).replace(str(tmp), "the upload")) from None
         finally:

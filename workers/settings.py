@@ -27,7 +27,7 @@ KINDS = QUEUES  # a job's kind is the queue it runs on
 # beam-search weights and test-time views an ASR job may set (pipeline.recognizer.
 # RecognitionOptions' fields); a job that leaves one out gets the recogniser's default
 ASR_WEIGHTS = ("ctc_weight", "lm_weight", "lexicon_weight", "rare_word_weight", "word_lm_weight",
-               "r2l_weight", "tempo_views", "shift_views")
+               "r2l_weight", "tempo", "tempo_views", "shift_views")
 MAX_SHIFT_VIEWS = 3  # each view is another encoder pass and decoder scorer per job
 # the beam of an ASR job that names none: RecognitionOptions.beam_size (a test keeps them equal)
 ASR_BEAM_SIZE = 16

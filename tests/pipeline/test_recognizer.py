@@ -92,6 +92,8 @@ def test_options_are_validated():
         RecognitionOptions(shift_views=-1)
     with pytest.raises(ValueError, match="r2l_weight"):
         RecognitionOptions(r2l_weight=-0.1)
+    with pytest.raises(ValueError, match="tempo"):
+        RecognitionOptions(tempo=0.4)
     with pytest.raises(ValueError, match="speaker_adapt"):
         RecognitionOptions(speaker_adapt_steps=-1)
     with pytest.raises(ValueError, match="speaker_adapt"):
@@ -169,6 +171,29 @@ def test_a_clip_cut_off_in_speech_is_heard_with_silence_after_it(recognizer, mon
     assert [w.numel() for w in heard] == [cut_off.numel() + SR // 5, paused.numel(), cut_off.numel()]
     assert heard[0][cut_off.numel():].abs().max() < 0.01
     assert all(w.end <= t.duration for w in t.words)  # no word in the appended silence
+
+
+def test_tempo_is_what_the_model_hears_and_word_times_stay_the_audios(recognizer, monkeypatch):
+    """At tempo 0.8 the model hears 1 / 0.8 times the frames; a word the alignment puts
+    halfway through what it heard is halfway through the audio."""
+    from pipeline.recognizer import Word
+
+    heard = []
+    decode_batch = recognizer._decode_batch
+    monkeypatch.setattr(recognizer, "_decode_batch", lambda feats, opts: heard.append(
+        [f.size(0) for f in feats]) or decode_batch(feats, opts))
+
+    def halfway(logprobs, tokens):
+        seconds = logprobs.size(0) * recognizer.frame_seconds / 2
+        return [Word("mid", seconds, seconds, 1.0)]
+
+    monkeypatch.setattr(recognizer, "_align", halfway)
+    wav = _speech_with_pauses([2.0], pause=0.4)
+    plain = recognizer.transcribe(wav, beam_size=2, end_silence_seconds=0.0, tempo=1.0)
+    slow = recognizer.transcribe(wav, beam_size=2, end_silence_seconds=0.0, tempo=0.8)
+    assert heard[1][0] == round(heard[0][0] / 0.8)
+    for t in (plain, slow):
+        assert t.words[0].start == pytest.approx(t.duration / 2, abs=2 * recognizer.frame_seconds)
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ def test_asr_weights_and_views_are_checked_and_keep_their_kinds():
     assert asr_weights(request) == (("lm_weight", 1.0), ("tempo_views", 0.0), ("shift_views", 0))
     assert isinstance(dict(asr_weights(request))["shift_views"], int)  # RecognitionOptions' kind
     for bad, message in (({"tempo_views": 0.5}, "tempo_views must be a number from 0 to below 0.5"),
+                         ({"tempo": 0.4}, "tempo must be a number from 0.5 to 2"),
                          ({"shift_views": 4}, "shift_views must be an integer from 0 to 3"),
                          ({"shift_views": 1.0}, "shift_views must be an integer"),
                          ({"shift_views": True}, "shift_views must be an integer"),
