@@ -25,7 +25,7 @@ import click
 
 from pipeline.cli import COMMANDS as PIPELINE_COMMANDS
 from pipeline.cli_inference import COMMANDS as INFERENCE_COMMANDS
-from workers.settings import ASR_BEAM_SIZE, MAX_SHIFT_VIEWS
+from workers.settings import ASR_BEAM_SIZE, MAX_SHIFT_VIEWS, MAX_SPEAKER_ADAPT_STEPS
 
 
 @click.group()
@@ -181,6 +181,11 @@ def _asr_options(f):
         click.option("--shift-views", type=click.IntRange(0, MAX_SHIFT_VIEWS), default=None,
                      help="views a fraction of an encoder step later; 0 with --tempo-views 0: one "
                           "pass, about 2.8x faster [default: the recogniser's]"),
+        click.option("--speaker-adapt-steps", type=click.IntRange(0, MAX_SPEAKER_ADAPT_STEPS),
+                     default=None,
+                     help="take each file as one speaker: decode it, adapt the encoder to that "
+                          "voice with this many steps (100 as `speechq asr --speaker-adapt`), "
+                          "decode again; 0: not [default: 0]"),
     ]):
         f = option(f)
     return f

@@ -16,7 +16,8 @@ from typing import Any
 
 from pipeline.audio import AudioError, load_audio, probe, save_wav
 from pipeline.text import TextError, check_text
-from workers.settings import ASR_BEAM_SIZE, ASR_WEIGHTS, MAX_BEAM, MAX_SHIFT_VIEWS, Settings
+from workers.settings import (ASR_BEAM_SIZE, ASR_WEIGHTS, MAX_BEAM, MAX_SHIFT_VIEWS,
+                              MAX_SPEAKER_ADAPT_STEPS, Settings)
 from workers.storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
@@ -133,8 +134,9 @@ class Engines:
         groups: dict[tuple, list[Work]] = {}
         for w in works:
             if w.ok:
-                groups.setdefault(w.options, []).append(w)
-        for options, group in groups.items():
+                groups.setdefault(_group_key(kind, w), []).append(w)
+        for group in groups.values():
+            options = group[0].options
             try:
                 self._run_group(kind, options, group)
             except INPUT_ERRORS + (RuntimeError,) as e:
@@ -176,6 +178,13 @@ class Engines:
             work.result = {**t.to_dict(), "audio_duration": round(work.audio_seconds, 4)}
 
 
+def _group_key(kind: str, work: Work) -> tuple:
+    """Jobs with equal keys run as one model call: those with the same options, except that a
+    job adapted to its speaker runs alone (the adaptation learns from every input of a call)."""
+    adapts = kind == "asr" and dict(work.options[2]).get("speaker_adapt_steps")
+    return (work.options, work.job_id) if adapts else (work.options,)
+
+
 # the ASR_WEIGHTS whose range is not "a number >= 0": name -> (check, what the error says)
 _ASR_LIMITS = {
     "ctc_weight": (lambda v: 0 <= v <= 1, "a number from 0 to 1"),
@@ -183,7 +192,10 @@ _ASR_LIMITS = {
     "tempo_views": (lambda v: 0 <= v < 0.5, "a number from 0 to below 0.5"),
     "shift_views": (lambda v: isinstance(v, int) and 0 <= v <= MAX_SHIFT_VIEWS,
                     f"an integer from 0 to {MAX_SHIFT_VIEWS}"),
+    "speaker_adapt_steps": (lambda v: isinstance(v, int) and 0 <= v <= MAX_SPEAKER_ADAPT_STEPS,
+                            f"an integer from 0 to {MAX_SPEAKER_ADAPT_STEPS}"),
 }
+_ASR_INTEGERS = ("shift_views", "speaker_adapt_steps")  # RecognitionOptions' int fields
 
 
 def asr_weights(request: dict) -> tuple[tuple[str, float | int], ...]:
@@ -198,7 +210,7 @@ def asr_weights(request: dict) -> tuple[tuple[str, float | int], ...]:
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not (number and math.isfinite(value) and check(value)):
             raise ValueError(f"{name} must be {limits}, not {value!r}")
-        weights.append((name, value if name == "shift_views" else float(value)))
+        weights.append((name, value if name in _ASR_INTEGERS else float(value)))
     return tuple(weights)
 
 

@@ -26,7 +26,8 @@ from pipeline.audio import AudioError, load_audio
 from pipeline.formats import FORMATS, MEDIA_TYPES, render
 from pipeline.text import TextError, check_text
 from workers.client import Client, JobNotFound
-from workers.settings import ASR_BEAM_SIZE, MAX_BEAM, MAX_SHIFT_VIEWS, Settings
+from workers.settings import (ASR_BEAM_SIZE, MAX_BEAM, MAX_SHIFT_VIEWS, MAX_SPEAKER_ADAPT_STEPS,
+                              Settings)
 
 UPLOAD_SUFFIXES = {"audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav", "audio/flac": ".flac",
                    "audio/x-flac": ".flac", "audio/ogg": ".ogg", "audio/mpeg": ".mp3", "audio/mp3": ".mp3"}
@@ -113,6 +114,10 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
                                                            description=_DEFAULT_VIEWS),
                          shift_views: int | None = Query(None, ge=0, le=MAX_SHIFT_VIEWS,
                                                          description=_DEFAULT_VIEWS),
+                         speaker_adapt_steps: int | None = Query(
+                             None, ge=0, le=MAX_SPEAKER_ADAPT_STEPS,
+                             description="adapt to the upload as one speaker with this many "
+                                         "steps, then decode again; left out, 0: not"),
                          id: str | None = Query(None, description="job id")) -> JobCreated:
         """The audio file as the request body (audio/*), or as the `file` part of a form."""
         length = request.headers.get("content-length")
@@ -127,7 +132,8 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
                                           rare_word_weight=rare_word_weight,
                                           word_lm_weight=word_lm_weight, r2l_weight=r2l_weight,
                                           tempo=tempo, tempo_views=tempo_views,
-                                          shift_views=shift_views)
+                                          shift_views=shift_views,
+                                          speaker_adapt_steps=speaker_adapt_steps)
         except (AudioError, ValueError) as e:
             raise HTTPException(422, str(e).replace(str(tmp), "the upload")) from None
         finally:

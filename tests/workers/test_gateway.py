@@ -85,7 +85,8 @@ def test_bad_requests_get_4xx_with_a_message(gateway, service):
     r = gateway.post("/v1/jobs/asr", params={"beam_size": MAX_BEAM + 1}, content=b"RIFF",
                      headers={"content-type": "audio/wav"})
     assert r.status_code == 422 and "beam_size" in r.text
-    for views in ({"tempo": 0.4}, {"tempo_views": 0.5}, {"shift_views": 4}, {"shift_views": 1.5}):
+    for views in ({"tempo": 0.4}, {"tempo_views": 0.5}, {"shift_views": 4}, {"shift_views": 1.5},
+                  {"speaker_adapt_steps": 501}):
         r = gateway.post("/v1/jobs/asr", params=views, content=b"RIFF",
                          headers={"content-type": "audio/wav"})
         assert r.status_code == 422 and next(iter(views)) in r.text

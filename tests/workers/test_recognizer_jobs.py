@@ -53,9 +53,11 @@ def test_beam_search_weights_reach_the_recognizer(tmp_path, start_worker):
     local = Recognizer.load(checkpoint, lexicon=tmp_path / "checkpoints" / "lexicon.txt")
     settings = [{"ctc_weight": 0.0, "lexicon_weight": 0.0},
                 {"ctc_weight": 1.0, "lexicon_weight": 50.0, "rare_word_weight": 5.0,
-                 "tempo": 0.8, "tempo_views": 0.0, "shift_views": 0}]
+                 "tempo": 0.8, "tempo_views": 0.0, "shift_views": 0},
+                {"speaker_adapt_steps": 20}]
     expected = [local.transcribe(clip, beam_size=2, **w).text for w in settings]
-    assert expected[0] != expected[1]  # else the test could not tell the settings apart
+    # else the test could not tell the settings apart
+    assert expected[0] != expected[1] and expected[2] != local.transcribe(clip, beam_size=2).text
     ids = [client.submit_asr(clip, beam_size=2, **w).id for w in settings]
     bad = {client.submit("asr", {"audio": client.get(ids[0]).request["audio"], **w}).id: message
            for w, message in (({"lm_weight": -1}, "lm_weight must be a number >= 0, not -1"),
@@ -63,6 +65,7 @@ def test_beam_search_weights_reach_the_recognizer(tmp_path, start_worker):
                               ({"lexicon_weight": "high"}, "lexicon_weight must be a number"),
                               ({"tempo_views": 0.5}, "tempo_views must be a number from 0 to"),
                               ({"tempo": 3}, "tempo must be a number from 0.5 to 2"),
+                              ({"speaker_adapt_steps": 2.5}, "speaker_adapt_steps must be an int"),
                               ({"shift_views": 1.5}, "shift_views must be an integer from 0 to 3"),
                               ({"beam_size": MAX_BEAM + 1}, f"beam_size must be an integer from 1 to {MAX_BEAM}"))}
     jobs = [client.wait(i, 120) for i in ids]

@@ -29,12 +29,28 @@ def test_asr_weights_and_views_are_checked_and_keep_their_kinds():
     assert isinstance(dict(asr_weights(request))["shift_views"], int)  # RecognitionOptions' kind
     for bad, message in (({"tempo_views": 0.5}, "tempo_views must be a number from 0 to below 0.5"),
                          ({"tempo": 0.4}, "tempo must be a number from 0.5 to 2"),
+                         ({"speaker_adapt_steps": 501}, "speaker_adapt_steps must be an integer"),
                          ({"shift_views": 4}, "shift_views must be an integer from 0 to 3"),
                          ({"shift_views": 1.0}, "shift_views must be an integer"),
                          ({"shift_views": True}, "shift_views must be an integer"),
                          ({"r2l_weight": float("inf")}, "r2l_weight must be a number >= 0")):
         with pytest.raises(ValueError, match=message):
             asr_weights(bad)
+
+
+def test_a_job_adapted_to_its_speaker_is_decoded_alone():
+    from workers.engines import Work, _group_key, asr_weights
+
+    def work(job_id, **request):
+        return Work(job_id, request, options=(2, "attention", asr_weights(request)))
+
+    plain = [work("a", lm_weight=0.5), work("b", lm_weight=0.5)]
+    adapted = [work("c", speaker_adapt_steps=10), work("d", speaker_adapt_steps=10)]
+    assert _group_key("asr", plain[0]) == _group_key("asr", plain[1])
+    assert _group_key("asr", adapted[0]) != _group_key("asr", adapted[1])
+    assert dict(adapted[0].options[2])["speaker_adapt_steps"] == 10  # an int, as the option is
+    unadapted = [work(job_id, speaker_adapt_steps=0) for job_id in "ef"]
+    assert _group_key("asr", unadapted[0]) == _group_key("asr", unadapted[1])
 
 
 def test_settings_from_env_and_celery_config():
