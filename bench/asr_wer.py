@@ -169,6 +169,15 @@ def ctc_speedup(items: list[EvalItem], recognizer: Recognizer, options: dict, re
     return best["beam"] / best["ctc"]
 
 
+def _write_transcripts(path: Path, sets: list[tuple[str, list[EvalItem], dict]]) -> None:
+    with path.open("w") as f:
+        for name, items, runs in sets:
+            for system, (hyps, _) in runs.items():
+                for item, hyp in zip(items, hyps):
+                    f.write(json.dumps({"set": name, "system": system, "audio": Path(item.audio).name,
+                                        "ref": item.text, "hyp": hyp}) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None)
@@ -195,6 +204,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3,
                         help="timing runs of beam search and greedy CTC for ctc_speedup_over_beam")
+    parser.add_argument("--transcripts", type=Path, default=None, metavar="JSONL",
+                        help="also write every system's transcript of every clip here, one "
+                             "{set, system, audio, ref, hyp} a line (to compare two revisions)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.repeat < 1:
@@ -233,6 +245,9 @@ def main() -> None:
     librivox = clips(librivox_set())
     librivox_runs = run_systems(librivox, recognizer, options, args.speaker_adapt)
     result["librivox"] = score(librivox, librivox_runs)
+    if args.transcripts:
+        _write_transcripts(args.transcripts, [("held_out", pooled, _pool(pooled_runs)),
+                                              ("librivox", librivox, librivox_runs)])
     result["ctc_speedup_over_beam"] = round(ctc_speedup(pooled, recognizer, options, args.repeat), 2)
     result["timing_repeats"] = args.repeat
     print(json.dumps(result) if args.json else json.dumps(result, indent=1))
