@@ -26,8 +26,8 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/
 
 import torch  # noqa: E402
 
-from pipeline.evalsets import harvard_lists, parse_lists, speak_set  # noqa: E402
-from pipeline.recognizer import Recognizer  # noqa: E402
+from pipeline.evaluation.evalsets import harvard_lists, parse_lists, speak_set  # noqa: E402
+from pipeline.inference.recognizer import Recognizer  # noqa: E402
 
 
 def measure(batch_frames: int, voice: str, lists: list[int], repeat: int) -> dict:

@@ -43,11 +43,18 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/ (
 
 import torch  # noqa: E402
 
-from pipeline.audio import duration_seconds  # noqa: E402
-from pipeline.evalsets import (HELD_OUT_VOICES, EvalItem, harvard_lists, librivox_set, noisy_set,
-                              parse_lists, speak_set)  # noqa: E402
-from pipeline.evaluate import pocketsphinx_transcribe, wer  # noqa: E402
-from pipeline.recognizer import SPEAKER_ADAPT_STEPS, RecognitionOptions, Recognizer  # noqa: E402
+from pipeline.evaluation.evalsets import (
+    HELD_OUT_VOICES,
+    EvalItem,
+    harvard_lists,
+    librivox_set,
+    noisy_set,
+    parse_lists,  # noqa: E402
+    speak_set,
+)
+from pipeline.evaluation.judges import pocketsphinx_transcribe, wer  # noqa: E402
+from pipeline.frontend.audio import duration_seconds  # noqa: E402
+from pipeline.inference.recognizer import SPEAKER_ADAPT_STEPS, RecognitionOptions, Recognizer  # noqa: E402
 
 
 def _plain(options: dict) -> dict:

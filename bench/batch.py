@@ -2,7 +2,7 @@
 against the same files transcribed in one process without a queue.
 
     .venv/bin/python bench/batch.py --json
-    .venv/bin/python bench/batch.py --json --recognizer pipeline.recognizer:Recognizer --checkpoints checkpoints
+    .venv/bin/python bench/batch.py --json --recognizer pipeline.inference.recognizer:Recognizer --checkpoints checkpoints
 
 Both sides use the same model class, device, torch threads and batch size. Reported: each
 side's audio seconds per second, their ratio (target >= 0.9), and the worker's utilisation
@@ -39,7 +39,7 @@ def direct(files: list[Path], recognizer: str, device: str, threads: int, batch_
     """The same files in this process: load, batch, transcribe."""
     import torch
 
-    from pipeline.audio import load_audio
+    from pipeline.frontend.audio import load_audio
     from workers.engines import load_class
 
     torch.set_num_threads(threads)

@@ -25,10 +25,10 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/ (
 
 import torch  # noqa: E402
 
-from pipeline.audio import duration_seconds  # noqa: E402
-from pipeline.evalsets import HELD_OUT_VOICES, harvard_lists, parse_lists, speak_set  # noqa: E402
-from pipeline.evaluate import wer  # noqa: E402
-from pipeline.recognizer import Recognizer  # noqa: E402
+from pipeline.evaluation.evalsets import HELD_OUT_VOICES, harvard_lists, parse_lists, speak_set  # noqa: E402
+from pipeline.evaluation.judges import wer  # noqa: E402
+from pipeline.frontend.audio import duration_seconds  # noqa: E402
+from pipeline.inference.recognizer import Recognizer  # noqa: E402
 
 SETTINGS = {  # name -> RecognitionOptions overrides
     "beam4_full": {"beam_size": 4, "pre_beam_ratio": 0.0},

@@ -19,8 +19,8 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 import argparse  # noqa: E402
 import json  # noqa: E402
 
-from pipeline.data import BucketBatchSampler, read_manifest  # noqa: E402
-from pipeline.features import ASR_FEATURES, TTS_FEATURES  # noqa: E402
+from pipeline.data.manifests import BucketBatchSampler, read_manifest  # noqa: E402
+from pipeline.frontend.features import ASR_FEATURES, TTS_FEATURES  # noqa: E402
 
 MAX_WASTE = 0.15
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/ (bench/queue.py)
 
-from pipeline.evalsets import harvard_lists, parse_lists  # noqa: E402
-from pipeline.flite import flite_front_end  # noqa: E402
-from pipeline.text import flite_phones, libflite_phones, normalize_text  # noqa: E402
+from pipeline.evaluation.evalsets import harvard_lists, parse_lists  # noqa: E402
+from pipeline.frontend.flite import flite_front_end  # noqa: E402
+from pipeline.frontend.text import flite_phones, libflite_phones, normalize_text  # noqa: E402
 
 
 def _median_seconds(fn, texts: list[str], repeats: int) -> tuple[float, list[list[str]]]:

@@ -1,7 +1,7 @@
 """Griffin-Lim vocoder: intelligibility, spectral convergence and speed of each route.
 
 flite's slt voice speaks Harvard sentences (lists 1-3 by default); each utterance goes to the
-TTS log-mel (pipeline.features.TTS_FEATURES) and back through Griffin-Lim. PocketSphinx reads
+TTS log-mel (pipeline.frontend.features.TTS_FEATURES) and back through Griffin-Lim. PocketSphinx reads
 the original and every resynthesis; the acceptance bar is a resynthesis WER within 1.2x of the
 original's. Spectral convergence is measured on the mel -> Griffin-Lim -> mel round trip.
 
@@ -25,10 +25,10 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from pipeline.audio import load_audio  # noqa: E402
-from pipeline.corpus import Voice, read_harvard, speak  # noqa: E402
-from pipeline.evaluate import pocketsphinx_transcribe, spectral_convergence, wer  # noqa: E402
-from pipeline.features import DEFAULT_VOCODER, TTS_FEATURES, VOCODERS, LogMel  # noqa: E402
+from pipeline.data.corpus import Voice, read_harvard, speak  # noqa: E402
+from pipeline.evaluation.judges import pocketsphinx_transcribe, spectral_convergence, wer  # noqa: E402
+from pipeline.frontend.audio import load_audio  # noqa: E402
+from pipeline.frontend.features import DEFAULT_VOCODER, TTS_FEATURES, VOCODERS, LogMel  # noqa: E402
 
 MAX_WER_RATIO = 1.2
 

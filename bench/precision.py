@@ -26,10 +26,10 @@ sys.path[:] = [str(REPO)] + [x for x in sys.path if Path(x or ".").resolve() != 
 import torch  # noqa: E402
 
 from pipeline.checkpoints import DEFAULT_NAMES  # noqa: E402
-from pipeline.evalsets import harvard_lists, parse_lists  # noqa: E402
-from pipeline.evaluate import wer  # noqa: E402
-from pipeline.recognizer import Recognizer  # noqa: E402
-from pipeline.synthesizer import Synthesizer  # noqa: E402
+from pipeline.evaluation.evalsets import harvard_lists, parse_lists  # noqa: E402
+from pipeline.evaluation.judges import wer  # noqa: E402
+from pipeline.inference.recognizer import Recognizer  # noqa: E402
+from pipeline.inference.synthesizer import Synthesizer  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

@@ -1,7 +1,7 @@
 """Queue benchmarks: what the service adds to a job, and what dynamic batching buys.
 
     .venv/bin/python bench/queue.py --json
-    .venv/bin/python bench/queue.py --json --device cuda:0 --recognizer pipeline.recognizer:Recognizer
+    .venv/bin/python bench/queue.py --json --device cuda:0 --recognizer pipeline.inference.recognizer:Recognizer
 
 1. overhead: a trivial TTS job (a tiny model, two words) submitted through Redis and a real
    worker, submit-to-result p50/p95, against the same call made directly in-process;
@@ -55,7 +55,7 @@ def overhead(env: dict, client, n: int, threads: int) -> dict:
 
     torch.set_num_threads(threads)  # as in the worker, for a fair comparison
     os.environ.update(env)
-    from pipeline.synthesizer import Synthesizer
+    from pipeline.inference.synthesizer import Synthesizer
 
     synth = Synthesizer.load(device=Settings.from_env(env).device)
     text = "Hello there."

@@ -31,12 +31,12 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/ (
 
 import torch  # noqa: E402
 
-from pipeline.audio import duration_seconds  # noqa: E402
-from pipeline.checkpoints import default_checkpoint, load_checkpoint  # noqa: E402
-from pipeline.evalsets import harvard_lists, parse_lists, speak_set  # noqa: E402
-from pipeline.evaluate import pocketsphinx_transcribe, wer  # noqa: E402
 from models.tts import SynthesisOptions  # noqa: E402
-from pipeline.synthesizer import Synthesizer  # noqa: E402
+from pipeline.checkpoints import default_checkpoint, load_checkpoint  # noqa: E402
+from pipeline.evaluation.evalsets import harvard_lists, parse_lists, speak_set  # noqa: E402
+from pipeline.evaluation.judges import pocketsphinx_transcribe, wer  # noqa: E402
+from pipeline.frontend.audio import duration_seconds  # noqa: E402
+from pipeline.inference.synthesizer import Synthesizer  # noqa: E402
 
 HARD_SENTENCES = [
     "Buffalo buffalo Buffalo buffalo buffalo buffalo Buffalo buffalo.",
@@ -135,7 +135,7 @@ def main() -> None:
     recognizer = None
     asr_path = args.asr or default_checkpoint("asr")
     if asr_path.exists():
-        from pipeline.recognizer import Recognizer
+        from pipeline.inference.recognizer import Recognizer
 
         recognizer = Recognizer.load(asr_path)
         # the ceiling for "our ASR reads our audio": the teacher voice the TTS imitates

@@ -1,6 +1,6 @@
 """Test-time adaptation of a model's LayerNorms.
 
-Unsupervised speaker adaptation (pipeline.recognizer): a voice the recogniser never heard
+Unsupervised speaker adaptation (pipeline.inference.recognizer): a voice the recogniser never heard
 shifts its encoder's activations, and a few Adam steps on the encoder's LayerNorm gains and
 biases alone (2 x d_model numbers a norm), trained on the recogniser's own first-pass
 transcripts of that voice, move them back: too few numbers to learn much of those

@@ -15,7 +15,7 @@ settles the difference to its true log-probability: a lookahead, the total uncha
 `word_bonus`, added to every ended word, is the word insertion bonus of HMM decoders.
 
 The n-gram model itself is behind `WordLM`, a protocol with one method (`logprob`): `models/`
-does no I/O, and the pipeline adapts a model file to it (pipeline.wordlm).
+does no I/O, and the pipeline adapts a model file to it (pipeline.inference.wordlm).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ asr, tts), for a training machine without the service's packages (Celery, Redis,
 
 import click
 
-from pipeline.cli import COMMANDS
-from pipeline.cli_inference import COMMANDS as INFERENCE_COMMANDS
+from pipeline.cli.inference import COMMANDS as INFERENCE_COMMANDS
+from pipeline.cli.train import COMMANDS
 
 
 @click.group()

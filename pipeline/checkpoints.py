@@ -20,7 +20,7 @@ DEFAULT_NAMES = {
     "tts-ar": "tts-ar-monotonic.pt",
     "asr": "asr.pt",
     "lm": "lm.pt",  # the recogniser's language model
-    "lexicon": "lexicon.txt",  # and its word list (pipeline.lexicon)
+    "lexicon": "lexicon.txt",  # and its word list (pipeline.data.lexicon)
 }
 
 

@@ -32,7 +32,7 @@ ping_redis || { log "no Redis on 127.0.0.1:6379"; exit 1; }
 if [ -z "${SKIP_QUEUE:-}" ]; then
     log "queue benchmark on $DEVICE"
     timeout 180 "$PYTHON" bench/queue.py --json --device "$DEVICE" --checkpoints checkpoints \
-        --recognizer pipeline.recognizer:Recognizer $QUEUE_ARGS > "$out_dir/queue.json" 2> "$out_dir/queue.err" \
+        --recognizer pipeline.inference.recognizer:Recognizer $QUEUE_ARGS > "$out_dir/queue.json" 2> "$out_dir/queue.err" \
         || { log "queue benchmark failed"; tail -20 "$out_dir/queue.err"; }
     tail -1 "$out_dir/queue.json"
 fi

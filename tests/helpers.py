@@ -18,8 +18,8 @@ def make_tiny_tts_checkpoint(path: Path, frames_per_phone: int = 4) -> Path:
     """A random FastSpeech saved with the payload keys `Synthesizer.load` reads; every phone
     lasts `frames_per_phone` frames, so outputs have a realistic length."""
     from models.fastspeech import FastSpeech, FastSpeechDims
-    from pipeline.features import TTS_FEATURES
-    from pipeline.text import PhoneVocab
+    from pipeline.frontend.features import TTS_FEATURES
+    from pipeline.frontend.text import PhoneVocab
 
     torch.manual_seed(0)
     vocab = PhoneVocab()
@@ -42,12 +42,12 @@ def make_tiny_tts_checkpoint(path: Path, frames_per_phone: int = 4) -> Path:
 
 
 def make_tiny_asr_checkpoint(path: Path, r2l_layers: int = 0) -> Path:
-    """A random `pipeline.recognizer` model (tiny ASRDims, a 64-piece tokenizer trained on the
+    """A random `pipeline.inference.recognizer` model (tiny ASRDims, a 64-piece tokenizer trained on the
     Harvard sentences) saved with the payload keys `Recognizer.load` reads; `r2l_layers`: a
     right-to-left decoder of that depth beside the same other weights."""
     from models.asr import ASRDims, SpeechTransformer
-    from pipeline.features import ASR_FEATURES
-    from pipeline.tokenizer import SubwordTokenizer
+    from pipeline.frontend.features import ASR_FEATURES
+    from pipeline.frontend.tokenizer import SubwordTokenizer
 
     torch.manual_seed(0)
     harvard = REPO / "pipeline" / "resources" / "harvard-sentences.txt"

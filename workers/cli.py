@@ -23,8 +23,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli import COMMANDS as PIPELINE_COMMANDS
-from pipeline.cli_inference import COMMANDS as INFERENCE_COMMANDS
+from pipeline.cli.inference import COMMANDS as INFERENCE_COMMANDS
+from pipeline.cli.train import COMMANDS as PIPELINE_COMMANDS
 from workers.settings import ASR_BEAM_SIZE, MAX_SHIFT_VIEWS, MAX_SPEAKER_ADAPT_STEPS
 
 
@@ -310,7 +310,7 @@ def _batch_exit(report) -> None:
 @_batch_options
 def batch_asr_cmd(source, out, formats, max_in_flight, retry_failed, no_progress, **decoding) -> None:
     """Transcribe SOURCE: a folder (recursive), a glob, or a JSONL manifest of {"audio": path}."""
-    from pipeline.formats import FORMATS
+    from pipeline.inference.formats import FORMATS
     from workers import batch
 
     chosen = [f.strip() for f in formats.split(",") if f.strip()]

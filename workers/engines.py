@@ -14,10 +14,16 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.audio import AudioError, load_audio, probe, save_wav
-from pipeline.text import TextError, check_text
-from workers.settings import (ASR_BEAM_SIZE, ASR_WEIGHTS, MAX_BEAM, MAX_SHIFT_VIEWS,
-                              MAX_SPEAKER_ADAPT_STEPS, Settings)
+from pipeline.frontend.audio import AudioError, load_audio, probe, save_wav
+from pipeline.frontend.text import TextError, check_text
+from workers.settings import (
+    ASR_BEAM_SIZE,
+    ASR_WEIGHTS,
+    MAX_BEAM,
+    MAX_SHIFT_VIEWS,
+    MAX_SPEAKER_ADAPT_STEPS,
+    Settings,
+)
 from workers.storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
@@ -62,7 +68,7 @@ class Engines:
     def model(self, kind: str):
         if kind not in self._models:
             if kind == "tts":
-                from pipeline.synthesizer import Synthesizer
+                from pipeline.inference.synthesizer import Synthesizer
 
                 self._models[kind] = Synthesizer.load(device=self.settings.device,
                                                       precision=self.settings.precision)

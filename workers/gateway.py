@@ -22,12 +22,17 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
-from pipeline.audio import AudioError, load_audio
-from pipeline.formats import FORMATS, MEDIA_TYPES, render
-from pipeline.text import TextError, check_text
+from pipeline.frontend.audio import AudioError, load_audio
+from pipeline.frontend.text import TextError, check_text
+from pipeline.inference.formats import FORMATS, MEDIA_TYPES, render
 from workers.client import Client, JobNotFound
-from workers.settings import (ASR_BEAM_SIZE, MAX_BEAM, MAX_SHIFT_VIEWS, MAX_SPEAKER_ADAPT_STEPS,
-                              Settings)
+from workers.settings import (
+    ASR_BEAM_SIZE,
+    MAX_BEAM,
+    MAX_SHIFT_VIEWS,
+    MAX_SPEAKER_ADAPT_STEPS,
+    Settings,
+)
 
 UPLOAD_SUFFIXES = {"audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav", "audio/flac": ".flac",
                    "audio/x-flac": ".flac", "audio/ogg": ".ogg", "audio/mpeg": ".mp3", "audio/mp3": ".mp3"}

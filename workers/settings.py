@@ -34,7 +34,7 @@ MAX_SPEAKER_ADAPT_STEPS = 500
 # the beam of an ASR job that names none: RecognitionOptions.beam_size (a test keeps them equal)
 ASR_BEAM_SIZE = 16
 MAX_BEAM = 16  # the widest beam a job may ask for (the worker and the gateway refuse wider)
-# model arithmetic (pipeline.precision has the same list; importing it here would load torch)
+# model arithmetic (pipeline.inference.precision has the same list; importing it here would load torch)
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
@@ -47,7 +47,7 @@ class Settings:
     redis_url: str = DEFAULT_REDIS_URL  # broker, result backend and job store
     storage: str = "storage"  # shared directory for job audio (inputs/ and outputs/)
     device: str = "cpu"  # where a worker process puts its models
-    precision: str = "fp32"  # model arithmetic: fp32, or bf16/fp16 autocast (pipeline.precision)
+    precision: str = "fp32"  # model arithmetic: fp32, or bf16/fp16 autocast (pipeline.inference.precision)
     soft_time_limit: float = 300.0  # seconds per task (one batch); the job fails cleanly
     hard_time_limit: float = 330.0  # the pool kills the process; the job is retried
     visibility_timeout: float = 600.0  # unacked messages come back after this; > hard limit
@@ -63,7 +63,7 @@ class Settings:
     max_memory_per_child_mb: int = 4_096  # ... or when its resident memory passes this
     max_upload_mb: float = 50.0  # gateway: largest audio upload
     max_text_chars: int = 2_000  # gateway and client: longest TTS text
-    recognizer: str = "pipeline.recognizer:Recognizer"  # import path of the ASR class
+    recognizer: str = "pipeline.inference.recognizer:Recognizer"  # import path of the ASR class
     threads: int = 0  # torch CPU threads per worker process (0: torch's default)
     preload: str = ""  # comma-separated kinds whose models a pool process loads when it starts
     metrics_port: int = -1  # worker Prometheus endpoint: -1 off, 0 any free port

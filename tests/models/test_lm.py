@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from models.decoding import DecodingOptions, decode
-from models.lm import LMDims, LMScorer, RNNLM
+from models.lm import RNNLM, LMDims, LMScorer
 
 DIMS = LMDims(vocab_size=12, d_model=16, n_layers=2, dropout=0.0, sos=1, eos=1, pad=0)
 

@@ -5,8 +5,8 @@ import torch
 from click.testing import CliRunner
 
 from pipeline.checkpoints import CheckpointError, average_checkpoints, lineage, load_checkpoint
-from pipeline.cli import average_cmd
-from pipeline.recognizer import Recognizer
+from pipeline.cli.train import average_cmd
+from pipeline.inference.recognizer import Recognizer
 from tests.helpers import make_tiny_asr_checkpoint
 
 

@@ -1,4 +1,4 @@
-"""A tiny randomly initialised CTC recogniser with `pipeline.recognizer.Recognizer`'s interface.
+"""A tiny randomly initialised CTC recogniser with `pipeline.inference.recognizer.Recognizer`'s interface.
 
 The queue tests need an ASR model whose quality does not matter but whose work is real: log-mel
 features, a padded batch through a Transformer encoder, CTC greedy decoding with word times.
@@ -13,10 +13,10 @@ import torch
 from torch import Tensor, nn
 
 from models.transformer import Encoder, ScaledPositionalEncoding, lengths_to_mask
-from pipeline.audio import load_audio
-from pipeline.features import ASR_FEATURES, LogMel
-from pipeline.recognizer import Transcript, Word
-from pipeline.text import CharVocab
+from pipeline.frontend.audio import load_audio
+from pipeline.frontend.features import ASR_FEATURES, LogMel
+from pipeline.frontend.text import CharVocab
+from pipeline.inference.recognizer import Transcript, Word
 
 
 class StubRecognizer(nn.Module):

@@ -1,4 +1,4 @@
-"""ASR jobs through the queue with the real `pipeline.recognizer.Recognizer` (a tiny random
+"""ASR jobs through the queue with the real `pipeline.inference.recognizer.Recognizer` (a tiny random
 checkpoint): batched, both decoders, a bad file failing alone."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def test_real_recognizer_jobs(tmp_path, start_worker):
 
     flush()
     make_tiny_asr_checkpoint(tmp_path / "checkpoints" / "asr.pt")
-    env = service_environment(tmp_path, recognizer="pipeline.recognizer:Recognizer")
+    env = service_environment(tmp_path, recognizer="pipeline.inference.recognizer:Recognizer")
     start_worker(env, queues="asr")
     client = Client(settings_for(env))
     clips = [write_noise_wav(tmp_path / f"{i}.wav", 1.0 + 0.2 * i, seed=i) for i in range(6)]
@@ -40,13 +40,13 @@ def test_real_recognizer_jobs(tmp_path, start_worker):
 def test_beam_search_weights_reach_the_recognizer(tmp_path, start_worker):
     """A job's ctc/lm/lexicon weights decode it as `Recognizer.transcribe` does with them; jobs
     with different weights are decoded apart; a bad weight fails only its job."""
-    from pipeline.recognizer import Recognizer
+    from pipeline.inference.recognizer import Recognizer
     from workers.client import Client
 
     flush()
     checkpoint = make_tiny_asr_checkpoint(tmp_path / "checkpoints" / "asr.pt")
     (tmp_path / "checkpoints" / "lexicon.txt").write_text("the\na\nof\n")
-    env = service_environment(tmp_path, recognizer="pipeline.recognizer:Recognizer")
+    env = service_environment(tmp_path, recognizer="pipeline.inference.recognizer:Recognizer")
     start_worker(env, queues="asr")
     client = Client(settings_for(env))
     clip = write_noise_wav(tmp_path / "clip.wav", 1.5, seed=3)

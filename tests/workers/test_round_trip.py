@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from pipeline.checkpoints import REPO_ROOT
-from pipeline.evalsets import harvard_lists
-from pipeline.evaluate import wer
+from pipeline.evaluation.evalsets import harvard_lists
+from pipeline.evaluation.judges import wer
 from tests.workers.conftest import flush, service_environment, settings_for
 
 SHIPPED = REPO_ROOT / "checkpoints"
@@ -24,7 +24,7 @@ def test_tts_then_asr_reads_back_the_prompts(tmp_path, start_worker):
     from workers.client import Client
 
     flush()
-    env = service_environment(tmp_path, checkpoints=SHIPPED, recognizer="pipeline.recognizer:Recognizer")
+    env = service_environment(tmp_path, checkpoints=SHIPPED, recognizer="pipeline.inference.recognizer:Recognizer")
     start_worker(env)
     client = Client(settings_for(env))
     tts = [client.wait(client.submit_tts(p).id, timeout=300) for p in PROMPTS]

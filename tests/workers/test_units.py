@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.formats import render, to_srt, to_vtt
+from pipeline.inference.formats import render, to_srt, to_vtt
 from tests.workers.conftest import REDIS_URL, flush
 from workers.batch import asr_items
 from workers.batching import BatchLimits, collect
@@ -15,7 +15,7 @@ from workers.storage import Storage, StorageError
 
 def test_asr_job_defaults_are_the_recognisers():
     """A job that names no beam decodes as `speechq asr` does; the weights it may set exist."""
-    from pipeline.recognizer import RecognitionOptions
+    from pipeline.inference.recognizer import RecognitionOptions
 
     assert ASR_BEAM_SIZE == RecognitionOptions().beam_size
     assert set(ASR_WEIGHTS) <= set(RecognitionOptions.__dataclass_fields__)

@@ -1,0 +1,2 @@
+"""The `speechq` commands that need no queue: corpus and training (`train`), local inference
+(`inference`)."""

@@ -1,0 +1,1 @@
+"""Data: utterance manifests and batching, the synthetic corpus, feature caches, the word list."""

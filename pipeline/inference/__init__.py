@@ -1,0 +1,1 @@
+"""Inference: `Recognizer`, `Synthesizer`, their options (torch-free), decoding, formats, VAD."""

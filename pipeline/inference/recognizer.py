@@ -1,0 +1,435 @@
+"""`Recognizer`: audio -> text with word timestamps and confidences.
+
+    rec = Recognizer.load()                   # the shipped ASR checkpoint
+    transcript = rec.transcribe("clip.wav")   # joint CTC/attention beam search, beam 16
+    print(transcript.text, transcript.words[0])
+
+Long audio is split at pauses into pieces of at most 20 s, decoded in batches and joined.
+The beam search fuses a subword language model (models.lm) where one fits the model's units,
+by default the shipped `checkpoints/lm.pt`, and a word list as a soft lexicon constraint
+(models.lexicon), by default `checkpoints/lexicon.txt`: a word outside it costs `lexicon_weight`,
+one of its rare words (a dictionary's, never in the training text) `rare_word_weight`; and a
+word n-gram model at word ends (models.wordlm), by default pocketsphinx's general-English
+trigram model (pipeline.inference.wordlm), `word_lm_weight` times each word's log-probability.
+Joint decoding hears each piece in several views, an ensemble of one model (test-time
+augmentation): by default as it is, at tempo 0.95 and 1.05 (`tempo_views`), and half an encoder
+step later (`shift_views`); each view's decoder and CTC prefix scores take an equal share of
+their weights. Greedy CTC hears the piece once.
+With `speaker_adapt_steps`, the call's inputs are taken as one speaker: after a first pass, the
+encoder's LayerNorms are adapted to that voice on the first pass's transcripts (unsupervised
+speaker adaptation, models.adaptation), the pieces are decoded again, and the model is restored.
+A model with a right-to-left decoder (models.asr) rescores the beam's finished hypotheses with it,
+`r2l_weight` times its log-probability averaged over the views (attention rescoring, WeNet's U2++).
+Word timing and confidence come from a CTC forced alignment of the chosen hypothesis
+(torchaudio.functional.forced_align); confidence is the mean frame posterior of a word's tokens.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+import torch
+import torchaudio.functional as AF
+from torch import Tensor
+
+from models.adaptation import layer_norms_adapted
+from models.asr import ASRDims, ConvSubsampling, SpeechTransformer
+from models.ctc import CTCPrefixScorer, ctc_greedy
+from models.decoding import DecoderScorer, DecodingOptions, Hypothesis, LengthBonus, decode
+from models.lexicon import Lexicon, LexiconScorer
+from models.lm import RNNLM, LMDims, LMScorer
+from models.wordlm import WordLM, WordLMScorer
+from pipeline.checkpoints import (
+    CheckpointError,
+    default_checkpoint,
+    float_state_dict,
+    load_checkpoint,
+)
+from pipeline.data.lexicon import read_lexicon
+from pipeline.data.manifests import pad_sequences
+from pipeline.frontend.audio import AudioLimits, EmptyAudioError, load_audio
+from pipeline.frontend.features import FeatureConfig, FeatureStats, LogMel, stretch
+from pipeline.frontend.tokenizer import SubwordTokenizer
+from pipeline.inference.precision import autocast, resolve_precision
+from pipeline.inference.vad import end_padding, split_on_pauses
+from pipeline.inference.wordlm import WordLMError, load_word_lm, pocketsphinx_lm_path
+
+DECODERS = ("attention", "ctc")
+_ADAPT_BATCH = 16  # pieces per speaker-adaptation step
+SPEAKER_ADAPT_STEPS = 100  # speaker_adapt_steps for `speechq asr --speaker-adapt` (docs/recipes.md)
+
+
+@dataclass
+class Word:
+    word: str
+    start: float  # seconds
+    end: float
+    confidence: float
+
+
+@dataclass
+class Transcript:
+    text: str
+    words: list[Word] = field(default_factory=list)
+    duration: float = 0.0  # seconds of audio
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RecognitionOptions:
+    decoder: str = "attention"  # "attention": joint CTC/attention beam search; "ctc": greedy CTC
+    beam_size: int = 16
+    ctc_weight: float = 0.3  # weight of the CTC prefix score in joint decoding
+    lm_weight: float = 0.1  # weight of the language model's score, where the recogniser has one
+    lexicon_weight: float = 10.0  # penalty per word outside the lexicon, where it has one
+    rare_word_weight: float = 3.0  # penalty per rare lexicon word (one the training text lacks)
+    word_lm_weight: float = 0.3  # weight of the word n-gram model's score, where the recogniser has one
+    word_bonus: float = 2.0  # added to each ended word's n-gram log-probability (a word insertion bonus)
+    length_bonus: float = 0.0
+    length_penalty: float = 1.0
+    pre_beam_ratio: float = 1.5  # CTC scores the best ceil(ratio * beam) tokens per hypothesis; 0 = all
+    max_segment_seconds: float = 20.0
+    # a pause appended to a piece cut off in speech: the synthetic training clips all end in a
+    # pause, and without one the recogniser drops a final consonant ("sixteen week")
+    end_silence_seconds: float = 0.2
+    # padded 10 ms frames of the pieces decoded together: on this CPU 4,000 decodes 1.5x faster
+    # than 60,000 in a fifth of the memory, the same transcripts (bench/asr_batch_frames.py)
+    batch_frames: int = 4_000
+    # test-time views, for joint decoding: the same piece also heard at tempo 1 - t and 1 + t
+    # (tempo_views = t; 0: not), and starting k * subsampling / (shift_views + 1) frames
+    # later, k = 1 .. shift_views; each view's decoder and CTC scores weighted equally
+    tempo_views: float = 0.05
+    shift_views: int = 1
+    # every piece heard at this tempo before anything else (the views, the adaptation); word
+    # times are the audio's own. Slowed to 0.9, each encoder frame of the shipped model (8x
+    # subsampling, 80 ms) hears 72 ms: dev lists 0.0962 -> 0.0923, greedy CTC 0.406 -> 0.391
+    tempo: float = 0.9
+    # the right-to-left decoder's weight when it rescores the beam's finished hypotheses, where
+    # the model has one (0: the beam's own order)
+    r2l_weight: float = 0.3
+    # unsupervised speaker adaptation: take the call's inputs as one speaker, decode them, then
+    # adapt the encoder's LayerNorms to that voice with this many Adam steps on the first
+    # pass's transcripts (models.adaptation), and decode again (0: one pass, no adaptation)
+    speaker_adapt_steps: int = 0
+    speaker_adapt_lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, not {self.decoder!r}")
+        if self.beam_size < 1:
+            raise ValueError("beam_size must be >= 1")
+        if not 0.0 <= self.ctc_weight <= 1.0:
+            raise ValueError("ctc_weight must be in [0, 1]")
+        if min(self.lm_weight, self.lexicon_weight, self.rare_word_weight, self.word_lm_weight) < 0:
+            raise ValueError("lm_weight, lexicon_weight, rare_word_weight and word_lm_weight must be >= 0")
+        if self.pre_beam_ratio < 0:
+            raise ValueError("pre_beam_ratio must be >= 0")
+        if self.end_silence_seconds < 0:
+            raise ValueError("end_silence_seconds must be >= 0")
+        if not 0 <= self.tempo_views < 0.5 or self.shift_views < 0:
+            raise ValueError("tempo_views must be in [0, 0.5) and shift_views >= 0")
+        if not 0.5 <= self.tempo <= 2.0:
+            raise ValueError("tempo must be in [0.5, 2]")
+        if self.r2l_weight < 0:
+            raise ValueError("r2l_weight must be >= 0")
+        if self.speaker_adapt_steps < 0 or self.speaker_adapt_lr <= 0:
+            raise ValueError("speaker_adapt_steps must be >= 0 and speaker_adapt_lr > 0")
+
+
+class Recognizer:
+    def __init__(self, model: SpeechTransformer, checkpoint: dict, device: str = "cpu",
+                 precision: str = "fp32", lm: RNNLM | None = None, lexicon: Lexicon | None = None,
+                 word_lm: WordLM | None = None):
+        """`precision`: "fp32", or "bf16"/"fp16" autocast (pipeline.inference.precision). `lm`: a language
+        model over the same units, fused into beam search with `lm_weight`; `lexicon`: words,
+        each word outside it costing `lexicon_weight`; `word_lm`: a word n-gram model, fused with
+        `word_lm_weight`."""
+        self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.model = model.to(self.device).eval()
+        self.lm = lm.to(self.device).eval() if lm is not None else None
+        self.features = FeatureConfig.from_dict(checkpoint["features"])
+        self.stats = FeatureStats.from_dict(checkpoint["stats"])
+        self.tokenizer = SubwordTokenizer.from_dict(checkpoint["tokenizer"])
+        self._lexicon_scorer = (LexiconScorer(lexicon, self.tokenizer.pieces(), model.dims.eos)
+                                if lexicon is not None else None)
+        self._word_lm_scorer = (WordLMScorer(word_lm, self.tokenizer.pieces(), model.dims.eos)
+                                if word_lm is not None else None)
+        self.logmel = LogMel(self.features).to(self.device)
+        self.checkpoint_info = {k: checkpoint.get(k) for k in ("kind", "data", "metrics")}
+        self.frame_seconds = self.features.frame_seconds * model.dims.subsampling
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, device: str = "cpu",
+             precision: str = "fp32", lm: str | os.PathLike | bool | None = None,
+             lexicon: str | os.PathLike | bool | None = None,
+             word_lm: str | os.PathLike | bool | None = None) -> "Recognizer":
+        """`lm`: an LM checkpoint over the model's units; None takes the shipped LM where its
+        units are the model's (the shipped recogniser and models fine-tuned from it), False none.
+        `lexicon`: a word list (pipeline.data.lexicon); None the shipped one if there is one, False none.
+        `word_lm`: an ARPA or Sphinx binary n-gram file; None pocketsphinx's English model where
+        pocketsphinx is installed, False none."""
+        ckpt = load_checkpoint(path or default_checkpoint("asr"), kinds=("asr",))
+        model = SpeechTransformer(ASRDims(**ckpt["dims"]))
+        model.load_state_dict(float_state_dict(ckpt["state_dict"]))
+        lm_model, lm_path = _load_lm(lm, ckpt)
+        lexicon_path = _lexicon_path(lexicon)
+        words = read_lexicon(lexicon_path) if lexicon_path else None
+        word_lm_path = _word_lm_path(word_lm)
+        word_model = load_word_lm(word_lm_path) if word_lm_path else None
+        recognizer = cls(model, ckpt, device, precision, lm_model, words, word_model)
+        recognizer.checkpoint_info["lm"] = lm_path and str(lm_path)
+        recognizer.checkpoint_info["lexicon"] = lexicon_path and str(lexicon_path)
+        recognizer.checkpoint_info["word_lm"] = word_lm_path and str(word_lm_path)
+        return recognizer
+
+    @property
+    def lexicon(self) -> Lexicon | None:
+        return self._lexicon_scorer.lexicon if self._lexicon_scorer is not None else None
+
+    @property
+    def word_lm(self) -> WordLM | None:
+        return self._word_lm_scorer.lm if self._word_lm_scorer is not None else None
+
+    @property
+    def sample_rate(self) -> int:
+        return self.features.sample_rate
+
+    def load_audio(self, audio: str | os.PathLike | Tensor, limits: AudioLimits = AudioLimits()) -> Tensor:
+        if isinstance(audio, Tensor):
+            if audio.numel() == 0:  # files are checked by load_audio; a waveform here
+                raise EmptyAudioError("the waveform holds no audio samples")
+            return audio.float().flatten()
+        return load_audio(Path(audio), self.sample_rate, limits)
+
+    def transcribe(self, audio: str | os.PathLike | Tensor, **options) -> Transcript:
+        return self.transcribe_batch([audio], **options)[0]
+
+    @torch.no_grad()
+    def transcribe_batch(self, audios: list, **options) -> list[Transcript]:
+        """Transcribe files or (N,) waveforms at `sample_rate`; options: RecognitionOptions."""
+        opts = RecognitionOptions(**options)
+        wavs = [self.load_audio(a) for a in audios]
+        pieces = []  # (input index, start sample, waveform)
+        for i, wav in enumerate(wavs):
+            for start, end in split_on_pauses(wav, self.sample_rate, opts.max_segment_seconds):
+                pieces.append((i, start, wav[start:end]))
+        feats = [self._features(self._end_in_silence(p[2], opts)) for p in pieces]
+        if opts.tempo != 1:
+            feats = [stretch(f, opts.tempo) for f in feats]
+        decoded = self._decode_pieces(feats, opts)
+        if opts.speaker_adapt_steps:
+            with self._adapted_to_speaker(feats, [text for text, _ in decoded], opts):
+                decoded = self._decode_pieces(feats, opts)
+        transcripts = [Transcript("", [], w.numel() / self.sample_rate) for w in wavs]
+        for (i, start, piece), (text, words) in zip(pieces, decoded):
+            offset = start / self.sample_rate
+            end = offset + piece.numel() / self.sample_rate  # not in the appended silence
+            t = transcripts[i]
+            t.text = f"{t.text} {text}".strip()
+            t.words += [Word(w.word, round(min(w.start * opts.tempo + offset, end), 3),
+                             round(min(w.end * opts.tempo + offset, end), 3), w.confidence)
+                        for w in words]
+        return transcripts
+
+    def _end_in_silence(self, wav: Tensor, opts: RecognitionOptions) -> Tensor:
+        """`wav`, with `opts.end_silence_seconds` of a pause after it if it ends in speech."""
+        if not opts.end_silence_seconds or wav.numel() == 0:
+            return wav
+        return torch.cat([wav, end_padding(wav, self.sample_rate, opts.end_silence_seconds)])
+
+    def _features(self, wav: Tensor) -> Tensor:
+        mel, _ = self.logmel(wav.to(self.device))
+        return self.stats.normalize(mel[0])
+
+    def _long_enough(self, x: Tensor) -> Tensor:
+        """Normalised features padded with the mean to the fewest frames the encoder takes: a
+        too-short clip still decodes."""
+        shortest = ConvSubsampling.min_input_frames(self.model.dims.subsampling)
+        return torch.nn.functional.pad(x, (0, 0, 0, shortest - x.size(0))) if x.size(0) < shortest else x
+
+    def _decode_pieces(self, feats: list[Tensor],
+                       opts: RecognitionOptions) -> list[tuple[str, list[Word]]]:
+        """Normalised (T, n_mels) features -> (text, words) for each, decoded in batches."""
+        order = sorted(range(len(feats)), key=lambda i: feats[i].size(0))
+        results: list = [None] * len(feats)
+        batch: list[int] = []
+        for i in order + [None]:
+            if i is not None and (not batch or feats[i].size(0) * (len(batch) + 1) <= opts.batch_frames):
+                batch.append(i)
+                continue
+            if batch:
+                for j, r in zip(batch, self._decode_batch([feats[j] for j in batch], opts)):
+                    results[j] = r
+            batch = [i] if i is not None else []
+        return results
+
+    def _adapted_to_speaker(self, feats: list[Tensor], texts: list[str], opts: RecognitionOptions):
+        """A context in which the encoder's LayerNorms are adapted to the voice of `feats`
+        (normalised features), taking `texts`, the first pass's transcripts, as their labels:
+        minibatches of `_ADAPT_BATCH` pieces drawn with a fixed seed, the training loss."""
+        examples = [(self._long_enough(f), torch.tensor(ids)) for f, text in zip(feats, texts)
+                    if (ids := self.tokenizer.encode(text))]
+        if not examples:  # nothing was heard: nothing to adapt to
+            return nullcontext()
+        draw = random.Random(0)
+
+        def loss() -> Tensor:
+            batch = draw.sample(examples, min(_ADAPT_BATCH, len(examples)))
+            x, x_lengths = pad_sequences([x for x, _ in batch])
+            y, y_lengths = pad_sequences([y for _, y in batch])
+            tensors = (t.to(self.device) for t in (x, x_lengths, y, y_lengths))
+            return self.model.loss(*tensors)["loss"]
+
+        return layer_norms_adapted(self.model, self.model.encoder, loss,
+                                   opts.speaker_adapt_steps, opts.speaker_adapt_lr)
+
+    def _views(self, opts: RecognitionOptions) -> list[Callable[[Tensor], Tensor]]:
+        """Feature transforms, the identity first, whose encodings joint decoding scores as one
+        ensemble (test-time augmentation): each view's errors are partly its own."""
+        views: list[Callable[[Tensor], Tensor]] = [lambda x: x]
+        if opts.decoder == "ctc":  # greedy CTC stays the fast single pass
+            return views
+        if opts.tempo_views > 0:
+            views += [partial(stretch, factor=1 + s * opts.tempo_views) for s in (-1, 1)]
+        step = self.model.dims.subsampling / (opts.shift_views + 1)
+        views += [lambda x, k=round(k * step): x[k:] for k in range(1, opts.shift_views + 1)]
+        return views
+
+    def _decode_batch(self, feats: list[Tensor], opts: RecognitionOptions):
+        views = [pad_sequences([self._long_enough(view(f)) for f in feats]) for view in self._views(opts)]
+        with autocast(self.device, self.precision):
+            return self._decode_padded(views, opts)
+
+    def _encode(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Padded features -> encoder memory, its mask, CTC log-probs and encoder lengths."""
+        memory, mask = self.model.encode(x.to(self.device), lengths.to(self.device))
+        return memory, mask, self.model.ctc_logprobs(memory).float(), mask.sum(1)
+
+    def _decode_padded(self, views: list[tuple[Tensor, Tensor]], opts: RecognitionOptions):
+        """views: (padded features, lengths) per view, the audio as it is first; the words'
+        timing comes from that one."""
+        encoded = [self._encode(x, lengths) for x, lengths in views]
+        _, _, logprobs, enc_lengths = encoded[0]
+        dims = self.model.dims
+        if opts.decoder == "ctc":
+            token_lists = ctc_greedy(logprobs, enc_lengths, dims.blank)
+        else:
+            scorers, weights = {"length": LengthBonus(dims.vocab_size)}, {"length": opts.length_bonus}
+            share = 1 / len(encoded)
+            for v, (memory, mask, view_logprobs, view_lengths) in enumerate(encoded):
+                tag = f"@{v}" if v else ""  # view 0 keeps the plain names
+                scorers["decoder" + tag] = DecoderScorer(self.model, memory, mask)
+                weights["decoder" + tag] = (1 - opts.ctc_weight) * share
+                if opts.ctc_weight > 0:
+                    scorers["ctc" + tag] = CTCPrefixScorer(view_logprobs, view_lengths, dims.blank, dims.eos)
+                    weights["ctc" + tag] = opts.ctc_weight * share
+            if self.lm is not None and opts.lm_weight > 0:
+                scorers["lm"], weights["lm"] = LMScorer(self.lm), opts.lm_weight
+            if self._lexicon_scorer is not None and opts.lexicon_weight > 0:
+                scorers["lexicon"] = self._lexicon_scorer.with_rare_cost(
+                    opts.rare_word_weight / opts.lexicon_weight)
+                weights["lexicon"] = opts.lexicon_weight
+            if self._word_lm_scorer is not None and opts.word_lm_weight > 0:
+                scorers["word_lm"] = self._word_lm_scorer.with_word_bonus(opts.word_bonus)
+                weights["word_lm"] = opts.word_lm_weight
+            rescore = self.model.r2l is not None and opts.r2l_weight > 0 and opts.beam_size > 1
+            options = DecodingOptions(beam_size=opts.beam_size, length_penalty=opts.length_penalty,
+                                      max_len_ratio=1.0, max_len_offset=2,
+                                      pre_beam_ratio=opts.pre_beam_ratio,
+                                      n_best=opts.beam_size if rescore else 1)
+            hyps = decode(scorers, weights, dims.sos, dims.eos, enc_lengths, options)
+            if rescore:
+                hyps = self._rescore_r2l(hyps, encoded, opts)
+            # a search that reached its length limit with only impossible extensions left (CTC's
+            # finite -1e30) may have taken blanks: they spell nothing
+            token_lists = [[t for t in h[0].tokens if t != dims.blank] for h in hyps]
+        return [(self.tokenizer.decode(tokens), self._align(logprobs[b, : enc_lengths[b]], tokens))
+                for b, tokens in enumerate(token_lists)]
+
+    def _rescore_r2l(self, hyps: list[list[Hypothesis]], encoded: list, opts: RecognitionOptions
+                     ) -> list[list[Hypothesis]]:
+        """Each utterance's finished hypotheses re-ranked with `r2l_weight` times the
+        right-to-left decoder's log-probability (the mean over the views) added to their
+        search scores, length-normalised as the search normalised them."""
+        rows = [b for b, hs in enumerate(hyps) for _ in hs]
+        flat = [h for hs in hyps for h in hs]
+        if not flat:
+            return hyps
+        index = torch.tensor(rows, device=self.device)
+        tokens = [h.tokens for h in flat]
+        r2l = torch.stack([self.model.score_reversed(memory[index], mask[index], tokens)
+                           for memory, mask, _, _ in encoded]).mean(0).float().cpu()
+        out: list[list[Hypothesis]] = [[] for _ in hyps]
+        for b, h, r2l_logprob in zip(rows, flat, r2l.tolist()):
+            out[b].append(h.plus(opts.r2l_weight * r2l_logprob, opts.length_penalty))
+        return [sorted(hs, key=lambda h: h.score, reverse=True) for hs in out]
+
+    def _align(self, logprobs: Tensor, tokens: list[int]) -> list[Word]:
+        """Word timings and confidences from a CTC forced alignment. logprobs (T, V)."""
+        if not tokens:
+            return []
+        try:
+            path, scores = AF.forced_align(logprobs[None].cpu(), torch.tensor([tokens]), blank=self.model.dims.blank)
+        except RuntimeError:  # more tokens than frames allow: no timing, but keep the words
+            return [Word(w, 0.0, 0.0, 0.0) for w in self.tokenizer.decode(tokens).split()]
+        spans = AF.merge_tokens(path[0], scores[0].exp())
+        words: list[tuple[list[int], list]] = []
+        for span in spans:
+            if not words or self.tokenizer.starts_word(span.token):
+                words.append(([], []))
+            words[-1][0].append(span.token)
+            words[-1][1].append(span)
+        fs = self.frame_seconds
+        return [Word(self.tokenizer.decode(ids), round(sp[0].start * fs, 3), round((sp[-1].end + 1) * fs, 3),
+                     round(sum(s.score for s in sp) / len(sp), 4))
+                for ids, sp in words]
+
+
+def _lexicon_path(lexicon: str | os.PathLike | bool | None) -> Path | None:
+    if lexicon is False:
+        return None
+    if lexicon is None or lexicon is True:
+        path = default_checkpoint("lexicon")
+        return path if lexicon or path.is_file() else None
+    return Path(lexicon)
+
+
+def _word_lm_path(word_lm: str | os.PathLike | bool | None) -> Path | None:
+    if word_lm is False:
+        return None
+    if word_lm is None or word_lm is True:
+        try:
+            return pocketsphinx_lm_path()
+        except WordLMError:
+            if word_lm:
+                raise
+            return None
+    return Path(word_lm)
+
+
+def _load_lm(lm: str | os.PathLike | bool | None, asr: dict) -> tuple[RNNLM | None, Path | None]:
+    """The language model `Recognizer.load` asked for, checked against the ASR model's units,
+    and its path."""
+    if lm is False:
+        return None, None
+    path = default_checkpoint("lm") if lm is None or lm is True else Path(lm)
+    if lm is None and not path.is_file():
+        return None, None
+    ckpt = load_checkpoint(path, kinds=("lm",))
+    if ckpt["tokenizer"]["model"] != asr["tokenizer"]["model"]:
+        if lm is None:
+            return None, None  # the shipped LM belongs to the shipped recogniser's units
+        raise CheckpointError(f"{path}: the language model's units are not the recogniser's "
+                              "(train it with `speechq train lm --asr` on this model)")
+    model = RNNLM(LMDims(**ckpt["dims"]))
+    model.load_state_dict(float_state_dict(ckpt["state_dict"]))
+    return model.eval(), path

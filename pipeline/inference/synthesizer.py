@@ -1,0 +1,170 @@
+"""`Synthesizer`: text -> waveform with a trained TTS checkpoint and Griffin-Lim.
+
+    synth = Synthesizer.load()                       # the shipped non-autoregressive model
+    synth = Synthesizer.load(decoder="ar")           # the shipped autoregressive one
+    result = synth.synthesize("The birch canoe slid on the smooth planks.")
+    save_wav("out.wav", result.wav, result.sample_rate)
+
+Each kind of model sits behind one small mel-generator class (`NATMelGenerator`,
+`ARMelGenerator`) with the same `generate`; the synthesizer does the text, the batching of
+sentences and the vocoder. Long text is split into sentences, synthesised as one batch and
+joined with short pauses.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from models.fastspeech import FastSpeech, FastSpeechDims
+from models.tts import SynthesisOptions, TransformerTTS, TTSDims
+from pipeline.checkpoints import default_checkpoint, float_state_dict, load_checkpoint
+from pipeline.frontend.features import FeatureConfig, FeatureStats, GriffinLim
+from pipeline.frontend.text import check_text, split_sentences
+from pipeline.frontend.units import frontend_from_dict
+from pipeline.inference.precision import autocast, resolve_precision
+
+SENTENCE_PAUSE_SECONDS = 0.2
+
+
+@dataclass
+class SynthesisResult:
+    text: str
+    wav: Tensor  # (N,) float32 in [-1, 1]
+    sample_rate: int
+    hit_length_cap: bool = False  # an autoregressive decoder that never predicted its stop
+    focus_rate: float | None = None  # mean max attention weight (1 = perfectly focused), AR only
+    sentences: list[str] = field(default_factory=list)
+
+    @property
+    def duration(self) -> float:
+        return self.wav.numel() / self.sample_rate
+
+
+@dataclass
+class MelResult:
+    mel: Tensor  # (T, n_mels) log-mel
+    hit_length_cap: bool = False
+    focus_rate: float | None = None
+
+
+class NATMelGenerator:
+    """FastSpeech: predicted durations fix the length, so nothing can fail to stop."""
+
+    kind = "tts-nat"
+
+    def __init__(self, model: FastSpeech):
+        self.model = model
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict,
+                        options: SynthesisOptions | None = None) -> "NATMelGenerator":
+        if options is not None:
+            raise ValueError("synthesis options apply to the autoregressive model only")
+        model = FastSpeech(FastSpeechDims(**ckpt["dims"]))
+        model.load_state_dict(float_state_dict(ckpt["state_dict"]))
+        return cls(model)
+
+    def generate(self, tokens: Tensor, speed: float = 1.0) -> list[MelResult]:
+        """tokens (B, S) padded -> one normalised mel per item."""
+        out = self.model(tokens, speed=speed)
+        return [MelResult(out.mel[i, : out.mel_lengths[i]]) for i in range(tokens.size(0))]
+
+
+class ARMelGenerator:
+    """Transformer-TTS: batched incremental decoding, each item stopping on its own."""
+
+    kind = "tts-ar"
+
+    def __init__(self, model: TransformerTTS, options: SynthesisOptions | None = None):
+        self.model, self.options = model, options or SynthesisOptions()
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict,
+                        options: SynthesisOptions | None = None) -> "ARMelGenerator":
+        model = TransformerTTS(TTSDims(**ckpt["dims"]))
+        model.load_state_dict(float_state_dict(ckpt["state_dict"]))
+        return cls(model, options)
+
+    def generate(self, tokens: Tensor, speed: float = 1.0) -> list[MelResult]:
+        if speed != 1.0:
+            raise ValueError("speed control needs the non-autoregressive model (--decoder nat)")
+        return [MelResult(r.mel, r.hit_length_cap, r.focus_rate)
+                for r in self.model.generate(tokens, self.options)]
+
+
+GENERATORS = {"nat": NATMelGenerator, "ar": ARMelGenerator}
+MelGenerator = NATMelGenerator | ARMelGenerator
+
+
+class Synthesizer:
+    def __init__(self, generator: MelGenerator, checkpoint: dict, device: str = "cpu",
+                 griffin_lim_iters: int = 32, precision: str = "fp32"):
+        """`precision` of the acoustic model: "fp32", or "bf16"/"fp16" autocast
+        (pipeline.inference.precision); Griffin-Lim always runs in float32."""
+        self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.generator = generator
+        self.model = generator.model.to(self.device).eval()
+        self.checkpoint_info = {k: checkpoint.get(k) for k in ("kind", "data", "metrics")}
+        self.features = FeatureConfig.from_dict(checkpoint["features"])
+        self.stats = FeatureStats.from_dict(checkpoint["stats"])
+        self.frontend = frontend_from_dict(checkpoint["vocab"])
+        self.vocoder = GriffinLim(self.features, n_iter=griffin_lim_iters).to(self.device)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, device: str = "cpu",
+             griffin_lim_iters: int = 32, *, decoder: str | None = None,
+             options: SynthesisOptions | None = None, precision: str = "fp32") -> "Synthesizer":
+        """`decoder` "ar" or "nat" picks the shipped model and checks a given checkpoint's kind;
+        None takes whichever kind `path` holds (the shipped NAT model without a path)."""
+        if decoder is not None and decoder not in GENERATORS:
+            raise ValueError(f"decoder must be one of {sorted(GENERATORS)}, not {decoder!r}")
+        kinds = tuple(g.kind for name, g in GENERATORS.items() if decoder in (None, name))
+        ckpt = load_checkpoint(path or default_checkpoint(f"tts-{decoder or 'nat'}"), kinds=kinds)
+        generator = next(g for g in GENERATORS.values() if g.kind == ckpt["kind"])
+        return cls(generator.from_checkpoint(ckpt, options), ckpt, device, griffin_lim_iters, precision)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.features.sample_rate
+
+    @torch.no_grad()
+    def generate_mels(self, sentences: list[str], speed: float = 1.0) -> list[MelResult]:
+        """One (T, n_mels) log-mel per sentence, generated as one padded batch."""
+        tokens = [torch.tensor(self.frontend.encode(s)) for s in sentences]
+        batch = torch.nn.utils.rnn.pad_sequence(tokens, batch_first=True,
+                                                padding_value=self.frontend.vocab.PAD)
+        with autocast(self.device, self.precision):
+            results = self.generator.generate(batch.to(self.device), speed)
+        for r in results:
+            r.mel = self.stats.denormalize(r.mel.float())
+        return results
+
+    def mels(self, sentences: list[str], speed: float = 1.0) -> list[Tensor]:
+        return [r.mel for r in self.generate_mels(sentences, speed)]
+
+    def synthesize(self, text: str, speed: float = 1.0) -> SynthesisResult:
+        return self.synthesize_batch([text], speed)[0]
+
+    def synthesize_batch(self, texts: list[str], speed: float = 1.0) -> list[SynthesisResult]:
+        """Every text is checked first, so one bad text fails before any work is done."""
+        texts = [check_text(t) for t in texts]
+        per_text = [split_sentences(t) for t in texts]
+        mels = iter(self.generate_mels([s for sentences in per_text for s in sentences], speed))
+        pause = torch.zeros(int(SENTENCE_PAUSE_SECONDS * self.sample_rate))
+        results = []
+        for text, sentences in zip(texts, per_text):
+            parts = [next(mels) for _ in sentences]
+            wavs = [self.vocoder(p.mel.to(self.device)).cpu() for p in parts]
+            joined = [x for i, wav in enumerate(wavs) for x in ([pause, wav] if i else [wav])]
+            focus = [p.focus_rate for p in parts if p.focus_rate is not None]
+            results.append(SynthesisResult(
+                text, torch.cat(joined), self.sample_rate,
+                hit_length_cap=any(p.hit_length_cap for p in parts),
+                focus_rate=sum(focus) / len(focus) if focus else None, sentences=sentences,
+            ))
+        return results
