@@ -54,7 +54,8 @@ from pipeline.evaluation.evalsets import (
 )
 from pipeline.evaluation.judges import pocketsphinx_transcribe, wer  # noqa: E402
 from pipeline.frontend.audio import duration_seconds  # noqa: E402
-from pipeline.inference.recognizer import SPEAKER_ADAPT_STEPS, RecognitionOptions, Recognizer  # noqa: E402
+from pipeline.inference.options import SPEAKER_ADAPT_STEPS, RecognitionOptions  # noqa: E402
+from pipeline.inference.recognizer import Recognizer  # noqa: E402
 
 
 def _plain(options: dict) -> dict:

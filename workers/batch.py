@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.inference.formats import render
-from workers.settings import ASR_BEAM_SIZE
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".aiff", ".aif")
 DONE = ("succeeded", "failed", "cancelled")
@@ -74,19 +73,19 @@ def audio_inputs(source: str) -> list[Path]:
     return matches
 
 
-def asr_items(paths: Iterable[Path], beam_size: int = ASR_BEAM_SIZE, decoder: str = "attention",
-              **weights: float | None) -> list[Item]:
-    """`weights`: beam-search weights and views (workers.settings.ASR_WEIGHTS); None: the
-    worker's default."""
-    options = {"beam_size": beam_size, "decoder": decoder, **{k: v for k, v in weights.items() if v is not None}}
-    return [Item(str(p), {"audio": str(p), **options}) for p in paths]
+def asr_items(paths: Iterable[Path], **options) -> list[Item]:
+    """`options`: RecognitionOptions fields; those left out or None are the worker's defaults."""
+    chosen = {k: v for k, v in options.items() if v is not None}
+    return [Item(str(p), {"audio": str(p), "options": chosen}) for p in paths]
 
 
-def tts_items(lines_file: Path, speed: float = 1.0) -> list[Item]:
+def tts_items(lines_file: Path, **options) -> list[Item]:
+    """`options`: TTSOptions fields, as for asr_items."""
+    chosen = {k: v for k, v in options.items() if v is not None}
     items = []
     for n, line in enumerate(lines_file.read_text().splitlines(), 1):
         if line.strip():
-            items.append(Item(f"{n:06d}", {"text": line.strip(), "speed": speed}, {"line": n}))
+            items.append(Item(f"{n:06d}", {"text": line.strip(), "options": chosen}, {"line": n}))
     return items
 
 
@@ -192,10 +191,9 @@ def _submit(client, kind: str, item: Item) -> tuple[str, str | None]:
     job_id = item.job_id(kind)
     try:
         if kind == "asr":
-            options = dict(item.request)
-            client.submit_asr(options.pop("audio"), job_id=job_id, **options)
+            client.submit_asr(item.request["audio"], job_id=job_id, **item.request["options"])
         else:
-            client.submit(kind, item.request, job_id=job_id)
+            client.submit_tts(item.request["text"], job_id=job_id, **item.request["options"])
     except (ValueError, OSError) as e:  # the file vanished, or is unreadable
         return job_id, str(e)
     return job_id, None

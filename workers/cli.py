@@ -24,8 +24,9 @@ from pathlib import Path
 import click
 
 from pipeline.cli.inference import COMMANDS as INFERENCE_COMMANDS
+from pipeline.cli.options import chosen, option_flags
 from pipeline.cli.train import COMMANDS as PIPELINE_COMMANDS
-from workers.settings import ASR_BEAM_SIZE, MAX_SHIFT_VIEWS, MAX_SPEAKER_ADAPT_STEPS
+from pipeline.inference.options import RecognitionOptions, TTSOptions, requested
 
 
 @click.group()
@@ -141,64 +142,26 @@ def _job_options(f):
 
 @submit_group.command("tts")
 @click.argument("text")
-@click.option("--speed", default=1.0, show_default=True)
+@option_flags(TTSOptions)
 @_job_options
-def submit_tts_cmd(text, speed, wait, timeout, as_json, job_id) -> None:
+def submit_tts_cmd(text, wait, timeout, as_json, job_id, **synthesis) -> None:
     """Synthesise TEXT; the result is a wav in the storage directory."""
     try:
-        job = _client().submit_tts(text, job_id=job_id, speed=speed)
+        job = _client().submit_tts(text, job_id=job_id, **chosen(TTSOptions, synthesis))
     except ValueError as e:
         _emit(_refusal(str(e)), as_json)
         sys.exit(2)
     _finish(job, wait, timeout, as_json)
 
 
-def _asr_options(f):
-    """Decoding options of an ASR job; the weights left out are the worker's defaults."""
-    for option in reversed([
-        click.option("--beam-size", default=ASR_BEAM_SIZE, show_default=True),
-        click.option("--decoder", type=click.Choice(["attention", "ctc"]), default="attention",
-                     show_default=True),
-        click.option("--ctc-weight", type=click.FloatRange(0, 1), default=None,
-                     help="CTC share of the joint score [default: the recogniser's]"),
-        click.option("--lm-weight", type=click.FloatRange(0), default=None,
-                     help="language model weight [default: the recogniser's]"),
-        click.option("--lexicon-weight", type=click.FloatRange(0), default=None,
-                     help="cost of a word outside the word list [default: the recogniser's]"),
-        click.option("--rare-word-weight", type=click.FloatRange(0), default=None,
-                     help="cost of a rare word of the list [default: the recogniser's]"),
-        click.option("--word-lm-weight", type=click.FloatRange(0), default=None,
-                     help="word n-gram model weight [default: the recogniser's]"),
-        click.option("--r2l-weight", type=click.FloatRange(0), default=None,
-                     help="right-to-left decoder's rescoring weight, where the model has one "
-                          "[default: the recogniser's]"),
-        click.option("--tempo", type=click.FloatRange(0.5, 2), default=None,
-                     help="hear the audio at this tempo; below 1, slower "
-                          "[default: the recogniser's]"),
-        click.option("--tempo-views", type=click.FloatRange(0, 0.5, max_open=True), default=None,
-                     help="also hear the audio at tempo 1 -+ this; 0: not "
-                          "[default: the recogniser's]"),
-        click.option("--shift-views", type=click.IntRange(0, MAX_SHIFT_VIEWS), default=None,
-                     help="views a fraction of an encoder step later; 0 with --tempo-views 0: one "
-                          "pass, about 2.8x faster [default: the recogniser's]"),
-        click.option("--speaker-adapt-steps", type=click.IntRange(0, MAX_SPEAKER_ADAPT_STEPS),
-                     default=None,
-                     help="take each file as one speaker: decode it, adapt the encoder to that "
-                          "voice with this many steps (100 as `speechq asr --speaker-adapt`), "
-                          "decode again; 0: not [default: 0]"),
-    ]):
-        f = option(f)
-    return f
-
-
 @submit_group.command("asr")
 @click.argument("audio", type=click.Path(path_type=Path))
-@_asr_options
+@option_flags(RecognitionOptions)
 @_job_options
 def submit_asr_cmd(audio, wait, timeout, as_json, job_id, **decoding) -> None:
     """Transcribe an audio file (copied into the storage directory)."""
     try:
-        job = _client().submit_asr(audio, job_id=job_id, **decoding)
+        job = _client().submit_asr(audio, job_id=job_id, **chosen(RecognitionOptions, decoding))
     except ValueError as e:  # no such file, bad id
         _emit(_refusal(str(e)), as_json)
         sys.exit(2)
@@ -306,7 +269,7 @@ def _batch_exit(report) -> None:
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True,
               help="results JSONL (appended; rerunning skips what it records)")
 @click.option("--format", "formats", default="", help="also write subtitles beside each input: srt,vtt,txt")
-@_asr_options
+@option_flags(RecognitionOptions)
 @_batch_options
 def batch_asr_cmd(source, out, formats, max_in_flight, retry_failed, no_progress, **decoding) -> None:
     """Transcribe SOURCE: a folder (recursive), a glob, or a JSONL manifest of {"audio": path}."""
@@ -317,7 +280,8 @@ def batch_asr_cmd(source, out, formats, max_in_flight, retry_failed, no_progress
     if any(f not in FORMATS for f in chosen):
         raise click.UsageError(f"--format: choose from {', '.join(FORMATS)}")
     try:
-        items = batch.asr_items(batch.audio_inputs(source), **decoding)
+        options = requested(RecognitionOptions, chosen(RecognitionOptions, decoding))
+        items = batch.asr_items(batch.audio_inputs(source), **options)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     on_done = batch.write_subtitles(chosen) if chosen else None
@@ -330,14 +294,18 @@ def batch_asr_cmd(source, out, formats, max_in_flight, retry_failed, no_progress
 @click.argument("lines", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="one <line>.wav per line, and results.jsonl")
-@click.option("--speed", default=1.0, show_default=True)
+@option_flags(TTSOptions)
 @_batch_options
-def batch_tts_cmd(lines, out_dir, speed, max_in_flight, retry_failed, no_progress) -> None:
+def batch_tts_cmd(lines, out_dir, max_in_flight, retry_failed, no_progress, **synthesis) -> None:
     """Synthesise every non-empty line of LINES into its own wav."""
     from workers import batch
 
+    try:
+        options = requested(TTSOptions, chosen(TTSOptions, synthesis))
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
     client = _client()
-    report = batch.run_batch(client, "tts", batch.tts_items(lines, speed), out_dir / "results.jsonl",
+    report = batch.run_batch(client, "tts", batch.tts_items(lines, **options), out_dir / "results.jsonl",
                              batch.copy_wavs(client, out_dir), max_in_flight, retry_failed,
                              progress=not no_progress)
     _batch_exit(report)

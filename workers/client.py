@@ -22,8 +22,9 @@ from pathlib import Path
 
 import redis
 
+from pipeline.inference.options import RecognitionOptions, TTSOptions, requested
 from workers.jobs import QUEUED, TERMINAL, Job, JobStore, done_channel
-from workers.settings import ASR_BEAM_SIZE, ASR_WEIGHTS, KINDS, Settings, task_name
+from workers.settings import KINDS, Settings, task_name
 from workers.storage import Storage
 
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -70,24 +71,24 @@ class Client:
             self.app.send_task(task_name(kind), args=[job_id], task_id=job_id)
         return job
 
-    def submit_tts(self, text: str, job_id: str | None = None, speed: float = 1.0) -> Job:
-        return self.submit("tts", {"text": text, "speed": speed}, job_id)
+    def submit_tts(self, text: str, job_id: str | None = None, **options) -> Job:
+        """`options`: TTSOptions fields (decoder, attention, speed); those left out or None are
+        the worker's defaults."""
+        return self.submit("tts", {"text": text, "options": requested(TTSOptions, options)},
+                           job_id)
 
-    def submit_asr(self, audio: str | os.PathLike, job_id: str | None = None, beam_size: int = ASR_BEAM_SIZE,
-                   decoder: str = "attention", name: str | None = None, **weights: float | None) -> Job:
-        """`audio` is copied into the storage directory unless it is already inside. `weights`:
-        beam-search weights and views (ASR_WEIGHTS); those left out or None are the worker's
-        recogniser defaults."""
-        unknown = set(weights) - set(ASR_WEIGHTS)
-        if unknown:
-            raise TypeError(f"submit_asr: unknown weights {sorted(unknown)}; choose from {ASR_WEIGHTS}")
+    def submit_asr(self, audio: str | os.PathLike, job_id: str | None = None,
+                   name: str | None = None, **options) -> Job:
+        """`audio` is copied into the storage directory unless it is already inside. `options`:
+        RecognitionOptions fields (decoder, beam_size, weights, views, ...); those left out or
+        None are the worker's recogniser's defaults."""
+        chosen = requested(RecognitionOptions, options)
         job_id = job_id or uuid.uuid4().hex
         existing = self.store.get(job_id)
         if existing is not None:
             return self.submit("asr", existing.request, job_id)
         ref = self.storage.put_file(audio, job_id)
-        request = {"audio": ref, "name": name or str(audio), "beam_size": beam_size, "decoder": decoder,
-                   **{k: v for k, v in weights.items() if v is not None}}
+        request = {"audio": ref, "name": name or str(audio), "options": chosen}
         return self.submit("asr", request, job_id)
 
     # ------------------------------------------------------------ following

@@ -10,27 +10,20 @@ from __future__ import annotations
 
 import importlib
 import logging
-import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.frontend.audio import AudioError, load_audio, probe, save_wav
 from pipeline.frontend.text import TextError, check_text
-from workers.settings import (
-    ASR_BEAM_SIZE,
-    ASR_WEIGHTS,
-    MAX_BEAM,
-    MAX_SHIFT_VIEWS,
-    MAX_SPEAKER_ADAPT_STEPS,
-    Settings,
-)
+from pipeline.inference.options import RecognitionOptions, TTSOptions, with_overrides
+from workers.settings import Settings
 from workers.storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
 
 # errors whose message is for the user: the job fails with it, nothing is retried
 INPUT_ERRORS = (TextError, AudioError, StorageError, ValueError)
-ASR_DECODERS = ("attention", "ctc")
 
 
 @dataclass
@@ -40,7 +33,7 @@ class Work:
     job_id: str
     request: dict
     inputs: Any = None  # what prepare() made of the request: text, or an (N,) waveform
-    options: tuple = ()  # jobs run together only when these match
+    options: Any = None  # RecognitionOptions or TTSOptions; jobs run together when they match
     result: dict | None = None
     error: BaseException | None = None
     audio_seconds: float = 0.0  # input audio (ASR) or output audio (TTS), for monitoring
@@ -63,26 +56,32 @@ class Engines:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.storage = Storage(settings.storage_dir)
-        self._models: dict[str, Any] = {}
+        self._models: dict[tuple, Any] = {}  # ("asr",) or ("tts", decoder, attention)
 
-    def model(self, kind: str):
-        if kind not in self._models:
+    def model(self, kind: str, options: TTSOptions | None = None):
+        """The recogniser, or the synthesiser that `options` (decoder, attention) ask for."""
+        options = options or TTSOptions()
+        key = ("asr",) if kind == "asr" else ("tts", options.decoder, options.attention)
+        if key not in self._models:
             if kind == "tts":
                 from pipeline.inference.synthesizer import Synthesizer
 
-                self._models[kind] = Synthesizer.load(device=self.settings.device,
-                                                      precision=self.settings.precision)
+                self._models[key] = Synthesizer.load(device=self.settings.device,
+                                                     precision=self.settings.precision,
+                                                     decoder=options.decoder,
+                                                     attention=options.attention)
             else:
                 cls = load_class(self.settings.recognizer)
-                self._models[kind] = cls.load(device=self.settings.device,
-                                              precision=self.settings.precision)
-            log.info("loaded the %s model on %s (%s)", kind, self.settings.device,
-                     getattr(self._models[kind], "precision", self.settings.precision))
-        return self._models[kind]
+                self._models[key] = cls.load(device=self.settings.device,
+                                             precision=self.settings.precision)
+            log.info("loaded the %s model on %s (%s)", "-".join(filter(None, key)),
+                     self.settings.device,
+                     getattr(self._models[key], "precision", self.settings.precision))
+        return self._models[key]
 
     @property
     def loaded(self) -> list[str]:
-        return sorted(self._models)
+        return sorted({key[0] for key in self._models})
 
     # ------------------------------------------------------------ cost, before claiming a batch
 
@@ -111,27 +110,19 @@ class Engines:
 
     def _prepare_tts(self, work: Work) -> None:
         work.inputs = check_text(work.request.get("text"), self.settings.max_text_chars)
-        speed = work.request.get("speed", 1.0)
-        if not isinstance(speed, (int, float)) or not 0.25 <= speed <= 4.0:
-            raise ValueError(f"speed must be a number from 0.25 to 4, not {speed!r}")
-        work.options = (float(speed),)
+        work.options = with_overrides(TTSOptions(), _requested(work.request))
 
     def _prepare_asr(self, work: Work) -> None:
-        path = self.storage.resolve(work.request.get("audio", ""))
         model = self.model("asr")
+        defaults = getattr(model, "default_options", RecognitionOptions())
+        work.options = with_overrides(defaults, _requested(work.request))
+        path = self.storage.resolve(work.request.get("audio", ""))
         try:
             work.inputs = load_audio(path, model.sample_rate)
         except AudioError as e:  # name the file the user gave, not its copy in storage
             name = work.request.get("name")
             raise type(e)(str(e).replace(str(path), name) if name else str(e)) from None
         work.audio_seconds = work.inputs.numel() / model.sample_rate
-        beam = work.request.get("beam_size", ASR_BEAM_SIZE)
-        decoder = work.request.get("decoder", "attention")
-        if not isinstance(beam, int) or not 1 <= beam <= MAX_BEAM:
-            raise ValueError(f"beam_size must be an integer from 1 to {MAX_BEAM}, not {beam!r}")
-        if decoder not in ASR_DECODERS:
-            raise ValueError(f"decoder must be one of {ASR_DECODERS}, not {decoder!r}")
-        work.options = (beam, decoder, asr_weights(work.request))
 
     # ------------------------------------------------------------ the batch
 
@@ -157,17 +148,15 @@ class Engines:
                     except INPUT_ERRORS + (RuntimeError,) as e1:
                         w.error = e1
 
-    def _run_group(self, kind: str, options: tuple, group: list[Work]) -> None:
+    def _run_group(self, kind: str, options, group: list[Work]) -> None:
         if kind == "tts":
-            (speed,) = options
-            outputs = self.model("tts").synthesize_batch([w.inputs for w in group], speed=speed)
+            outputs = self.model("tts", options).synthesize_batch([w.inputs for w in group],
+                                                                  speed=options.speed)
             for w, out in zip(group, outputs):
                 w.extra["synthesis"] = out
                 w.audio_seconds = out.duration
         else:
-            beam, decoder, weights = options
-            transcripts = self.model("asr").transcribe_batch(
-                [w.inputs for w in group], beam_size=beam, decoder=decoder, **dict(weights))
+            transcripts = self.model("asr").transcribe_batch([w.inputs for w in group], options)
             for w, t in zip(group, transcripts):
                 w.extra["transcript"] = t
 
@@ -187,37 +176,16 @@ class Engines:
 def _group_key(kind: str, work: Work) -> tuple:
     """Jobs with equal keys run as one model call: those with the same options, except that a
     job adapted to its speaker runs alone (the adaptation learns from every input of a call)."""
-    adapts = kind == "asr" and dict(work.options[2]).get("speaker_adapt_steps")
+    adapts = kind == "asr" and work.options.speaker_adapt_steps
     return (work.options, work.job_id) if adapts else (work.options,)
 
 
-# the ASR_WEIGHTS whose range is not "a number >= 0": name -> (check, what the error says)
-_ASR_LIMITS = {
-    "ctc_weight": (lambda v: 0 <= v <= 1, "a number from 0 to 1"),
-    "tempo": (lambda v: 0.5 <= v <= 2, "a number from 0.5 to 2"),
-    "tempo_views": (lambda v: 0 <= v < 0.5, "a number from 0 to below 0.5"),
-    "shift_views": (lambda v: isinstance(v, int) and 0 <= v <= MAX_SHIFT_VIEWS,
-                    f"an integer from 0 to {MAX_SHIFT_VIEWS}"),
-    "speaker_adapt_steps": (lambda v: isinstance(v, int) and 0 <= v <= MAX_SPEAKER_ADAPT_STEPS,
-                            f"an integer from 0 to {MAX_SPEAKER_ADAPT_STEPS}"),
-}
-_ASR_INTEGERS = ("shift_views", "speaker_adapt_steps")  # RecognitionOptions' int fields
-
-
-def asr_weights(request: dict) -> tuple[tuple[str, float | int], ...]:
-    """The beam-search weights and views an ASR request sets, checked: (name, value) in
-    ASR_WEIGHTS order."""
-    weights = []
-    for name in ASR_WEIGHTS:
-        value = request.get(name)
-        if value is None:
-            continue
-        check, limits = _ASR_LIMITS.get(name, (lambda v: v >= 0, "a number >= 0"))
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not (number and math.isfinite(value) and check(value)):
-            raise ValueError(f"{name} must be {limits}, not {value!r}")
-        weights.append((name, value if name in _ASR_INTEGERS else float(value)))
-    return tuple(weights)
+def _requested(request: dict) -> Mapping:
+    """The options a job's client set."""
+    options = request.get("options") or {}
+    if not isinstance(options, Mapping):
+        raise ValueError(f"a job's options are an object of names and values, not {options!r}")
+    return options
 
 
 def error_message(e: BaseException) -> str:

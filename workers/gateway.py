@@ -15,37 +15,48 @@ from __future__ import annotations
 import hmac
 import os
 import tempfile
+from functools import partial
 from pathlib import Path
+from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, PlainTextResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from pipeline.frontend.audio import AudioError, load_audio
 from pipeline.frontend.text import TextError, check_text
 from pipeline.inference.formats import FORMATS, MEDIA_TYPES, render
+from pipeline.inference.options import RecognitionOptions, TTSOptions, default_of, job_fields, spec
 from workers.client import Client, JobNotFound
-from workers.settings import (
-    ASR_BEAM_SIZE,
-    MAX_BEAM,
-    MAX_SHIFT_VIEWS,
-    MAX_SPEAKER_ADAPT_STEPS,
-    Settings,
-)
+from workers.settings import Settings
 
 UPLOAD_SUFFIXES = {"audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav", "audio/flac": ".flac",
                    "audio/x-flac": ".flac", "audio/ogg": ".ogg", "audio/mpeg": ".mp3", "audio/mp3": ".mp3"}
 CHUNK = 1 << 16
-_DEFAULT_WEIGHT = "beam-search weight; left out, the worker's recogniser default"
-_DEFAULT_TEMPO = "the audio's tempo as heard (below 1: slower); left out, the recogniser's default"
-_DEFAULT_VIEWS = "test-time views (0 for both: one pass); left out, the worker's recogniser default"
+_JOB_ID = Field(None, description="job id; resubmitting an id returns that job")
 
 
-class TTSJob(BaseModel):
-    text: str = Field(description="what to say (the length limit is SPEECHQ_MAX_TEXT_CHARS)")
-    speed: float = Field(1.0, ge=0.25, le=4.0, description="speaking rate")
-    id: str | None = Field(None, description="job id; resubmitting an id returns that job")
+def options_model(name: str, cls: type, **more) -> type[BaseModel]:
+    """A request model with one optional field per job option of `cls` (its range and help,
+    its default in the description) and `more`; unknown names are refused."""
+    fields = {}
+    for f in job_fields(cls):
+        s = spec(f)
+        kind = Literal[s.choices] if s.choices is not None else s.kind
+        limits = {"ge": s.low} if s.low is not None else {}
+        if s.high is not None:
+            limits["lt" if s.high_open else "le"] = s.high
+        default = "" if default_of(f) is None else f" (default: {default_of(f)})"
+        fields[f.name] = (kind | None, Field(None, description=s.help + default, **limits))
+    return create_model(name, __config__=ConfigDict(extra="forbid"), **more, **fields)
+
+
+TTSJob = options_model("TTSJob", TTSOptions,
+                       text=(str, Field(description="what to say (the length limit is "
+                                                    "SPEECHQ_MAX_TEXT_CHARS)")),
+                       id=(str | None, _JOB_ID))
+ASRQuery = options_model("ASRQuery", RecognitionOptions, id=(str | None, _JOB_ID))
 
 
 class JobCreated(BaseModel):
@@ -95,7 +106,8 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
     def submit_tts(body: TTSJob) -> JobCreated:
         try:
             text = check_text(body.text, settings.max_text_chars)
-            job = client.submit_tts(text, job_id=body.id, speed=body.speed)
+            options = body.model_dump(exclude_none=True, exclude={"text", "id"})
+            job = client.submit_tts(text, job_id=body.id, **options)
         except (TextError, ValueError) as e:
             raise HTTPException(422, str(e)) from None
         return JobCreated(id=job.id, state=job.state)
@@ -105,25 +117,7 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
                   "audio/*": {"schema": {"type": "string", "format": "binary"}},
                   "multipart/form-data": {"schema": {"type": "object", "properties": {
                       "file": {"type": "string", "format": "binary"}}}}}}})
-    async def submit_asr(request: Request, beam_size: int = Query(ASR_BEAM_SIZE, ge=1, le=MAX_BEAM),
-                         decoder: str = Query("attention", pattern="^(attention|ctc)$"),
-                         ctc_weight: float | None = Query(None, ge=0, le=1, description=_DEFAULT_WEIGHT),
-                         lm_weight: float | None = Query(None, ge=0, description=_DEFAULT_WEIGHT),
-                         lexicon_weight: float | None = Query(None, ge=0, description=_DEFAULT_WEIGHT),
-                         rare_word_weight: float | None = Query(None, ge=0, description=_DEFAULT_WEIGHT),
-                         word_lm_weight: float | None = Query(None, ge=0, description=_DEFAULT_WEIGHT),
-                         r2l_weight: float | None = Query(None, ge=0, description=_DEFAULT_WEIGHT),
-                         tempo: float | None = Query(None, ge=0.5, le=2,
-                                                     description=_DEFAULT_TEMPO),
-                         tempo_views: float | None = Query(None, ge=0, lt=0.5,
-                                                           description=_DEFAULT_VIEWS),
-                         shift_views: int | None = Query(None, ge=0, le=MAX_SHIFT_VIEWS,
-                                                         description=_DEFAULT_VIEWS),
-                         speaker_adapt_steps: int | None = Query(
-                             None, ge=0, le=MAX_SPEAKER_ADAPT_STEPS,
-                             description="adapt to the upload as one speaker with this many "
-                                         "steps, then decode again; left out, 0: not"),
-                         id: str | None = Query(None, description="job id")) -> JobCreated:
+    async def submit_asr(request: Request, query: Annotated[ASRQuery, Query()]) -> JobCreated:
         """The audio file as the request body (audio/*), or as the `file` part of a form."""
         length = request.headers.get("content-length")
         if length is not None and int(length) > max_bytes + (64 << 10):
@@ -131,14 +125,9 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
         tmp = await _receive(request, max_bytes, settings.max_upload_mb)
         try:
             await run_in_threadpool(_check_audio, tmp)
-            job = await run_in_threadpool(client.submit_asr, tmp, id, beam_size, decoder, "the upload",
-                                          ctc_weight=ctc_weight, lm_weight=lm_weight,
-                                          lexicon_weight=lexicon_weight,
-                                          rare_word_weight=rare_word_weight,
-                                          word_lm_weight=word_lm_weight, r2l_weight=r2l_weight,
-                                          tempo=tempo, tempo_views=tempo_views,
-                                          shift_views=shift_views,
-                                          speaker_adapt_steps=speaker_adapt_steps)
+            options = query.model_dump(exclude_none=True, exclude={"id"})
+            job = await run_in_threadpool(partial(client.submit_asr, tmp, query.id, "the upload",
+                                                  **options))
         except (AudioError, ValueError) as e:
             raise HTTPException(422, str(e).replace(str(tmp), "the upload")) from None
         finally:

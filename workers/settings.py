@@ -24,16 +24,6 @@ ROUTES = {
 }
 QUEUES = tuple(sorted(set(ROUTES.values())))
 KINDS = QUEUES  # a job's kind is the queue it runs on
-# beam-search weights, test-time views and speaker adaptation an ASR job may set (pipeline.
-# recognizer.RecognitionOptions' fields); a job that leaves one out gets the recogniser's default
-ASR_WEIGHTS = ("ctc_weight", "lm_weight", "lexicon_weight", "rare_word_weight", "word_lm_weight",
-               "r2l_weight", "tempo", "tempo_views", "shift_views", "speaker_adapt_steps")
-MAX_SHIFT_VIEWS = 3  # each view is another encoder pass and decoder scorer per job
-# a job with speaker_adapt_steps takes its audio as one speaker and is decoded alone
-MAX_SPEAKER_ADAPT_STEPS = 500
-# the beam of an ASR job that names none: RecognitionOptions.beam_size (a test keeps them equal)
-ASR_BEAM_SIZE = 16
-MAX_BEAM = 16  # the widest beam a job may ask for (the worker and the gateway refuse wider)
 # model arithmetic (pipeline.inference.precision has the same list; importing it here would load torch)
 PRECISIONS = ("fp32", "bf16", "fp16")
 

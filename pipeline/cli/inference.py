@@ -8,7 +8,9 @@ from pathlib import Path
 
 import click
 
+from pipeline.cli.options import chosen, option_flags
 from pipeline.inference.formats import render
+from pipeline.inference.options import RecognitionOptions, TTSOptions, with_overrides
 
 
 def _echo_error(message: str) -> None:
@@ -19,78 +21,44 @@ def _echo_error(message: str) -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", type=click.Path(exists=True, path_type=Path), default=None,
               help="ASR checkpoint (default: the shipped one)")
-@click.option("--beam", "beam_size", type=click.IntRange(1), default=None,
-              help="beam size [default: RecognitionOptions.beam_size]")
-@click.option("--decoder", type=click.Choice(["attention", "ctc"]), default="attention",
-              show_default=True, help="joint CTC/attention beam search, or greedy CTC (fast)")
-@click.option("--ctc-weight", default=0.3, show_default=True)
 @click.option("--lm", "lm_path", type=click.Path(exists=True, path_type=Path), default=None,
               help="language model for beam search (default: the shipped one, where it fits the model)")
 @click.option("--no-lm", is_flag=True, help="decode without a language model")
-@click.option("--lm-weight", type=float, default=None, help="[default: RecognitionOptions.lm_weight]")
 @click.option("--lexicon", "lexicon_path", type=click.Path(exists=True, path_type=Path), default=None,
               help="word list for beam search (default: the shipped one)")
 @click.option("--no-lexicon", is_flag=True, help="decode without a word list")
-@click.option("--lexicon-weight", type=float, default=None,
-              help="penalty per word outside it [default: RecognitionOptions.lexicon_weight]")
-@click.option("--rare-word-weight", type=float, default=None,
-              help="penalty per rare word of it, one the training text lacks "
-                   "[default: RecognitionOptions.rare_word_weight]")
 @click.option("--word-lm", "word_lm_path", type=click.Path(exists=True, path_type=Path), default=None,
               help="word n-gram model, ARPA or Sphinx binary (default: pocketsphinx's English one)")
 @click.option("--no-word-lm", is_flag=True, help="decode without a word n-gram model")
-@click.option("--word-lm-weight", type=float, default=None,
-              help="[default: RecognitionOptions.word_lm_weight]")
-@click.option("--tempo", type=click.FloatRange(0.5, 2), default=None,
-              help="hear the audio at this tempo; below 1, slower, more encoder frames a word "
-                   "[default: RecognitionOptions.tempo]")
-@click.option("--tempo-views", type=click.FloatRange(0, 0.5, max_open=True), default=None,
-              help="also hear the audio at tempo 1 -+ this and score the views together; 0: not "
-                   "[default: RecognitionOptions.tempo_views]")
-@click.option("--shift-views", type=click.IntRange(0), default=None,
-              help="views that start a fraction of an encoder step later "
-                   "[default: RecognitionOptions.shift_views]")
-@click.option("--r2l-weight", type=click.FloatRange(0), default=None,
-              help="weight of the right-to-left decoder's rescoring, where the model has one; 0: "
-                   "not [default: RecognitionOptions.r2l_weight]")
-@click.option("--speaker-adapt", is_flag=True,
-              help="the inputs are one speaker: decode them all, adapt the encoder to that voice "
-                   "on those transcripts, and decode again (unsupervised speaker adaptation)")
+@option_flags(RecognitionOptions)
 @click.option("--format", "fmt", type=click.Choice(["txt", "jsonl", "srt", "vtt"]), default="txt",
               show_default=True)
 @click.option("--output-dir", type=click.Path(path_type=Path), default=None,
               help="write <stem>.<format> per input here instead of printing")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--batch-size", default=16, show_default=True,
-              help="inputs decoded together (with --speaker-adapt: all of them)")
-def asr_cmd(files, model, beam_size, decoder, ctc_weight, lm_path, no_lm, lm_weight, lexicon_path,
-            no_lexicon, lexicon_weight, rare_word_weight, word_lm_path, no_word_lm, word_lm_weight,
-            tempo, tempo_views, shift_views, r2l_weight, speaker_adapt, fmt, output_dir, device,
-            batch_size):
+              help="inputs decoded together (with --speaker-adapt-steps: all of them)")
+def asr_cmd(files, model, lm_path, no_lm, lexicon_path, no_lexicon, word_lm_path, no_word_lm, fmt,
+            output_dir, device, batch_size, **decoding):
     """Transcribe audio files. A file that cannot be read is reported and the others still run;
     the exit status is 1 if any failed."""
     from pipeline.checkpoints import CheckpointError
     from pipeline.data.lexicon import LexiconError
     from pipeline.frontend.audio import AudioError
-    from pipeline.inference.recognizer import SPEAKER_ADAPT_STEPS, Recognizer
+    from pipeline.inference.recognizer import Recognizer
     from pipeline.inference.wordlm import WordLMError
 
+    try:
+        options = with_overrides(RecognitionOptions(), chosen(RecognitionOptions, decoding))
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
     try:
         recognizer = Recognizer.load(model, device=device, lm=False if no_lm else lm_path,
                                      lexicon=False if no_lexicon else lexicon_path,
                                      word_lm=False if no_word_lm else word_lm_path)
     except (CheckpointError, LexiconError, WordLMError) as e:
         raise click.ClickException(str(e)) from None
-    options = dict(decoder=decoder, ctc_weight=ctc_weight)
-    for name, value in (("beam_size", beam_size), ("lm_weight", lm_weight), ("lexicon_weight", lexicon_weight),
-                        ("rare_word_weight", rare_word_weight), ("word_lm_weight", word_lm_weight),
-                        ("tempo", tempo), ("tempo_views", tempo_views),
-                        ("shift_views", shift_views),
-                        ("r2l_weight", r2l_weight)):
-        if value is not None:
-            options[name] = value
-    if speaker_adapt:
-        options["speaker_adapt_steps"] = SPEAKER_ADAPT_STEPS
+    if options.speaker_adapt_steps:
         batch_size = len(files)  # one call: the adaptation learns from every input
     failed = 0
     for start in range(0, len(files), batch_size):
@@ -102,7 +70,7 @@ def asr_cmd(files, model, beam_size, decoder, ctc_weight, lm_path, no_lm, lm_wei
             except AudioError as e:
                 loaded[path] = e
         good = [p for p in chunk if not isinstance(loaded[p], Exception)]
-        transcripts = dict(zip(good, recognizer.transcribe_batch([loaded[p] for p in good], **options)))
+        transcripts = dict(zip(good, recognizer.transcribe_batch([loaded[p] for p in good], options)))
         for path in chunk:
             if path in transcripts:
                 _emit(path, transcripts[path].to_dict(), fmt, output_dir, len(files))
@@ -138,18 +106,13 @@ def _emit(path: Path, transcript: dict, fmt: str, output_dir: Path | None, n_inp
 @click.option("--out-dir", type=click.Path(path_type=Path), default=None,
               help="with --file: DIR/0001.wav ... (1-based line numbers) and DIR/manifest.jsonl")
 @click.option("--model", type=click.Path(exists=True, path_type=Path), default=None,
-              help="TTS checkpoint (default: the shipped one for --decoder)")
-@click.option("--decoder", type=click.Choice(["nat", "ar"]), default="nat", show_default=True,
-              help="non-autoregressive (duration predictor) or autoregressive (attention)")
-@click.option("--attention", type=click.Choice(["dot", "location", "monotonic"]), default=None,
-              help="with --decoder ar: the shipped model trained with this attention")
-@click.option("--speed", default=1.0, show_default=True, help="speaking rate (nat only)")
+              help="TTS checkpoint (default: the shipped one for --decoder and --attention)")
+@option_flags(TTSOptions)
 @click.option("--griffin-lim-iters", default=32, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
-def tts_cmd(text, output, lines_file, out_dir, model, decoder, attention, speed,
-            griffin_lim_iters, device):
+def tts_cmd(text, output, lines_file, out_dir, model, griffin_lim_iters, device, **synthesis):
     """Synthesise TEXT into a wav, or every line of --file into --out-dir."""
-    from pipeline.checkpoints import CheckpointError, checkpoint_dir
+    from pipeline.checkpoints import CheckpointError
     from pipeline.frontend.audio import save_wav
     from pipeline.frontend.text import TextError
     from pipeline.inference.synthesizer import Synthesizer
@@ -158,12 +121,14 @@ def tts_cmd(text, output, lines_file, out_dir, model, decoder, attention, speed,
         raise click.UsageError("give either TEXT or --file")
     if lines_file is not None and out_dir is None:
         raise click.UsageError("--file needs --out-dir")
-    if attention is not None:
-        if decoder != "ar":
-            raise click.UsageError("--attention applies to --decoder ar")
-        model = model or checkpoint_dir() / f"tts-ar-{attention}.pt"
     try:
-        synth = Synthesizer.load(model, device, griffin_lim_iters, decoder=decoder)
+        options = with_overrides(TTSOptions(), chosen(TTSOptions, synthesis))
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    speed = options.speed
+    try:
+        synth = Synthesizer.load(model, device, griffin_lim_iters, decoder=options.decoder,
+                                 attention=options.attention)
     except (CheckpointError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     if text is not None:

@@ -11,15 +11,12 @@ by default the shipped `checkpoints/lm.pt`, and a word list as a soft lexicon co
 one of its rare words (a dictionary's, never in the training text) `rare_word_weight`; and a
 word n-gram model at word ends (models.wordlm), by default pocketsphinx's general-English
 trigram model (pipeline.inference.wordlm), `word_lm_weight` times each word's log-probability.
-Joint decoding hears each piece in several views, an ensemble of one model (test-time
-augmentation): by default as it is, at tempo 0.95 and 1.05 (`tempo_views`), and half an encoder
-step later (`shift_views`); each view's decoder and CTC prefix scores take an equal share of
-their weights. Greedy CTC hears the piece once.
+The options of a call are `RecognitionOptions` (pipeline.inference.options); the views, the
+scorers and right-to-left rescoring they ask for are assembled by `DecodingTask`
+(pipeline.inference.decoding). Every piece is heard at `tempo` first, then in its views.
 With `speaker_adapt_steps`, the call's inputs are taken as one speaker: after a first pass, the
 encoder's LayerNorms are adapted to that voice on the first pass's transcripts (unsupervised
 speaker adaptation, models.adaptation), the pieces are decoded again, and the model is restored.
-A model with a right-to-left decoder (models.asr) rescores the beam's finished hypotheses with it,
-`r2l_weight` times its log-probability averaged over the views (attention rescoring, WeNet's U2++).
 Word timing and confidence come from a CTC forced alignment of the chosen hypothesis
 (torchaudio.functional.forced_align); confidence is the mean frame posterior of a word's tokens.
 """
@@ -28,10 +25,8 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
-from functools import partial
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -40,10 +35,8 @@ from torch import Tensor
 
 from models.adaptation import layer_norms_adapted
 from models.asr import ASRDims, ConvSubsampling, SpeechTransformer
-from models.ctc import CTCPrefixScorer, ctc_greedy
-from models.decoding import DecoderScorer, DecodingOptions, Hypothesis, LengthBonus, decode
 from models.lexicon import Lexicon, LexiconScorer
-from models.lm import RNNLM, LMDims, LMScorer
+from models.lm import RNNLM, LMDims
 from models.wordlm import WordLM, WordLMScorer
 from pipeline.checkpoints import (
     CheckpointError,
@@ -56,13 +49,13 @@ from pipeline.data.manifests import pad_sequences
 from pipeline.frontend.audio import AudioLimits, EmptyAudioError, load_audio
 from pipeline.frontend.features import FeatureConfig, FeatureStats, LogMel, stretch
 from pipeline.frontend.tokenizer import SubwordTokenizer
+from pipeline.inference.decoding import DecodingTask, Encoded
+from pipeline.inference.options import RecognitionOptions
 from pipeline.inference.precision import autocast, resolve_precision
 from pipeline.inference.vad import end_padding, split_on_pauses
 from pipeline.inference.wordlm import WordLMError, load_word_lm, pocketsphinx_lm_path
 
-DECODERS = ("attention", "ctc")
 _ADAPT_BATCH = 16  # pieces per speaker-adaptation step
-SPEAKER_ADAPT_STEPS = 100  # speaker_adapt_steps for `speechq asr --speaker-adapt` (docs/recipes.md)
 
 
 @dataclass
@@ -83,68 +76,9 @@ class Transcript:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class RecognitionOptions:
-    decoder: str = "attention"  # "attention": joint CTC/attention beam search; "ctc": greedy CTC
-    beam_size: int = 16
-    ctc_weight: float = 0.3  # weight of the CTC prefix score in joint decoding
-    lm_weight: float = 0.1  # weight of the language model's score, where the recogniser has one
-    lexicon_weight: float = 10.0  # penalty per word outside the lexicon, where it has one
-    rare_word_weight: float = 3.0  # penalty per rare lexicon word (one the training text lacks)
-    word_lm_weight: float = 0.3  # weight of the word n-gram model's score, where the recogniser has one
-    word_bonus: float = 2.0  # added to each ended word's n-gram log-probability (a word insertion bonus)
-    length_bonus: float = 0.0
-    length_penalty: float = 1.0
-    pre_beam_ratio: float = 1.5  # CTC scores the best ceil(ratio * beam) tokens per hypothesis; 0 = all
-    max_segment_seconds: float = 20.0
-    # a pause appended to a piece cut off in speech: the synthetic training clips all end in a
-    # pause, and without one the recogniser drops a final consonant ("sixteen week")
-    end_silence_seconds: float = 0.2
-    # padded 10 ms frames of the pieces decoded together: on this CPU 4,000 decodes 1.5x faster
-    # than 60,000 in a fifth of the memory, the same transcripts (bench/asr_batch_frames.py)
-    batch_frames: int = 4_000
-    # test-time views, for joint decoding: the same piece also heard at tempo 1 - t and 1 + t
-    # (tempo_views = t; 0: not), and starting k * subsampling / (shift_views + 1) frames
-    # later, k = 1 .. shift_views; each view's decoder and CTC scores weighted equally
-    tempo_views: float = 0.05
-    shift_views: int = 1
-    # every piece heard at this tempo before anything else (the views, the adaptation); word
-    # times are the audio's own. Slowed to 0.9, each encoder frame of the shipped model (8x
-    # subsampling, 80 ms) hears 72 ms: dev lists 0.0962 -> 0.0923, greedy CTC 0.406 -> 0.391
-    tempo: float = 0.9
-    # the right-to-left decoder's weight when it rescores the beam's finished hypotheses, where
-    # the model has one (0: the beam's own order)
-    r2l_weight: float = 0.3
-    # unsupervised speaker adaptation: take the call's inputs as one speaker, decode them, then
-    # adapt the encoder's LayerNorms to that voice with this many Adam steps on the first
-    # pass's transcripts (models.adaptation), and decode again (0: one pass, no adaptation)
-    speaker_adapt_steps: int = 0
-    speaker_adapt_lr: float = 1e-3
-
-    def __post_init__(self) -> None:
-        if self.decoder not in DECODERS:
-            raise ValueError(f"decoder must be one of {DECODERS}, not {self.decoder!r}")
-        if self.beam_size < 1:
-            raise ValueError("beam_size must be >= 1")
-        if not 0.0 <= self.ctc_weight <= 1.0:
-            raise ValueError("ctc_weight must be in [0, 1]")
-        if min(self.lm_weight, self.lexicon_weight, self.rare_word_weight, self.word_lm_weight) < 0:
-            raise ValueError("lm_weight, lexicon_weight, rare_word_weight and word_lm_weight must be >= 0")
-        if self.pre_beam_ratio < 0:
-            raise ValueError("pre_beam_ratio must be >= 0")
-        if self.end_silence_seconds < 0:
-            raise ValueError("end_silence_seconds must be >= 0")
-        if not 0 <= self.tempo_views < 0.5 or self.shift_views < 0:
-            raise ValueError("tempo_views must be in [0, 0.5) and shift_views >= 0")
-        if not 0.5 <= self.tempo <= 2.0:
-            raise ValueError("tempo must be in [0.5, 2]")
-        if self.r2l_weight < 0:
-            raise ValueError("r2l_weight must be >= 0")
-        if self.speaker_adapt_steps < 0 or self.speaker_adapt_lr <= 0:
-            raise ValueError("speaker_adapt_steps must be >= 0 and speaker_adapt_lr > 0")
-
-
 class Recognizer:
+    default_options = RecognitionOptions()  # what a call or a job leaves out
+
     def __init__(self, model: SpeechTransformer, checkpoint: dict, device: str = "cpu",
                  precision: str = "fp32", lm: RNNLM | None = None, lexicon: Lexicon | None = None,
                  word_lm: WordLM | None = None):
@@ -210,13 +144,16 @@ class Recognizer:
             return audio.float().flatten()
         return load_audio(Path(audio), self.sample_rate, limits)
 
-    def transcribe(self, audio: str | os.PathLike | Tensor, **options) -> Transcript:
-        return self.transcribe_batch([audio], **options)[0]
+    def transcribe(self, audio: str | os.PathLike | Tensor,
+                   options: RecognitionOptions | None = None, **overrides) -> Transcript:
+        return self.transcribe_batch([audio], options, **overrides)[0]
 
     @torch.no_grad()
-    def transcribe_batch(self, audios: list, **options) -> list[Transcript]:
-        """Transcribe files or (N,) waveforms at `sample_rate`; options: RecognitionOptions."""
-        opts = RecognitionOptions(**options)
+    def transcribe_batch(self, audios: list, options: RecognitionOptions | None = None,
+                         **overrides) -> list[Transcript]:
+        """Transcribe files or (N,) waveforms at `sample_rate`: with `options`, or the defaults,
+        with `overrides` (RecognitionOptions fields) replaced."""
+        opts = replace(options or self.default_options, **overrides)
         wavs = [self.load_audio(a) for a in audios]
         pieces = []  # (input index, start sample, waveform)
         for i, wav in enumerate(wavs):
@@ -292,86 +229,25 @@ class Recognizer:
         return layer_norms_adapted(self.model, self.model.encoder, loss,
                                    opts.speaker_adapt_steps, opts.speaker_adapt_lr)
 
-    def _views(self, opts: RecognitionOptions) -> list[Callable[[Tensor], Tensor]]:
-        """Feature transforms, the identity first, whose encodings joint decoding scores as one
-        ensemble (test-time augmentation): each view's errors are partly its own."""
-        views: list[Callable[[Tensor], Tensor]] = [lambda x: x]
-        if opts.decoder == "ctc":  # greedy CTC stays the fast single pass
-            return views
-        if opts.tempo_views > 0:
-            views += [partial(stretch, factor=1 + s * opts.tempo_views) for s in (-1, 1)]
-        step = self.model.dims.subsampling / (opts.shift_views + 1)
-        views += [lambda x, k=round(k * step): x[k:] for k in range(1, opts.shift_views + 1)]
-        return views
-
     def _decode_batch(self, feats: list[Tensor], opts: RecognitionOptions):
-        views = [pad_sequences([self._long_enough(view(f)) for f in feats]) for view in self._views(opts)]
+        task = DecodingTask(self.model, opts, self.lm, self._lexicon_scorer, self._word_lm_scorer)
+        views = [pad_sequences([self._long_enough(view(f)) for f in feats]) for view in task.views()]
         with autocast(self.device, self.precision):
-            return self._decode_padded(views, opts)
+            return self._decode_padded(views, task)
 
-    def _encode(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _encode(self, x: Tensor, lengths: Tensor) -> Encoded:
         """Padded features -> encoder memory, its mask, CTC log-probs and encoder lengths."""
         memory, mask = self.model.encode(x.to(self.device), lengths.to(self.device))
-        return memory, mask, self.model.ctc_logprobs(memory).float(), mask.sum(1)
+        return Encoded(memory, mask, self.model.ctc_logprobs(memory).float(), mask.sum(1))
 
-    def _decode_padded(self, views: list[tuple[Tensor, Tensor]], opts: RecognitionOptions):
+    def _decode_padded(self, views: list[tuple[Tensor, Tensor]], task: DecodingTask):
         """views: (padded features, lengths) per view, the audio as it is first; the words'
         timing comes from that one."""
         encoded = [self._encode(x, lengths) for x, lengths in views]
-        _, _, logprobs, enc_lengths = encoded[0]
-        dims = self.model.dims
-        if opts.decoder == "ctc":
-            token_lists = ctc_greedy(logprobs, enc_lengths, dims.blank)
-        else:
-            scorers, weights = {"length": LengthBonus(dims.vocab_size)}, {"length": opts.length_bonus}
-            share = 1 / len(encoded)
-            for v, (memory, mask, view_logprobs, view_lengths) in enumerate(encoded):
-                tag = f"@{v}" if v else ""  # view 0 keeps the plain names
-                scorers["decoder" + tag] = DecoderScorer(self.model, memory, mask)
-                weights["decoder" + tag] = (1 - opts.ctc_weight) * share
-                if opts.ctc_weight > 0:
-                    scorers["ctc" + tag] = CTCPrefixScorer(view_logprobs, view_lengths, dims.blank, dims.eos)
-                    weights["ctc" + tag] = opts.ctc_weight * share
-            if self.lm is not None and opts.lm_weight > 0:
-                scorers["lm"], weights["lm"] = LMScorer(self.lm), opts.lm_weight
-            if self._lexicon_scorer is not None and opts.lexicon_weight > 0:
-                scorers["lexicon"] = self._lexicon_scorer.with_rare_cost(
-                    opts.rare_word_weight / opts.lexicon_weight)
-                weights["lexicon"] = opts.lexicon_weight
-            if self._word_lm_scorer is not None and opts.word_lm_weight > 0:
-                scorers["word_lm"] = self._word_lm_scorer.with_word_bonus(opts.word_bonus)
-                weights["word_lm"] = opts.word_lm_weight
-            rescore = self.model.r2l is not None and opts.r2l_weight > 0 and opts.beam_size > 1
-            options = DecodingOptions(beam_size=opts.beam_size, length_penalty=opts.length_penalty,
-                                      max_len_ratio=1.0, max_len_offset=2,
-                                      pre_beam_ratio=opts.pre_beam_ratio,
-                                      n_best=opts.beam_size if rescore else 1)
-            hyps = decode(scorers, weights, dims.sos, dims.eos, enc_lengths, options)
-            if rescore:
-                hyps = self._rescore_r2l(hyps, encoded, opts)
-            # a search that reached its length limit with only impossible extensions left (CTC's
-            # finite -1e30) may have taken blanks: they spell nothing
-            token_lists = [[t for t in h[0].tokens if t != dims.blank] for h in hyps]
+        token_lists = task.run(encoded)
+        logprobs, enc_lengths = encoded[0].logprobs, encoded[0].lengths
         return [(self.tokenizer.decode(tokens), self._align(logprobs[b, : enc_lengths[b]], tokens))
                 for b, tokens in enumerate(token_lists)]
-
-    def _rescore_r2l(self, hyps: list[list[Hypothesis]], encoded: list, opts: RecognitionOptions
-                     ) -> list[list[Hypothesis]]:
-        """Each utterance's finished hypotheses re-ranked with `r2l_weight` times the
-        right-to-left decoder's log-probability (the mean over the views) added to their
-        search scores, length-normalised as the search normalised them."""
-        rows = [b for b, hs in enumerate(hyps) for _ in hs]
-        flat = [h for hs in hyps for h in hs]
-        if not flat:
-            return hyps
-        index = torch.tensor(rows, device=self.device)
-        tokens = [h.tokens for h in flat]
-        r2l = torch.stack([self.model.score_reversed(memory[index], mask[index], tokens)
-                           for memory, mask, _, _ in encoded]).mean(0).float().cpu()
-        out: list[list[Hypothesis]] = [[] for _ in hyps]
-        for b, h, r2l_logprob in zip(rows, flat, r2l.tolist()):
-            out[b].append(h.plus(opts.r2l_weight * r2l_logprob, opts.length_penalty))
-        return [sorted(hs, key=lambda h: h.score, reverse=True) for hs in out]
 
     def _align(self, logprobs: Tensor, tokens: list[int]) -> list[Word]:
         """Word timings and confidences from a CTC forced alignment. logprobs (T, V)."""

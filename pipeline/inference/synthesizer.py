@@ -21,7 +21,12 @@ from torch import Tensor
 
 from models.fastspeech import FastSpeech, FastSpeechDims
 from models.tts import SynthesisOptions, TransformerTTS, TTSDims
-from pipeline.checkpoints import default_checkpoint, float_state_dict, load_checkpoint
+from pipeline.checkpoints import (
+    checkpoint_dir,
+    default_checkpoint,
+    float_state_dict,
+    load_checkpoint,
+)
 from pipeline.frontend.features import FeatureConfig, FeatureStats, GriffinLim
 from pipeline.frontend.text import check_text, split_sentences
 from pipeline.frontend.units import frontend_from_dict
@@ -118,13 +123,19 @@ class Synthesizer:
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, device: str = "cpu",
              griffin_lim_iters: int = 32, *, decoder: str | None = None,
-             options: SynthesisOptions | None = None, precision: str = "fp32") -> "Synthesizer":
+             attention: str | None = None, options: SynthesisOptions | None = None,
+             precision: str = "fp32") -> "Synthesizer":
         """`decoder` "ar" or "nat" picks the shipped model and checks a given checkpoint's kind;
-        None takes whichever kind `path` holds (the shipped NAT model without a path)."""
+        None takes whichever kind `path` holds (the shipped NAT model without a path).
+        `attention`, with decoder "ar" and no `path`: the shipped model trained with it."""
         if decoder is not None and decoder not in GENERATORS:
             raise ValueError(f"decoder must be one of {sorted(GENERATORS)}, not {decoder!r}")
+        if attention is not None and decoder != "ar":
+            raise ValueError("attention applies to decoder 'ar'")
         kinds = tuple(g.kind for name, g in GENERATORS.items() if decoder in (None, name))
-        ckpt = load_checkpoint(path or default_checkpoint(f"tts-{decoder or 'nat'}"), kinds=kinds)
+        shipped = (checkpoint_dir() / f"tts-ar-{attention}.pt" if attention is not None
+                   else default_checkpoint(f"tts-{decoder or 'nat'}"))
+        ckpt = load_checkpoint(path or shipped, kinds=kinds)
         generator = next(g for g in GENERATORS.values() if g.kind == ckpt["kind"])
         return cls(generator.from_checkpoint(ckpt, options), ckpt, device, griffin_lim_iters, precision)
 

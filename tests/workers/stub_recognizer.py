@@ -16,11 +16,13 @@ from models.transformer import Encoder, ScaledPositionalEncoding, lengths_to_mas
 from pipeline.frontend.audio import load_audio
 from pipeline.frontend.features import ASR_FEATURES, LogMel
 from pipeline.frontend.text import CharVocab
+from pipeline.inference.options import RecognitionOptions
 from pipeline.inference.recognizer import Transcript, Word
 
 
 class StubRecognizer(nn.Module):
     sample_rate = 16_000
+    default_options = RecognitionOptions()
 
     def __init__(self, d_model: int = 96, layers: int = 2, seed: int = 0):
         super().__init__()
@@ -37,12 +39,13 @@ class StubRecognizer(nn.Module):
     def load(cls, path=None, device: str = "cpu", precision: str = "fp32") -> "StubRecognizer":
         return cls().to(device)
 
-    def transcribe(self, audio, **options) -> Transcript:
-        return self.transcribe_batch([audio], **options)[0]
+    def transcribe(self, audio, options: RecognitionOptions | None = None, **overrides) -> Transcript:
+        return self.transcribe_batch([audio], options, **overrides)[0]
 
     @torch.no_grad()
-    def transcribe_batch(self, audios: list, **options) -> list[Transcript]:
-        """`options` (beam size, decoder, weights) are taken and ignored: greedy CTC always."""
+    def transcribe_batch(self, audios: list, options: RecognitionOptions | None = None,
+                         **overrides) -> list[Transcript]:
+        """The options (beam size, decoder, weights) are taken and ignored: greedy CTC always."""
         wavs = [a if isinstance(a, Tensor) else load_audio(Path(a), self.sample_rate) for a in audios]
         lengths = torch.tensor([w.numel() for w in wavs])
         batch = nn.utils.rnn.pad_sequence(wavs, batch_first=True)  # (B, N)

@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from tests.workers.conftest import REPO, speechq_command
-from workers.settings import MAX_BEAM
 
 pytestmark = pytest.mark.slow
 TOKEN = "test-token"
@@ -73,6 +72,31 @@ def test_tts_then_asr_of_its_wav(gateway):
     assert _wait(gateway, r.json()["id"])["state"] == "succeeded"
 
 
+def test_tts_jobs_choose_the_decoder_and_attention(gateway, service):
+    r = gateway.post("/v1/jobs/tts", json={"text": "Said by the other model.", "decoder": "ar",
+                                           "attention": "dot"})
+    assert r.status_code == 202, r.text
+    assert _wait(gateway, r.json()["id"])["state"] == "succeeded"
+    assert service.client.get(r.json()["id"]).request["options"] == {"decoder": "ar", "attention": "dot"}
+
+
+def test_the_schema_lists_every_job_option_with_its_range(gateway):
+    from pipeline.inference.options import RecognitionOptions, TTSOptions, job_fields, spec
+
+    schema = gateway.get("/openapi.json").json()
+    query = {p["name"]: p["schema"] for p in schema["paths"]["/v1/jobs/asr"]["post"]["parameters"]}
+    body = schema["components"]["schemas"]["TTSJob"]["properties"]
+    for cls, declared in ((RecognitionOptions, query), (TTSOptions, body)):
+        for f in job_fields(cls):
+            s, allowed = spec(f), declared[f.name]["anyOf"][0]
+            if s.choices is not None:
+                assert allowed["enum"] == list(s.choices)
+            else:
+                assert allowed["minimum"] == s.low, f.name
+                assert allowed.get("maximum", allowed.get("exclusiveMaximum")) == s.high, f.name
+            assert s.help in declared[f.name]["description"]
+
+
 def test_bad_requests_get_4xx_with_a_message(gateway, service):
     assert gateway.post("/v1/jobs/tts", json={"text": "  "}).json()["detail"] == "the text is empty"
     assert gateway.post("/v1/jobs/tts", json={"text": "a" * 2001}).status_code == 422
@@ -82,7 +106,7 @@ def test_bad_requests_get_4xx_with_a_message(gateway, service):
     assert gateway.post("/v1/jobs/asr", content=b"").status_code == 422
     r = gateway.post("/v1/jobs/asr", params={"lm_weight": -1}, content=b"RIFF", headers={"content-type": "audio/wav"})
     assert r.status_code == 422 and "lm_weight" in r.text
-    r = gateway.post("/v1/jobs/asr", params={"beam_size": MAX_BEAM + 1}, content=b"RIFF",
+    r = gateway.post("/v1/jobs/asr", params={"beam_size": 17}, content=b"RIFF",
                      headers={"content-type": "audio/wav"})
     assert r.status_code == 422 and "beam_size" in r.text
     for views in ({"tempo": 0.4}, {"tempo_views": 0.5}, {"shift_views": 4}, {"shift_views": 1.5},
@@ -90,6 +114,12 @@ def test_bad_requests_get_4xx_with_a_message(gateway, service):
         r = gateway.post("/v1/jobs/asr", params=views, content=b"RIFF",
                          headers={"content-type": "audio/wav"})
         assert r.status_code == 422 and next(iter(views)) in r.text
+    for body in ({"text": "Hi.", "attention": "dot"}, {"text": "Hi.", "decoder": "ar", "speed": 2},
+                 {"text": "Hi.", "voice": "alloy"}, {"text": "Hi.", "decoder": "wavenet"}):
+        assert gateway.post("/v1/jobs/tts", json=body).status_code == 422, body
+    r = gateway.post("/v1/jobs/asr", params={"batch_frames": 8}, content=b"RIFF",
+                     headers={"content-type": "audio/wav"})
+    assert r.status_code == 422 and "batch_frames" in r.text  # not a job option
     assert gateway.get("/v1/jobs/nope").status_code == 404
     assert httpx.get(str(gateway.base_url.join("/v1/jobs/nope"))).status_code == 401  # no token
 

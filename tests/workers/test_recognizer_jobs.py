@@ -12,7 +12,6 @@ from tests.workers.conftest import (
     settings_for,
     write_noise_wav,
 )
-from workers.settings import MAX_BEAM
 
 pytestmark = pytest.mark.slow
 
@@ -38,8 +37,8 @@ def test_real_recognizer_jobs(tmp_path, start_worker):
 
 
 def test_beam_search_weights_reach_the_recognizer(tmp_path, start_worker):
-    """A job's ctc/lm/lexicon weights decode it as `Recognizer.transcribe` does with them; jobs
-    with different weights are decoded apart; a bad weight fails only its job."""
+    """A job's options decode it as `Recognizer.transcribe` does with them; jobs with different
+    options are decoded apart; a bad option fails only its job, with that option's message."""
     from pipeline.inference.recognizer import Recognizer
     from workers.client import Client
 
@@ -59,15 +58,17 @@ def test_beam_search_weights_reach_the_recognizer(tmp_path, start_worker):
     # else the test could not tell the settings apart
     assert expected[0] != expected[1] and expected[2] != local.transcribe(clip, beam_size=2).text
     ids = [client.submit_asr(clip, beam_size=2, **w).id for w in settings]
-    bad = {client.submit("asr", {"audio": client.get(ids[0]).request["audio"], **w}).id: message
-           for w, message in (({"lm_weight": -1}, "lm_weight must be a number >= 0, not -1"),
+    audio = client.get(ids[0]).request["audio"]
+    bad = {client.submit("asr", {"audio": audio, "options": w}).id: message
+           for w, message in (({"lm_weight": -1}, "lm_weight must be a number from 0 to 10, not -1"),
                               ({"ctc_weight": 2}, "ctc_weight must be a number from 0 to 1"),
                               ({"lexicon_weight": "high"}, "lexicon_weight must be a number"),
                               ({"tempo_views": 0.5}, "tempo_views must be a number from 0 to"),
                               ({"tempo": 3}, "tempo must be a number from 0.5 to 2"),
                               ({"speaker_adapt_steps": 2.5}, "speaker_adapt_steps must be an int"),
                               ({"shift_views": 1.5}, "shift_views must be an integer from 0 to 3"),
-                              ({"beam_size": MAX_BEAM + 1}, f"beam_size must be an integer from 1 to {MAX_BEAM}"))}
+                              ({"beam_size": 17}, "beam_size must be an integer from 1 to 16"),
+                              ({"batch_frames": 1}, "unknown option batch_frames"))}
     jobs = [client.wait(i, 120) for i in ids]
     assert [j.result["text"] for j in jobs] == expected, [j.error for j in jobs]
     for job_id, message in bad.items():

@@ -83,7 +83,10 @@ def test_cancel_a_queued_job_and_a_running_one(service):
     ({"text": "   "}, "the text is empty"),
     ({"text": "word " * 500}, "the limit is 2000"),
     ({"text": 42}, "text must be a string"),
-    ({"text": "Fine text.", "speed": 0}, "speed must be"),
+    ({"text": "Fine text.", "options": {"speed": 0}}, "speed must be a number from 0.25 to 4, not 0"),
+    ({"text": "Fine text.", "options": {"decoder": "ar", "speed": 2}}, "speed control needs decoder 'nat'"),
+    ({"text": "Fine text.", "options": {"voice": "x"}}, "unknown option voice"),
+    ({"text": "Fine text.", "options": "fast"}, "options are an object"),
 ])
 def test_bad_text_fails_the_job_with_a_clear_message(service, request_, message):
     job = service.client.wait(service.client.submit("tts", request_).id, 60)
@@ -159,9 +162,17 @@ def test_cli_submit_status_result_cancel(service, tmp_path):
     asr = json.loads(last)
     assert rc == 0 and asr["state"] == "succeeded" and "text" in asr["result"] and "words" in asr["result"]
     request = service.client.get(asr["id"]).request
-    assert request["lm_weight"] == 0.5 and "ctc_weight" not in request  # left out: the worker's default
+    assert request["options"] == {"lm_weight": 0.5}  # the rest left to the worker's defaults
     rc, _, err = _cli(service, "submit", "asr", tts["result"]["audio"], "--ctc-weight", "1.5")
     assert rc == 2 and "--ctc-weight" in err
+
+    rc, last, err = _cli(service, "submit", "tts", "Said by the other model.", "--decoder", "ar",
+                         "--attention", "dot", "--wait", "--json")
+    ar = json.loads(last)
+    assert rc == 0 and ar["state"] == "succeeded", err
+    assert service.client.get(ar["id"]).request["options"] == {"decoder": "ar", "attention": "dot"}
+    rc, _, err = _cli(service, "submit", "tts", "Not so.", "--attention", "dot")
+    assert rc == 2 and "attention applies to decoder 'ar'" in err
 
     rc, last, _ = _cli(service, "status", asr["id"], "--json")
     assert json.loads(last)["state"] == "succeeded"

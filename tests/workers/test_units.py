@@ -9,48 +9,54 @@ from pipeline.inference.formats import render, to_srt, to_vtt
 from tests.workers.conftest import REDIS_URL, flush
 from workers.batch import asr_items
 from workers.batching import BatchLimits, collect
-from workers.settings import ASR_BEAM_SIZE, ASR_WEIGHTS, Settings, celery_config
+from workers.settings import Settings, celery_config
 from workers.storage import Storage, StorageError
 
 
-def test_asr_job_defaults_are_the_recognisers():
-    """A job that names no beam decodes as `speechq asr` does; the weights it may set exist."""
-    from pipeline.inference.recognizer import RecognitionOptions
+def test_a_jobs_options_are_checked_by_the_worker_with_the_fields_message(tmp_path):
+    """The worker fills what a job left out from its recogniser's defaults and refuses, with the
+    option's own message, a value out of range, a name that is no job option, or options that
+    are not an object."""
+    from pipeline.inference.options import RecognitionOptions
+    from workers.engines import Engines, Work
 
-    assert ASR_BEAM_SIZE == RecognitionOptions().beam_size
-    assert set(ASR_WEIGHTS) <= set(RecognitionOptions.__dataclass_fields__)
+    class Recognizer:  # what Engines needs of a recogniser before it loads audio
+        default_options = RecognitionOptions(beam_size=4)
+        sample_rate = 16_000
+
+    engines = Engines(Settings(storage=str(tmp_path)))
+    engines._models[("asr",)] = Recognizer()
+    work = Work("j", {"audio": "missing.wav", "options": {"lm_weight": 1}})
+    engines.prepare("asr", work)
+    assert work.options == RecognitionOptions(beam_size=4, lm_weight=1.0)
+    assert isinstance(work.options.lm_weight, float)  # a whole number for a float field
+    for options, message in (({"tempo_views": 0.5}, "tempo_views must be a number from 0 to below 0.5"),
+                             ({"beam_size": 17}, "beam_size must be an integer from 1 to 16, not 17"),
+                             ({"shift_views": 1.0}, "shift_views must be an integer"),
+                             ({"shift_views": True}, "shift_views must be an integer"),
+                             ({"r2l_weight": float("inf")}, "r2l_weight must be a number from 0"),
+                             ({"batch_frames": 10**9}, "unknown option batch_frames"),
+                             ([1, 2], "options are an object")):
+        work = Work("j", {"audio": "missing.wav", "options": options})
+        engines.prepare("asr", work)
+        assert isinstance(work.error, ValueError) and message in str(work.error), (options, work.error)
 
 
-def test_asr_weights_and_views_are_checked_and_keep_their_kinds():
-    from workers.engines import asr_weights
+def test_jobs_batch_together_when_their_options_are_equal_and_adapted_ones_alone():
+    from pipeline.inference.options import RecognitionOptions, TTSOptions
+    from workers.engines import Work, _group_key
 
-    request = {"lm_weight": 1, "shift_views": 0, "tempo_views": 0, "ctc_weight": None}
-    assert asr_weights(request) == (("lm_weight", 1.0), ("tempo_views", 0.0), ("shift_views", 0))
-    assert isinstance(dict(asr_weights(request))["shift_views"], int)  # RecognitionOptions' kind
-    for bad, message in (({"tempo_views": 0.5}, "tempo_views must be a number from 0 to below 0.5"),
-                         ({"tempo": 0.4}, "tempo must be a number from 0.5 to 2"),
-                         ({"speaker_adapt_steps": 501}, "speaker_adapt_steps must be an integer"),
-                         ({"shift_views": 4}, "shift_views must be an integer from 0 to 3"),
-                         ({"shift_views": 1.0}, "shift_views must be an integer"),
-                         ({"shift_views": True}, "shift_views must be an integer"),
-                         ({"r2l_weight": float("inf")}, "r2l_weight must be a number >= 0")):
-        with pytest.raises(ValueError, match=message):
-            asr_weights(bad)
+    def work(job_id, **options):
+        return Work(job_id, {}, options=RecognitionOptions(**options))
 
-
-def test_a_job_adapted_to_its_speaker_is_decoded_alone():
-    from workers.engines import Work, _group_key, asr_weights
-
-    def work(job_id, **request):
-        return Work(job_id, request, options=(2, "attention", asr_weights(request)))
-
-    plain = [work("a", lm_weight=0.5), work("b", lm_weight=0.5)]
+    assert _group_key("asr", work("a", lm_weight=0.5)) == _group_key("asr", work("b", lm_weight=0.5))
+    assert _group_key("asr", work("a", beam_size=16)) == _group_key("asr", work("b"))  # the default
+    assert _group_key("asr", work("a", lm_weight=0.5)) != _group_key("asr", work("b"))
     adapted = [work("c", speaker_adapt_steps=10), work("d", speaker_adapt_steps=10)]
-    assert _group_key("asr", plain[0]) == _group_key("asr", plain[1])
     assert _group_key("asr", adapted[0]) != _group_key("asr", adapted[1])
-    assert dict(adapted[0].options[2])["speaker_adapt_steps"] == 10  # an int, as the option is
-    unadapted = [work(job_id, speaker_adapt_steps=0) for job_id in "ef"]
-    assert _group_key("asr", unadapted[0]) == _group_key("asr", unadapted[1])
+    assert _group_key("asr", work("e", speaker_adapt_steps=0)) == _group_key("asr", work("f"))
+    tts = [Work(j, {}, options=TTSOptions(decoder=d)) for j, d in (("g", "ar"), ("h", "nat"))]
+    assert _group_key("tts", tts[0]) != _group_key("tts", tts[1])
 
 
 def test_settings_from_env_and_celery_config():
@@ -157,8 +163,8 @@ def test_job_transitions_in_redis():
     assert c.claimed and c.attempts == 1 and c.run_alone and not c.batchable
 
 
-def test_batch_asr_requests_carry_only_the_weights_given():
+def test_batch_asr_requests_carry_only_the_options_given():
     (item,) = asr_items(["a.wav"], beam_size=2, lm_weight=0.1, ctc_weight=None)
-    assert item.request == {"audio": "a.wav", "beam_size": 2, "decoder": "attention", "lm_weight": 0.1}
+    assert item.request == {"audio": "a.wav", "options": {"beam_size": 2, "lm_weight": 0.1}}
     (default,) = asr_items(["a.wav"])
     assert default.job_id("asr") != item.job_id("asr")  # other options, another job

@@ -6,6 +6,7 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from pipeline.cli.inference import asr_cmd, tts_cmd
+from pipeline.inference.options import RecognitionOptions
 from tests.helpers import make_tiny_asr_checkpoint, make_tiny_tts_checkpoint, write_noise_wav
 
 
@@ -15,7 +16,7 @@ def test_asr_jsonl_reports_bad_files_and_transcribes_the_rest(tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF....not audio")
     result = CliRunner().invoke(asr_cmd, [str(good[0]), str(bad), str(good[1]), "--model", str(model),
-                                          "--format", "jsonl", "--beam", "2"])
+                                          "--format", "jsonl", "--beam-size", "2"])
     assert result.exit_code == 1
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [line["audio"] for line in lines] == [str(good[0]), str(bad), str(good[1])]
@@ -69,7 +70,7 @@ def test_asr_lexicon_flags(tmp_path):
     (tmp_path / "lex.txt").write_text("cat\ndog\n")
     for flags in (["--lexicon", str(tmp_path / "lex.txt"), "--lexicon-weight", "2", "--rare-word-weight", "1"],
                   ["--no-lexicon"]):
-        result = CliRunner().invoke(asr_cmd, [str(wav), "--model", str(model), "--beam", "2", *flags])
+        result = CliRunner().invoke(asr_cmd, [str(wav), "--model", str(model), "--beam-size", "2", *flags])
         assert result.exit_code == 0, result.output
     (tmp_path / "empty.txt").write_text("# made: never\n")
     result = CliRunner().invoke(asr_cmd, [str(wav), "--model", str(model), "--lexicon", str(tmp_path / "empty.txt")])
@@ -84,32 +85,33 @@ def test_asr_view_and_rescoring_flags_reach_the_recogniser(tmp_path, monkeypatch
     seen = []
     transcribe = Recognizer.transcribe_batch
     monkeypatch.setattr(Recognizer, "transcribe_batch",
-                        lambda self, audios, **options: seen.append(options) or transcribe(self, audios, **options))
+                        lambda self, audios, options: seen.append(options) or transcribe(self, audios, options))
     runner = CliRunner()
-    result = runner.invoke(asr_cmd, [str(wav), "--model", str(model), "--beam", "2", "--tempo-views", "0",
+    result = runner.invoke(asr_cmd, [str(wav), "--model", str(model), "--beam-size", "2", "--tempo-views", "0",
                                      "--shift-views", "2", "--r2l-weight", "0.4"])
     assert result.exit_code == 0, result.output
-    assert seen[-1]["tempo_views"] == 0 and seen[-1]["shift_views"] == 2 and seen[-1]["r2l_weight"] == 0.4
+    assert seen[-1].tempo_views == 0 and seen[-1].shift_views == 2 and seen[-1].r2l_weight == 0.4
+    assert seen[-1].beam_size == 2 and seen[-1].tempo == RecognitionOptions.tempo  # not given
     bad = runner.invoke(asr_cmd, [str(wav), "--model", str(model), "--tempo-views", "0.5"])
     assert bad.exit_code == 2 and "tempo-views" in bad.output
 
 
 def test_asr_speaker_adapt_decodes_every_input_in_one_adapted_call(tmp_path, monkeypatch):
     from pipeline.cli.inference import asr_cmd
-    from pipeline.inference.recognizer import SPEAKER_ADAPT_STEPS, Recognizer
+    from pipeline.inference.recognizer import Recognizer
 
     model = make_tiny_asr_checkpoint(tmp_path / "asr.pt")
     wavs = [str(write_noise_wav(tmp_path / f"clip{i}.wav", seconds=1.0, seed=i)) for i in range(3)]
     calls = []
     transcribe = Recognizer.transcribe_batch
-    monkeypatch.setattr(Recognizer, "transcribe_batch", lambda self, audios, **options:
-                        calls.append((len(audios), options)) or transcribe(self, audios, **options))
-    args = [*wavs, "--model", str(model), "--beam", "2", "--batch-size", "2", "--format", "jsonl"]
-    result = CliRunner().invoke(asr_cmd, args + ["--speaker-adapt"])
+    monkeypatch.setattr(Recognizer, "transcribe_batch", lambda self, audios, options:
+                        calls.append((len(audios), options)) or transcribe(self, audios, options))
+    args = [*wavs, "--model", str(model), "--beam-size", "2", "--batch-size", "2", "--format", "jsonl"]
+    result = CliRunner().invoke(asr_cmd, args + ["--speaker-adapt-steps", "7"])
     assert result.exit_code == 0, result.output
     assert [n for n, _ in calls] == [3]
-    assert calls[0][1]["speaker_adapt_steps"] == SPEAKER_ADAPT_STEPS
+    assert calls[0][1].speaker_adapt_steps == 7
     assert [json.loads(line)["audio"] for line in result.output.splitlines()] == wavs
     calls.clear()
     assert CliRunner().invoke(asr_cmd, args).exit_code == 0
-    assert [n for n, _ in calls] == [2, 1] and "speaker_adapt_steps" not in calls[0][1]
+    assert [n for n, _ in calls] == [2, 1] and calls[0][1].speaker_adapt_steps == 0

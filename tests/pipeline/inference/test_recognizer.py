@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from pipeline.inference.precision import autocast, resolve_precision
-from pipeline.inference.recognizer import RecognitionOptions, Recognizer
+from pipeline.inference.decoding import DecodingTask
+from pipeline.inference.options import RecognitionOptions
+from pipeline.inference.recognizer import Recognizer
 from pipeline.inference.vad import end_padding, split_on_pauses
 from tests.helpers import make_tiny_asr_checkpoint
 
@@ -102,17 +104,20 @@ def test_options_are_validated():
 
 def test_views_are_the_audio_slower_faster_and_later(recognizer):
     x = torch.randn(100, 80)
-    views = [view(x) for view in recognizer._views(RecognitionOptions(tempo_views=0.05, shift_views=1))]
-    assert torch.equal(views[0], x)
-    assert [v.size(0) for v in views[1:3]] == [round(100 / 0.95), round(100 / 1.05)]
+    def views(**options):
+        return DecodingTask(recognizer.model, RecognitionOptions(**options)).views()
+
+    heard = [view(x) for view in views(tempo_views=0.05, shift_views=1)]
+    assert torch.equal(heard[0], x)
+    assert [v.size(0) for v in heard[1:3]] == [round(100 / 0.95), round(100 / 1.05)]
     shift = recognizer.model.dims.subsampling // 2
-    assert torch.equal(views[3], x[shift:])
-    assert len(recognizer._views(RecognitionOptions(tempo_views=0.0, shift_views=3))) == 4
-    assert len(recognizer._views(RecognitionOptions(decoder="ctc"))) == 1  # greedy CTC: one pass
+    assert torch.equal(heard[3], x[shift:])
+    assert len(views(tempo_views=0.0, shift_views=3)) == 4
+    assert len(views(decoder="ctc")) == 1  # greedy CTC: one pass
 
 
 def test_each_view_scores_with_an_equal_share_of_the_weights(recognizer, monkeypatch):
-    import pipeline.inference.recognizer as module
+    import pipeline.inference.decoding as module
 
     seen = []
     decode = module.decode
@@ -228,7 +233,8 @@ def test_right_to_left_rescoring_reranks_the_finished_hypotheses(r2l_recognizer,
     monkeypatch.setattr(r2l_recognizer.model, "score_reversed", score_reversed)
     hyps = [[Hypothesis([7], -1.0 / 2, -1.0), Hypothesis([5, 6], -3.0 / 3, -3.0)],
             [Hypothesis([8, 9, 10], -4.0 / 4, -4.0)]]
-    rescored = r2l_recognizer._rescore_r2l(hyps, views, RecognitionOptions(r2l_weight=0.5))
+    task = DecodingTask(r2l_recognizer.model, RecognitionOptions(r2l_weight=0.5))
+    rescored = task.rescore_r2l(hyps, views)
     assert [[h.tokens for h in hs] for hs in rescored] == [[[5, 6], [7]], [[8, 9, 10]]]
     assert rescored[0][0].score == pytest.approx((-3.0 - 0.5) / 3)
     assert rescored[0][1].score == pytest.approx((-1.0 - 4.5) / 2)

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from pipeline.inference.recognizer import RecognitionOptions, Recognizer
+from pipeline.inference.options import RecognitionOptions
+from pipeline.inference.recognizer import Recognizer
 from pipeline.inference.wordlm import NGramWordLM, WordLMError, load_word_lm, pocketsphinx_lm_path
 from tests.helpers import make_tiny_asr_checkpoint
 
