@@ -149,6 +149,10 @@ class RecognitionOptions:
     # final consonant of a piece cut off in speech
     end_silence_seconds: float = option(0.2, "pause appended to a piece that ends in speech",
                                         low=0, high=2)
+    # real recordings are often trimmed to the word, while every synthetic training clip starts
+    # with a pause: without one the onset of the first word is lost
+    initial_silence_seconds: float = option(0.0, "pause prepended to a piece that starts in "
+                                                 "speech", low=0, high=2)
     # each view is another encoder pass and a decoder and CTC scorer more per step
     tempo_views: float = option(0.05, "also hear the audio at tempo 1 - t and 1 + t and score the "
                                       "views together; 0: not", low=0, high=0.5, high_open=True)

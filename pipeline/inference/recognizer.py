@@ -159,7 +159,8 @@ class Recognizer:
         for i, wav in enumerate(wavs):
             for start, end in split_on_pauses(wav, self.sample_rate, opts.max_segment_seconds):
                 pieces.append((i, start, wav[start:end]))
-        feats = [self._features(self._end_in_silence(p[2], opts)) for p in pieces]
+        padded = [self._in_silence(p[2], opts) for p in pieces]  # (waveform, seconds before)
+        feats = [self._features(wav) for wav, _ in padded]
         if opts.tempo != 1:
             feats = [stretch(f, opts.tempo) for f in feats]
         decoded = self._decode_pieces(feats, opts)
@@ -167,21 +168,30 @@ class Recognizer:
             with self._adapted_to_speaker(feats, [text for text, _ in decoded], opts):
                 decoded = self._decode_pieces(feats, opts)
         transcripts = [Transcript("", [], w.numel() / self.sample_rate) for w in wavs]
-        for (i, start, piece), (text, words) in zip(pieces, decoded):
-            offset = start / self.sample_rate
-            end = offset + piece.numel() / self.sample_rate  # not in the appended silence
+        for (i, start, piece), (_, lead), (text, words) in zip(pieces, padded, decoded):
+            begin = start / self.sample_rate
+            end = begin + piece.numel() / self.sample_rate  # not in the added silence
+
+            def at(seconds: float) -> float:
+                return round(min(max(seconds * opts.tempo - lead + begin, begin), end), 3)
+
             t = transcripts[i]
             t.text = f"{t.text} {text}".strip()
-            t.words += [Word(w.word, round(min(w.start * opts.tempo + offset, end), 3),
-                             round(min(w.end * opts.tempo + offset, end), 3), w.confidence)
-                        for w in words]
+            t.words += [Word(w.word, at(w.start), at(w.end), w.confidence) for w in words]
         return transcripts
 
-    def _end_in_silence(self, wav: Tensor, opts: RecognitionOptions) -> Tensor:
-        """`wav`, with `opts.end_silence_seconds` of a pause after it if it ends in speech."""
-        if not opts.end_silence_seconds or wav.numel() == 0:
-            return wav
-        return torch.cat([wav, end_padding(wav, self.sample_rate, opts.end_silence_seconds)])
+    def _in_silence(self, wav: Tensor, opts: RecognitionOptions) -> tuple[Tensor, float]:
+        """`wav` with a pause of `opts.initial_silence_seconds` before it if it starts in speech
+        and of `opts.end_silence_seconds` after it if it ends in speech (the clip's own
+        background where it has one), and the seconds put before it."""
+        if wav.numel() == 0:
+            return wav, 0.0
+        before = after = wav.new_zeros(0)
+        if opts.initial_silence_seconds:
+            before = end_padding(wav.flip(0), self.sample_rate, opts.initial_silence_seconds)
+        if opts.end_silence_seconds:
+            after = end_padding(wav, self.sample_rate, opts.end_silence_seconds)
+        return torch.cat([before, wav, after]), before.numel() / self.sample_rate
 
     def _features(self, wav: Tensor) -> Tensor:
         mel, _ = self.logmel(wav.to(self.device))

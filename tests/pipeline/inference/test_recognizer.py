@@ -178,6 +178,26 @@ def test_a_clip_cut_off_in_speech_is_heard_with_silence_after_it(recognizer, mon
     assert all(w.end <= t.duration for w in t.words)  # no word in the appended silence
 
 
+def test_a_clip_trimmed_to_the_word_is_heard_with_silence_before_it(recognizer, monkeypatch):
+    """A piece that starts in speech gets initial_silence_seconds of a pause before it (one that
+    starts in a pause gets none), and word times stay the audio's own: the alignment's times
+    are moved back by what was put before."""
+    from pipeline.inference.recognizer import Word
+
+    heard = []
+    features = recognizer._features
+    monkeypatch.setattr(recognizer, "_features", lambda wav: heard.append(wav) or features(wav))
+    monkeypatch.setattr(recognizer, "_align", lambda logprobs, tokens: [Word("w", 0.3, 0.5, 1.0)])
+    trimmed = _speech_with_pauses([0.5, 1.0])  # it starts in speech
+    paused = torch.cat([1e-4 * torch.randn(int(0.6 * SR)), trimmed])
+    t = recognizer.transcribe(trimmed, beam_size=2, initial_silence_seconds=0.25,
+                              end_silence_seconds=0.0, tempo=1.0)
+    recognizer.transcribe(paused, beam_size=2, initial_silence_seconds=0.25, end_silence_seconds=0.0)
+    assert [w.numel() for w in heard] == [trimmed.numel() + SR // 4, paused.numel()]
+    assert heard[0][: SR // 4].abs().max() < 0.01 and torch.equal(heard[0][SR // 4:], trimmed)
+    assert (t.words[0].start, t.words[0].end) == pytest.approx((0.05, 0.25))
+
+
 def test_tempo_is_what_the_model_hears_and_word_times_stay_the_audios(recognizer, monkeypatch):
     """At tempo 0.8 the model hears 1 / 0.8 times the frames; a word the alignment puts
     halfway through what it heard is halfway through the audio."""
