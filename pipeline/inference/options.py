@@ -130,14 +130,12 @@ class RecognitionOptions:
     beam_size: int = option(16, "hypotheses kept at each step of beam search", low=1, high=16)
     ctc_weight: float = option(0.3, "weight of the CTC prefix score in joint decoding",
                                low=0, high=1)
-    lm_weight: float = option(0.1, "weight of the subword language model, where there is one",
-                              low=0, high=10)
-    lexicon_weight: float = option(10.0, "cost of a word outside the word list, where there is one",
-                                   low=0, high=100)
-    rare_word_weight: float = option(3.0, "cost of a rare word of the list (one the training text "
-                                          "lacks)", low=0, high=100)
-    word_lm_weight: float = option(0.3, "weight of the word n-gram model, where there is one",
-                                   low=0, high=10)
+    # the language models' and the word list's weights count where the recogniser has them
+    lm_weight: float = option(0.1, "weight of the subword language model", low=0, high=10)
+    lexicon_weight: float = option(10.0, "cost of a word outside the word list", low=0, high=100)
+    rare_word_weight: float = option(3.0, "cost of a rare word of the list (one the training "
+                                          "text lacks)", low=0, high=100)
+    word_lm_weight: float = option(0.3, "weight of the word n-gram model", low=0, high=10)
     word_bonus: float = option(2.0, "added to each ended word's n-gram log-probability (a word "
                                     "insertion bonus)", low=-20, high=20)
     length_bonus: float = option(0.0, "added to a hypothesis's score per token", low=-10, high=10)

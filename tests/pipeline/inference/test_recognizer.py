@@ -81,25 +81,14 @@ def test_an_empty_waveform_is_a_clear_error(recognizer):
         recognizer.transcribe(torch.zeros(0))
 
 
-def test_options_are_validated():
-    with pytest.raises(ValueError, match="decoder"):
-        RecognitionOptions(decoder="rnnt")
-    with pytest.raises(ValueError):
-        RecognitionOptions(ctc_weight=1.5)
-    with pytest.raises(ValueError, match="rare_word_weight"):
-        RecognitionOptions(rare_word_weight=-1)
-    with pytest.raises(ValueError, match="tempo_views"):
-        RecognitionOptions(tempo_views=0.5)
-    with pytest.raises(ValueError, match="shift_views"):
-        RecognitionOptions(shift_views=-1)
-    with pytest.raises(ValueError, match="r2l_weight"):
-        RecognitionOptions(r2l_weight=-0.1)
-    with pytest.raises(ValueError, match="tempo"):
-        RecognitionOptions(tempo=0.4)
-    with pytest.raises(ValueError, match="speaker_adapt"):
-        RecognitionOptions(speaker_adapt_steps=-1)
-    with pytest.raises(ValueError, match="speaker_adapt"):
-        RecognitionOptions(speaker_adapt_steps=10, speaker_adapt_lr=0.0)
+@pytest.mark.parametrize("bad", [
+    {"decoder": "rnnt"}, {"ctc_weight": 1.5}, {"rare_word_weight": -1}, {"tempo_views": 0.5},
+    {"shift_views": -1}, {"r2l_weight": -0.1}, {"tempo": 0.4}, {"speaker_adapt_steps": -1},
+    {"initial_silence_seconds": -0.1}, {"speaker_adapt_steps": 10, "speaker_adapt_lr": 0.0},
+])
+def test_a_call_with_a_bad_option_is_refused_before_any_work(recognizer, bad):
+    with pytest.raises(ValueError, match=next(iter(bad)).split("_steps")[0]):
+        recognizer.transcribe(torch.zeros(SR), **bad)
 
 
 def test_views_are_the_audio_slower_faster_and_later(recognizer):
