@@ -80,7 +80,7 @@ def _finish(job, wait: bool, timeout: float | None, as_json: bool) -> None:
 @main.command("worker")
 @click.option("--queues", default="tts,asr", show_default=True, help="comma-separated: tts, asr")
 @click.option("--concurrency", "-c", default=1, show_default=True, help="pool processes (one model each)")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N")
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default SPEECHQ_DEVICE or cpu)")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
               help="model arithmetic: bf16/fp16 autocast (default SPEECHQ_PRECISION or fp32)")
 @click.option("--hostname", "-n", default=None, help="worker name (default speechq-<queues>@<host>)")
@@ -100,7 +100,7 @@ def worker_cmd(queues, concurrency, device, precision, hostname, metrics_port, m
     chosen = [q.strip() for q in queues.split(",") if q.strip()]
     if not chosen or any(q not in QUEUES for q in chosen):
         raise click.UsageError(f"--queues: choose from {', '.join(QUEUES)}")
-    if not (device == "cpu" or device == "cuda" or device.startswith("cuda:")):
+    if device is not None and not (device == "cpu" or device == "cuda" or device.startswith("cuda:")):
         raise click.UsageError("--device: cpu, cuda or cuda:N")
     overrides = {k: v for k, v in {"device": device, "precision": precision,
                                    "metrics_port": metrics_port,
