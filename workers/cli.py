@@ -276,15 +276,15 @@ def batch_asr_cmd(source, out, formats, max_in_flight, retry_failed, no_progress
     from pipeline.inference.formats import FORMATS
     from workers import batch
 
-    chosen = [f.strip() for f in formats.split(",") if f.strip()]
-    if any(f not in FORMATS for f in chosen):
+    subtitles = [f.strip() for f in formats.split(",") if f.strip()]
+    if any(f not in FORMATS for f in subtitles):
         raise click.UsageError(f"--format: choose from {', '.join(FORMATS)}")
     try:
         options = requested(RecognitionOptions, chosen(RecognitionOptions, decoding))
         items = batch.asr_items(batch.audio_inputs(source), **options)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    on_done = batch.write_subtitles(chosen) if chosen else None
+    on_done = batch.write_subtitles(subtitles) if subtitles else None
     report = batch.run_batch(_client(), "asr", items, out, on_done, max_in_flight, retry_failed,
                              progress=not no_progress)
     _batch_exit(report)

@@ -35,6 +35,9 @@ def service_environment(root: Path, redis_url: str = REDIS_URL, **overrides) -> 
     ckpt = root / "checkpoints"
     if not (ckpt / "tts-nat.pt").exists():
         make_tiny_tts_checkpoint(ckpt / "tts-nat.pt")
+    shipped_ar = ckpt / "tts-ar-dot.pt"  # the shipped autoregressive model, for jobs that ask for it
+    if not shipped_ar.exists():
+        shipped_ar.symlink_to(REPO / "checkpoints" / "tts-ar-dot.pt")
     env = {
         "SPEECHQ_REDIS_URL": redis_url,
         "SPEECHQ_STORAGE": str(root / "storage"),

@@ -76,7 +76,8 @@ def test_tts_jobs_choose_the_decoder_and_attention(gateway, service):
     r = gateway.post("/v1/jobs/tts", json={"text": "Said by the other model.", "decoder": "ar",
                                            "attention": "dot"})
     assert r.status_code == 202, r.text
-    assert _wait(gateway, r.json()["id"])["state"] == "succeeded"
+    job = _wait(gateway, r.json()["id"])
+    assert job["state"] == "succeeded", job
     assert service.client.get(r.json()["id"]).request["options"] == {"decoder": "ar", "attention": "dot"}
 
 

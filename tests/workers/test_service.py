@@ -171,8 +171,8 @@ def test_cli_submit_status_result_cancel(service, tmp_path):
     ar = json.loads(last)
     assert rc == 0 and ar["state"] == "succeeded", err
     assert service.client.get(ar["id"]).request["options"] == {"decoder": "ar", "attention": "dot"}
-    rc, _, err = _cli(service, "submit", "tts", "Not so.", "--attention", "dot")
-    assert rc == 2 and "attention applies to decoder 'ar'" in err
+    rc, last, _ = _cli(service, "submit", "tts", "Not so.", "--attention", "dot")
+    assert rc == 2 and "attention applies to decoder 'ar'" in last
 
     rc, last, _ = _cli(service, "status", asr["id"], "--json")
     assert json.loads(last)["state"] == "succeeded"
