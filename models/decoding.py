@@ -4,15 +4,17 @@ A `Scorer` scores every vocabulary entry as the next token of every live hypothe
 attention decoder, a CTC prefix scorer, a language model, a length bonus. Decoding sums their
 log-probabilities with weights (ESPnet's idea), so adding a scorer is one dict entry:
 
-    decode({"decoder": DecoderScorer(model, memory, mask), "ctc": CTCPrefixScorer(...)},
-           {"decoder": 0.7, "ctc": 0.3}, max_len, DecodingOptions(beam_size=4))
+    hyps = decode({"decoder": DecoderScorer(model, memory, mask), "ctc": CTCPrefixScorer(...)},
+                  {"decoder": 0.7, "ctc": 0.3}, sos, eos, encoder_lengths,
+                  DecodingOptions(beam_size=4))    # per utterance: n_best Hypothesis, best first
 
 A `PartialScorer` (CTC prefix scoring, whose cost grows with every token it scores) sees only
 the `pre_beam` tokens the full scorers rank best for each hypothesis (ESPnet's pre-beam); the
 rest of the vocabulary is out of the running for that step.
 
-The search itself is a `TokenSearch` (greedy or beam) with reset/update/finalize, and the main
-loop in `decode` only ties scorers and search together (whisper's layout).
+The search itself is a `TokenSearch` (greedy, or beam for beam_size > 1) with `update` (one
+step: choose the next tokens from the summed scores) and `finalize` (the finished hypotheses),
+and the main loop in `decode` only ties scorers and search together (whisper's layout).
 """
 
 from __future__ import annotations
@@ -315,18 +317,20 @@ def decode(
     eos: int,
     source_lengths: Tensor,
     options: DecodingOptions = DecodingOptions(),
+    search: type[TokenSearch] | None = None,
 ) -> list[list[Hypothesis]]:
     """Decode a batch; returns per utterance up to `options.n_best` hypotheses, best first.
 
     Args:
         source_lengths: (B,) encoder output lengths, for the maximum output length.
+        search: the search to run; None: GreedySearch at beam size 1, else BeamSearch.
     """
     unknown = set(weights) - set(scorers)
     if unknown:
         raise ValueError(f"weights given for unknown scorers: {sorted(unknown)}")
     K = options.beam_size
     max_lengths = options.max_lengths(source_lengths.cpu())
-    search = (GreedySearch if K == 1 else BeamSearch)(eos, max_lengths, options)
+    search = (search or (GreedySearch if K == 1 else BeamSearch))(eos, max_lengths, options)
     device = source_lengths.device
     tokens = torch.full((len(source_lengths) * K, 1), sos, dtype=torch.long, device=device)
     states = {name: scorer.init_state(K) for name, scorer in scorers.items()}

@@ -19,26 +19,26 @@ import time
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from workers.jobs import DEAD_LETTERS, STATS, latency_key
+from workers.jobs import DEAD_LETTERS, PREFIX, STATS, latency_key
 from workers.settings import QUEUES
 
 log = logging.getLogger(__name__)
 
-WORKERS = "speechq:workers"
+WORKERS = f"{PREFIX}:workers"
 RECENT_KEEP = 2000  # batches kept per worker for the audio-seconds-per-second rate
 COUNTERS = ("batches", "jobs_succeeded", "jobs_failed", "jobs_cancelled", "audio_seconds", "busy_seconds")
 
 
 def worker_key(host: str) -> str:
-    return f"speechq:worker:{host}"
+    return f"{PREFIX}:worker:{host}"
 
 
 def procs_key(host: str) -> str:
-    return f"speechq:worker:{host}:procs"
+    return f"{PREFIX}:worker:{host}:procs"
 
 
 def recent_key(host: str) -> str:
-    return f"speechq:worker:{host}:recent"
+    return f"{PREFIX}:worker:{host}:recent"
 
 
 def _gpu_bytes(device: str) -> int:

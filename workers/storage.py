@@ -66,11 +66,6 @@ class Storage:
             self._write_atomic(self.resolve(ref), _chunks(f))
         return ref
 
-    def put_bytes(self, chunks: Iterable[bytes], job_id: str, suffix: str) -> str:
-        ref = self.input_ref(job_id, suffix)
-        self._write_atomic(self.resolve(ref), chunks)
-        return ref
-
     def _write_atomic(self, dst: Path, chunks: Iterable[bytes]) -> None:
         dst.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
@@ -89,9 +84,6 @@ class Storage:
         with self.resolve(ref).open("rb") as f:
             self._write_atomic(dst, _chunks(f))
         return dst
-
-    def remove(self, ref: str) -> None:
-        self.resolve(ref).unlink(missing_ok=True)
 
 
 def _chunks(f, size: int = 1 << 20):

@@ -6,7 +6,6 @@ model does and raises an `AudioError` subclass with a message a user can act on.
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 from dataclasses import dataclass
@@ -261,13 +260,6 @@ def save_wav(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int) -> Pa
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def wav_bytes(wav: torch.Tensor, sample_rate: int) -> bytes:
-    """(N,) float waveform -> the bytes of a 16-bit PCM wav file."""
-    buf = io.BytesIO()
-    sf.write(buf, wav.detach().float().cpu().clamp(-1, 1).numpy(), sample_rate, "PCM_16", format="WAV")
-    return buf.getvalue()
 
 
 def duration_seconds(path: str | os.PathLike) -> float:

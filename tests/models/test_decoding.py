@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from models.decoding import DecoderScorer, DecodingOptions, LengthBonus, decode
+from models.decoding import (
+    BeamSearch,
+    DecoderScorer,
+    DecodingOptions,
+    GreedySearch,
+    LengthBonus,
+    decode,
+)
 from models.seq2seq import Seq2SeqDims, TokenTransformer
 
 PAD, SOS, EOS = 0, 1, 2
@@ -59,36 +66,18 @@ def test_toy_reverse_task_reaches_exact_match(reverse_model):
 
 
 @pytest.mark.parametrize("variant", ["dot", "location", "monotonic"])
-def test_beam_one_equals_greedy(variant):
+def test_beam_search_at_beam_one_equals_greedy_search(variant):
     torch.manual_seed(1)
     model = TokenTransformer(Seq2SeqDims(vocab_size=12, cross_attention=variant)).eval()
-    src, _ = _batch(5, 3, 12, seed=3)
-    greedy = _decode(model, src, DecodingOptions(beam_size=1))
+    src, _ = _batch(6, 3, 12, seed=3)
     memory, mask = model.encode(src)
-    # the beam path with K=1: the same search through BeamSearch
-    from models.decoding import BeamSearch, GreedySearch  # noqa: F401
-    beam1 = decode({"decoder": DecoderScorer(model, memory, mask, src)}, {}, SOS, EOS, mask.sum(1),
-                   DecodingOptions(beam_size=1))
-    assert [h[0].tokens for h in greedy] == [h[0].tokens for h in beam1]
-
-
-def test_beam_one_search_matches_greedy_search_class():
-    """Run BeamSearch with K=1 explicitly (decode() picks GreedySearch for K=1)."""
-    import models.decoding as decoding
-
-    torch.manual_seed(2)
-    model = TokenTransformer(Seq2SeqDims(vocab_size=12)).eval()
-    src, _ = _batch(6, 3, 12, seed=4)
-    greedy = _decode(model, src, DecodingOptions(beam_size=1))
-    original = decoding.GreedySearch
-    decoding.GreedySearch = decoding.BeamSearch
-    try:
-        beam = _decode(model, src, DecodingOptions(beam_size=1))
-    finally:
-        decoding.GreedySearch = original
-    assert [h[0].tokens for h in greedy] == [h[0].tokens for h in beam]
-    for g, b in zip(greedy, beam):
-        assert abs(g[0].logprob - b[0].logprob) < 1e-4
+    runs = [decode({"decoder": DecoderScorer(model, memory, mask, src)}, {}, SOS, EOS, mask.sum(1),
+                   DecodingOptions(beam_size=1), search=search)
+            for search in (GreedySearch, BeamSearch)]
+    greedy, beam = ([h[0] for h in hyps] for hyps in runs)
+    assert [h.tokens for h in greedy] == [h.tokens for h in beam]
+    assert [h.logprob for h in greedy] == pytest.approx([h.logprob for h in beam], abs=1e-4)
+    assert any(len(h.tokens) > 1 for h in greedy)  # the untrained model says more than one token
 
 
 def test_nbest_sorted_and_max_length_respected():

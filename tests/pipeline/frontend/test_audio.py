@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from pipeline.frontend import audio
 from pipeline.frontend.audio import (
     AudioError,
     AudioLimits,
@@ -26,7 +27,6 @@ from pipeline.frontend.audio import (
     load_audio,
     save_wav,
 )
-from pipeline.frontend import audio
 
 RATE = 16_000
 

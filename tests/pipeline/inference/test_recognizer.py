@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from pipeline.inference.precision import autocast, resolve_precision
 from pipeline.inference.decoding import DecodingTask
 from pipeline.inference.options import RecognitionOptions
+from pipeline.inference.precision import autocast, resolve_precision
 from pipeline.inference.recognizer import Recognizer
 from pipeline.inference.vad import end_padding, split_on_pauses
 from tests.helpers import make_tiny_asr_checkpoint
