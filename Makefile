@@ -24,7 +24,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 REDIS_HOST := 127.0.0.1
 REDIS_PORT := 6379
 
-.PHONY: setup system-packages corpus-voices redis test demo clean-venv
+.PHONY: setup system-packages corpus-voices recorded-speech redis test demo clean-venv
 
 setup: $(VENV)/.installed
 
@@ -55,6 +55,14 @@ corpus-voices: system-packages
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(MBROLA_PACKAGES); \
 	fi
+
+# recorded human speech for training corpora (pipeline.data.recorded, docs/data.md): the Asterisk
+# PBX's English prompts and their transcripts (CC BY-SA 3.0), not needed by the tests
+RECORDED_PACKAGES := asterisk-core-sounds-en asterisk-core-sounds-en-wav
+recorded-speech:
+	@dpkg -s $(RECORDED_PACKAGES) >/dev/null 2>&1 || { \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(RECORDED_PACKAGES); }
 
 # start a throwaway Redis when nothing answers on 127.0.0.1:6379
 redis:

@@ -105,6 +105,25 @@ def corpus_cmd(text_file: Path, voices: str, out: Path, limit: int | None, offse
     click.echo(json.dumps({"manifest": str(manifest), "written": written}))
 
 
+@click.command("recorded-corpus")
+@click.option("--source", type=click.Choice(["asterisk"]), default="asterisk", show_default=True,
+              help="the collection of recorded speech (pipeline.data.recorded)")
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+def recorded_corpus_cmd(source: str, out: Path) -> None:
+    """Write a manifest of recorded human speech that a Debian package ships (its audio stays
+    where the package put it)."""
+    from pipeline.data import recorded
+    from pipeline.data.manifests import read_manifest
+
+    try:
+        manifest = recorded.write_manifest(source, out)
+    except recorded.RecordedError as e:
+        raise click.ClickException(str(e)) from None
+    utterances = read_manifest(manifest)
+    click.echo(json.dumps({"manifest": str(manifest), "utterances": len(utterances),
+                           "hours": round(sum(u.duration for u in utterances) / 3600, 3)}))
+
+
 def _train_options(f):
     """Options every `speechq train` recipe shares (pipeline.train.loop.TrainConfig)."""
     options = [
@@ -230,15 +249,18 @@ def train_tts_cmd(manifest, speaker, attention, units, reduction, d_model, layer
     click.echo(json.dumps({"out": str(out), "eval": metrics}))
 
 
-def _snr_range(spec: str | None) -> tuple[float, float] | None:
+SHARE = click.FloatRange(0.0, 1.0)
+
+
+def _snr_range(spec: str | None, flag: str = "--noise-augment") -> tuple[float, float] | None:
     if spec is None:
         return None
     try:
         low, high = (float(v) for v in spec.split(","))
     except ValueError:
-        raise click.BadParameter(f"{spec!r} is not LOW,HIGH in dB", param_hint="--noise-augment") from None
+        raise click.BadParameter(f"{spec!r} is not LOW,HIGH in dB", param_hint=flag) from None
     if low > high:
-        raise click.BadParameter(f"LOW {low} is above HIGH {high}", param_hint="--noise-augment")
+        raise click.BadParameter(f"LOW {low} is above HIGH {high}", param_hint=flag)
     return low, high
 
 
@@ -274,6 +296,30 @@ def _snr_range(spec: str | None) -> tuple[float, float] | None:
 @click.option("--speed-augment", "speed", default=0.0, show_default=True,
               help="speed perturbation: each training utterance as if resampled to play at a random "
                    "speed within 1 +- this, pitch and formants with it (e.g. 0.1; 0: off)")
+@click.option("--trim-augment", "trim_share", default=0.0, show_default=True, type=SHARE,
+              help="share of training utterances whose leading and trailing silence is cut to "
+                   "0-50 ms, so onsets are heard without a pause before them")
+@click.option("--wave-speed", default=0.0, show_default=True, type=click.FloatRange(0.0, 0.5, max_open=True),
+              help="resample each training utterance's audio to play at a speed within 1 +- this")
+@click.option("--reverb-augment", "reverb_share", default=0.0, show_default=True, type=SHARE,
+              help="share of training utterances heard in a generated room (RT60 0.15-0.8 s)")
+@click.option("--wave-noise", "wave_noise_share", default=0.0, show_default=True, type=SHARE,
+              help="share of training utterances given additive noise in the waveform, at an SNR "
+                   "from --wave-snr: coloured noise, or babble of other utterances (--babble-share)")
+@click.option("--wave-snr", default="5,30", show_default=True, metavar="LOW,HIGH",
+              help="SNR range (dB) of --wave-noise")
+@click.option("--babble-share", default=0.5, show_default=True, type=SHARE,
+              help="of the utterances --wave-noise reaches, those whose noise is babble")
+@click.option("--telephone-augment", "telephone_share", default=0.0, show_default=True, type=SHARE,
+              help="share of training utterances sent through a telephone channel (300-3400 Hz, "
+                   "8 kHz, mu-law)")
+@click.option("--gain-augment", "gain_db", default=0.0, show_default=True, type=click.FloatRange(0.0, 40.0),
+              help="random gain within +- this many dB before clipping (0: off)")
+@click.option("--clip-augment", "clip_share", default=0.0, show_default=True, type=SHARE,
+              help="share of training utterances clipped at 30-90%% of their peak")
+@click.option("--repeat", "repeats", type=click.IntRange(1), multiple=True,
+              help="per --manifest, in order: how many times an epoch its utterances are heard "
+                   "(default 1 each; a small corpus of real speech beside a large synthetic one)")
 @click.option("--reverse-weight", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="train a right-to-left decoder beside the other, with this share of the "
                    "attention loss; the recogniser rescores its hypotheses with it (0: none)")
@@ -285,19 +331,29 @@ def _snr_range(spec: str | None) -> tuple[float, float] | None:
 @_train_options
 def train_asr_cmd(manifests, text, vocab_size, speakers, batch_frames, attention, d_model,
                   conv_channels, encoder_layers, decoder_layers, ctc_weight, channel_db,
-                  silence_seconds, noise_snr, noise_prob, vtlp, speed, reverse_weight, r2l_only,
-                  init_from, out, no_resume, **kwargs):
+                  silence_seconds, noise_snr, noise_prob, vtlp, speed, trim_share, wave_speed,
+                  reverb_share, wave_noise_share, wave_snr, babble_share, telephone_share, gain_db,
+                  clip_share, repeats, reverse_weight, r2l_only, init_from, out, no_resume,
+                  **kwargs):
     """Train the joint CTC/attention Speech-Transformer."""
     from pipeline.train.asr import ASRDataConfig, ASRTask
+    from pipeline.train.augment import WaveAugment
     from pipeline.train.loop import Trainer
 
     config = _train_config(kwargs)
+    if repeats and len(repeats) != len(manifests):
+        raise click.UsageError(f"--repeat: one per --manifest ({len(manifests)}), got {len(repeats)}")
+    wave = WaveAugment(trim_share=trim_share, speed=wave_speed, reverb_share=reverb_share,
+                       noise_share=wave_noise_share, snr=_snr_range(wave_snr, "--wave-snr"),
+                       babble_share=babble_share, telephone_share=telephone_share, gain_db=gain_db,
+                       clip_share=clip_share)
     data = ASRDataConfig(manifest=manifests[0] if len(manifests) == 1 else manifests, text=text,
                          vocab_size=vocab_size,
                          speakers=tuple(speakers.split(",")) if speakers else None,
                          max_batch_frames=batch_frames, ctc_weight=ctc_weight, channel_db=channel_db,
                          silence_seconds=silence_seconds, noise_snr=_snr_range(noise_snr),
-                         noise_prob=noise_prob, vtlp=vtlp, speed=speed,
+                         noise_prob=noise_prob, vtlp=vtlp, speed=speed, wave=wave,
+                         repeats=tuple(repeats) if repeats else None,
                          reverse_weight=reverse_weight, r2l_only=r2l_only)
     if r2l_only and init_from is None and not (Path(out) / "last.pt").exists():
         raise click.UsageError("--r2l-only trains a decoder for a trained model: give --init-from")
@@ -416,4 +472,4 @@ def average_cmd(dst: Path, sources: tuple[Path, ...], weights: str | None, fp32:
                            "weights": [r["weight"] for r in averaged["averaged_from"]]}))
 
 
-COMMANDS = [text_corpus_cmd, lexicon_cmd, corpus_cmd, train_group, export_cmd, average_cmd]
+COMMANDS = [text_corpus_cmd, lexicon_cmd, corpus_cmd, recorded_corpus_cmd, train_group, export_cmd, average_cmd]

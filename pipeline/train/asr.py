@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import jiwer
@@ -35,9 +35,11 @@ from models.decoding import DecoderScorer, DecodingOptions, decode
 from pipeline.checkpoints import float_state_dict, lineage
 from pipeline.data.featcache import load_features
 from pipeline.data.manifests import BucketBatchSampler, Utterance, pad_sequences, read_manifest
+from pipeline.frontend.audio import load_audio
 from pipeline.frontend.features import ASR_FEATURES, FeatureConfig, FeatureStats, LogMel, stretch
 from pipeline.frontend.text import words_for_scoring
 from pipeline.frontend.tokenizer import SubwordTokenizer
+from pipeline.train.augment import WaveAugment
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class ASRDataConfig:
     noise_prob: float = 0.5  # the share of training utterances that get noise
     vtlp: float = 0.0  # frequency axis scaled by a random factor in [1 - vtlp, 1 + vtlp] (0: off)
     speed: float = 0.0  # speed perturbation: frequencies times s, durations over s, s in 1 +- this
+    wave: WaveAugment = WaveAugment()  # waveform-domain augmentation (pipeline.train.augment)
+    repeats: tuple[int, ...] | None = None  # per manifest: each utterance heard this many times an epoch
     ctc_weight: float = 0.3
     label_smoothing: float = 0.1
     reverse_weight: float = 0.0  # the right-to-left decoder's share of the attention loss (0: none)
@@ -211,6 +215,12 @@ class ASRTask:
                 utterances.setdefault(u.id, u)
         self.train, self.valid = _split(list(utterances.values()), data.valid_size)
         self.valid = self._spread(self.valid, data.valid_size)
+        if data.repeats is not None:
+            if len(data.repeats) != len(manifests) or min(data.repeats) < 1:
+                raise ValueError(f"repeats: one count >= 1 per manifest, got {data.repeats}")
+            source = {u.id: m for m in reversed(manifests) for u in corpora[m]}  # first wins
+            times = dict(zip(manifests, data.repeats))
+            self.train = [u for u in self.train for _ in range(times[source[u.id]])]
         if tokenizer is None:
             text = (Path(data.text).read_text().splitlines() if data.text
                     else [u.text for u in self.train])
@@ -241,6 +251,7 @@ class ASRTask:
         self.augment = SpecAugment() if data.spec_augment else None
         self.noise = noise_bank(self.features, seed=seed) if data.noise_snr else None
         self.centres = mel_centres(self.features) if data.vtlp > 0 or data.speed > 0 else None
+        self.logmel = LogMel(self.features) if data.wave.active else None
 
     def _load_init(self, state: dict) -> None:
         """Load a starting checkpoint; a right-to-left decoder it lacks starts as a copy of its
@@ -257,8 +268,22 @@ class ASRTask:
         ordered = sorted(valid, key=lambda u: hash_text(u.id))
         return ordered[:n]
 
+    def _augmented_features(self, utterances: list[Utterance]) -> list[torch.Tensor]:
+        """Each utterance's audio read again, augmented (`data.wave`), as a (T, n_mels) log-mel;
+        the batch's other utterances are its babble."""
+        rate = self.features.sample_rate
+        wavs = [load_audio(u.audio, rate) for u in utterances]
+        feats = []
+        for i, wav in enumerate(wavs):
+            others = wavs[:i] + wavs[i + 1:]
+            feats.append(self.logmel(self.data.wave(wav, rate, self.rng, others))[0][0])
+        return feats
+
     def collate(self, utterances: list[Utterance], train: bool):
-        feats = [self.mels[u.id].float() for u in utterances]
+        if train and self.logmel is not None:
+            feats = self._augmented_features(utterances)
+        else:
+            feats = [self.mels[u.id].float() for u in utterances]
         if train and self.data.silence_seconds > 0:
             frames = round(self.data.silence_seconds / self.features.frame_seconds)
             feats = [random_silence(f, frames, self.rng) for f in feats]
@@ -350,6 +375,7 @@ class ASRTask:
             "data": {"manifest": self.data.manifest,
                      "speakers": sorted({u.speaker for u in self.train}),
                      "train_utterances": len(self.train),
-                     "train_hours": round(sum(u.duration for u in self.train) / 3600, 3)},
+                     "train_hours": round(sum(u.duration for u in self.train) / 3600, 3),
+                     "repeats": self.data.repeats, "wave_augment": asdict(self.data.wave)},
             **({"initialised_from": self.init_record} if self.init_record else {}),
         }

@@ -330,3 +330,36 @@ def test_corpora_train_together_each_read_from_its_own_manifest(run, tmp_path):
     # the same corpus twice is the corpus once
     twice = ASRTask(replace(data, manifest=(data.manifest, data.manifest)), dims_overrides=TINY)
     assert [u.id for u in twice.train] == [u.id for u in one.train]
+
+
+def test_wave_augment_reads_the_audio_again_for_training_batches_only(run):
+    from pipeline.train.augment import WaveAugment
+
+    wave = WaveAugment(trim_share=1.0, speed=0.2, reverb_share=1.0, noise_share=1.0)
+    plain, augmented = _plain_and_augmented(run[1], wave=wave)
+    utterances = plain.train[:8]
+    x, lengths, *_ = augmented.collate(utterances, train=True)
+    _, plain_lengths, *_ = plain.collate(utterances, train=True)
+    assert torch.isfinite(x).all()
+    # trimming takes the corpus's 0.1 s pauses away, speed changes the rest by up to 20%
+    assert (lengths < plain_lengths).float().mean() > 0.5
+    torch.testing.assert_close(augmented.collate(utterances, train=False)[0],
+                               plain.collate(utterances, train=False)[0])
+    assert augmented.checkpoint()["data"]["wave_augment"]["speed"] == 0.2
+
+
+def test_repeats_hear_a_corpus_that_many_times_an_epoch(run, tmp_path):
+    from dataclasses import replace
+
+    data = run[1]
+    (tmp_path / "small").mkdir()
+    small = _write_corpus(tmp_path / "small", n=6, seed=2, prefix="w")
+    task = ASRTask(replace(data, manifest=(data.manifest, str(small)), repeats=(1, 3)),
+                   dims_overrides=TINY)
+    counts = {}
+    for u in task.train:
+        counts[u.id] = counts.get(u.id, 0) + 1
+    assert {counts[i] for i in counts if i.startswith("w")} == {3}
+    assert {counts[i] for i in counts if i.startswith("u")} == {1}
+    with pytest.raises(ValueError, match="repeats"):
+        ASRTask(replace(data, manifest=(data.manifest, str(small)), repeats=(1,)), dims_overrides=TINY)

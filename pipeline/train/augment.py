@@ -1,0 +1,192 @@
+"""Waveform-domain augmentation of ASR training audio, drawn afresh for every utterance read.
+
+The corpus voices are synthetic: digitally clean, full band, with fixed pauses at either end,
+each at one pitch and one vocal tract. People are recorded in rooms, on telephones, beside other
+talkers, at levels that clip, and clipped to the word by whoever cut the file. Each part below
+imitates one of those and is off at its default:
+
+    augment = WaveAugment(speed=0.15, reverb_share=0.3, noise_share=0.5, telephone_share=0.2)
+    wav = augment(wav, 16_000, rng, others=[...])     # (N,) -> (M,), peak-normalised
+
+- `trim_share`: leading and trailing silence cut to 0-`trim_keep_seconds`, so onsets are heard
+  without a pause before them (real clips are often trimmed to the word).
+- `speed`: Ko et al. 2015's speed perturbation, a resampling: pitch, formants and length change
+  by one factor (the recipe's log-mel tempo and VTLP then vary length and formants apart).
+- `reverb_share`: convolution with a generated room impulse response (a direct path, sparse early
+  reflections, and a tail of noise decaying by 60 dB in an RT60 drawn from `rt60`).
+- `noise_share`: additive noise at an SNR drawn from `snr`: coloured noise, or, for a
+  `babble_share` of them, babble of other utterances (`others`) summed at random offsets.
+- `telephone_share`: a telephone channel: 300-3400 Hz at 8 kHz, 8-bit mu-law (G.711), and back.
+- `gain_db` and `clip_share`: a random gain, and clipping at a random fraction of the peak.
+
+The result is peak-normalised as `pipeline.frontend.audio.load_audio` normalises every input at
+inference. Impulse responses are generated here rather than simulated with an image-source
+library (pyroomacoustics): the recogniser needs the decay and colouring of rooms, not their
+geometry, and a generated response costs one FFT convolution and no compiled dependency.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torchaudio.functional as AF
+from torch import Tensor
+
+TELEPHONE_RATE = 8_000
+TELEPHONE_BAND = (300.0, 3400.0)  # Hz, the ITU-T voice channel
+
+
+@dataclass(frozen=True)
+class WaveAugment:
+    trim_share: float = 0.0  # utterances whose leading and trailing silence is cut
+    trim_keep_seconds: float = 0.05  # at most this much silence left at either end
+    speed: float = 0.0  # resampled to play at a speed within 1 +- this (0: off)
+    reverb_share: float = 0.0
+    rt60: tuple[float, float] = (0.15, 0.8)  # seconds
+    noise_share: float = 0.0
+    snr: tuple[float, float] = (5.0, 30.0)  # dB, signal power over noise power
+    babble_share: float = 0.5  # of the noisy utterances, those whose noise is babble
+    telephone_share: float = 0.0
+    gain_db: float = 0.0  # random gain within +- this many dB (0: off)
+    clip_share: float = 0.0  # utterances clipped at 30-90% of their peak
+
+    def __post_init__(self) -> None:
+        for name in ("trim_share", "reverb_share", "noise_share", "babble_share",
+                     "telephone_share", "clip_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.speed < 0.5:
+            raise ValueError(f"speed must be in [0, 0.5), got {self.speed}")
+        for name in ("rt60", "snr"):
+            low, high = getattr(self, name)
+            if low > high:
+                raise ValueError(f"{name}: low {low} is above high {high}")
+        if self.rt60[0] <= 0:
+            raise ValueError(f"rt60 must be positive, got {self.rt60}")
+
+    @property
+    def active(self) -> bool:
+        return any((self.trim_share, self.speed, self.reverb_share, self.noise_share,
+                    self.telephone_share, self.gain_db, self.clip_share))
+
+    def __call__(self, wav: Tensor, rate: int, rng: random.Random,
+                 others: Sequence[Tensor] = ()) -> Tensor:
+        """(N,) waveform at `rate` -> (M,) augmented waveform; `others`: waveforms at the same
+        rate (other utterances of the batch) that babble is made from."""
+        if rng.random() < self.trim_share:
+            wav = trim_silence(wav, rate, rng.uniform(0, self.trim_keep_seconds),
+                               rng.uniform(0, self.trim_keep_seconds))
+        if self.speed:
+            wav = change_speed(wav, rate, rng.uniform(1 - self.speed, 1 + self.speed))
+        if rng.random() < self.reverb_share:
+            wav = reverberate(wav, room_impulse_response(rate, rng.uniform(*self.rt60), rng))
+        if rng.random() < self.noise_share:
+            if others and rng.random() < self.babble_share:
+                noise = babble(others, wav.numel(), rng)
+            else:
+                noise = coloured_noise(wav.numel(), rng)
+            wav = add_noise(wav, noise, rng.uniform(*self.snr))
+        if rng.random() < self.telephone_share:
+            wav = telephone(wav, rate)
+        if self.gain_db:
+            wav = wav * 10 ** (rng.uniform(-self.gain_db, self.gain_db) / 20)
+        if rng.random() < self.clip_share:
+            level = rng.uniform(0.3, 0.9) * float(wav.abs().max())
+            wav = wav.clamp(-level, level)
+        return wav / wav.abs().max().clamp_min(1e-8) * 0.95
+
+
+def trim_silence(wav: Tensor, rate: int, keep_before: float = 0.0, keep_after: float = 0.0,
+                 threshold_db: float = 40.0) -> Tensor:
+    """Cut leading and trailing samples outside the speech (10 ms frames within
+    `threshold_db` of the loudest), keeping `keep_before` / `keep_after` seconds of them."""
+    hop = max(1, rate // 100)
+    frames = wav[: wav.numel() // hop * hop].view(-1, hop)
+    if frames.size(0) == 0:
+        return wav
+    energy = frames.pow(2).mean(1)
+    loud = (energy > energy.max() * 10 ** (-threshold_db / 10)).nonzero().squeeze(1)
+    start = max(0, int(loud[0]) * hop - round(keep_before * rate))
+    end = min(wav.numel(), (int(loud[-1]) + 1) * hop + round(keep_after * rate))
+    return wav[start:end]
+
+
+def change_speed(wav: Tensor, rate: int, factor: float) -> Tensor:
+    """Play `factor` times as fast: resampled, so length / factor and every frequency x factor."""
+    if factor == 1.0:
+        return wav
+    # resample from rate*factor to rate in small integers: a factor to within 0.5%
+    new = round(200 / factor)
+    return AF.resample(wav, 200, new)
+
+
+def room_impulse_response(rate: int, rt60: float, rng: random.Random) -> Tensor:
+    """(L,) a room's impulse response: the direct path, a few early reflections in the first
+    50 ms, and a noise tail whose power falls 60 dB in `rt60` seconds, slightly low-passed
+    (walls absorb highs first). Normalised so the direct path is 1."""
+    n = max(2, round(rate * min(rt60, 2.0)))
+    t = torch.arange(n) / rate
+    gen = torch.Generator().manual_seed(rng.randrange(2**31))
+    decay = torch.exp(-3 * math.log(10) * t / rt60)  # amplitude: -60 dB in power at t = rt60
+    tail = torch.randn(n, generator=gen) * decay * 0.3
+    tail = AF.lowpass_biquad(tail, rate, rng.uniform(2000, min(7000, rate / 2 - 100)))
+    rir = tail
+    rir[0] = 1.0
+    for _ in range(rng.randint(3, 8)):  # early reflections
+        i = rng.randrange(max(2, round(0.002 * rate)), max(3, round(0.05 * rate)))
+        if i < n:
+            rir[i] += rng.uniform(-0.6, 0.6) * float(decay[i])
+    return rir
+
+
+def reverberate(wav: Tensor, rir: Tensor) -> Tensor:
+    """`wav` heard in the room of `rir`, its length kept (the tail past the end is cut)."""
+    return AF.fftconvolve(wav, rir)[: wav.numel()]
+
+
+def coloured_noise(n: int, rng: random.Random) -> Tensor:
+    """(n,) noise with a random spectral tilt, between white and brown."""
+    gen = torch.Generator().manual_seed(rng.randrange(2**31))
+    spectrum = torch.fft.rfft(torch.randn(n, generator=gen))
+    f = torch.arange(1, spectrum.numel() + 1, dtype=torch.float32)
+    tilt = rng.uniform(0.0, 1.0)  # power ~ 1 / f**tilt
+    return torch.fft.irfft(spectrum / f ** (tilt / 2), n)
+
+
+def babble(others: Sequence[Tensor], n: int, rng: random.Random, talkers: tuple[int, int] = (2, 5)) -> Tensor:
+    """(n,) several other utterances at random offsets, summed at random levels: talk behind
+    the talker."""
+    out = torch.zeros(n)
+    for _ in range(rng.randint(*talkers)):
+        other = others[rng.randrange(len(others))]
+        if other.numel() == 0:
+            continue
+        if other.numel() < n:
+            other = other.repeat(n // other.numel() + 1)
+        start = rng.randrange(other.numel() - n + 1)
+        piece = other[start: start + n]
+        out += piece / piece.pow(2).mean().sqrt().clamp_min(1e-8) * rng.uniform(0.5, 1.0)
+    return out
+
+
+def add_noise(wav: Tensor, noise: Tensor, snr_db: float) -> Tensor:
+    """`wav` + `noise` scaled so that the mean power of `wav` over that of the noise is
+    `snr_db` decibels."""
+    signal = wav.pow(2).mean()
+    scale = (signal / (noise.pow(2).mean().clamp_min(1e-12) * 10 ** (snr_db / 10))).sqrt()
+    return wav + noise[: wav.numel()] * scale
+
+
+def telephone(wav: Tensor, rate: int) -> Tensor:
+    """`wav` through a telephone channel: band-limited to 300-3400 Hz, sampled at 8 kHz and
+    coded as 8-bit mu-law, then back at `rate`."""
+    narrow = AF.resample(wav, rate, TELEPHONE_RATE) if rate != TELEPHONE_RATE else wav
+    low, high = TELEPHONE_BAND
+    narrow = AF.lowpass_biquad(AF.highpass_biquad(narrow, TELEPHONE_RATE, low), TELEPHONE_RATE, high)
+    peak = narrow.abs().max().clamp_min(1e-8)
+    coded = AF.mu_law_decoding(AF.mu_law_encoding(narrow / peak, 256), 256) * peak
+    return AF.resample(coded, TELEPHONE_RATE, rate) if rate != TELEPHONE_RATE else coded
