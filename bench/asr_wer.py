@@ -2,6 +2,7 @@
 
     python bench/asr_wer.py [--model checkpoints/asr.pt] [--lm checkpoints/lm.pt] [--lists 1-6] [--json]
     python bench/asr_wer.py --lists 7-20 --sweep lm_weight=0,0.2,0.4 --json   # choose lm_weight
+    python bench/asr_wer.py --set real [--fsdd-per-speaker 100] --json        # real recordings
 
 Held-out audio: Harvard sentences (never in training text) spoken by voices no model trained
 on (Festival's cmu_us_slt_arctic_hts and kal_diphone, espeak-ng's en-gb-x-gbclan), and the
@@ -28,6 +29,13 @@ nothing is tuned on the test.
 `--snr DB` adds white noise at that SNR to every clip (seeded per clip, cached under
 data/eval/snr-DB/) before either system hears it: how robust each is to a noise floor the
 synthetic training voices never have.
+
+`--set real` reports real recordings instead (`--set harvard --set real`: both): the Free
+Spoken Digit Dataset's development speakers (8 kHz; each speaker one call, `--fsdd-per-speaker
+N` keeps a speaker's first N clips, N/10 takes of every digit) and pooled, and
+pocketsphinx-testdata's recorded clips (LibriVox, cards, goforward, tidigits) per group and
+pooled; only the default decoding and PocketSphinx run on them. `--set NAME=VALUE` (with an
+`=`) is something else: a RecognitionOptions field for every run.
 """
 
 from __future__ import annotations
@@ -37,25 +45,30 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not bench/ (bench/queue.py)
 
 import torch  # noqa: E402
 
-from pipeline.evaluation.evalsets import (
+from pipeline.evaluation.evalsets import (  # noqa: E402
     HELD_OUT_VOICES,
     EvalItem,
+    fsdd_set,
     harvard_lists,
     librivox_set,
     noisy_set,
-    parse_lists,  # noqa: E402
+    parse_lists,
+    pocketsphinx_clips,
     speak_set,
 )
 from pipeline.evaluation.judges import pocketsphinx_transcribe, wer  # noqa: E402
 from pipeline.frontend.audio import duration_seconds  # noqa: E402
 from pipeline.inference.options import SPEAKER_ADAPT_STEPS, RecognitionOptions  # noqa: E402
 from pipeline.inference.recognizer import Recognizer  # noqa: E402
+
+SETS = ("harvard", "real")  # --set NAME without "=": the audio reported; harvard by default
 
 
 def _plain(options: dict) -> dict:
@@ -64,9 +77,10 @@ def _plain(options: dict) -> dict:
 
 
 def run_systems(items: list[EvalItem], recognizer: Recognizer, options: dict,
-                speaker_adapt_steps: int = 0) -> dict:
+                speaker_adapt_steps: int = 0, default_only: bool = False) -> dict:
     """System name -> (transcripts, seconds) on `items`; `options`: RecognitionOptions fields.
-    `speaker_adapt_steps`: also the default adapted to the items as one speaker (all one voice)."""
+    `speaker_adapt_steps`: also the default adapted to the items as one speaker (all one voice).
+    `default_only`: only the default decoding and PocketSphinx."""
     audio = [i.audio for i in items]
     beam = options["beam_size"]
     plain = _plain(options)
@@ -94,6 +108,8 @@ def run_systems(items: list[EvalItem], recognizer: Recognizer, options: dict,
     if speaker_adapt_steps and not chosen.speaker_adapt_steps:
         adapted = {**options, "speaker_adapt_steps": speaker_adapt_steps}
         systems[name + "_speaker_adapted"] = lambda: _texts(recognizer, audio, **adapted)
+    if default_only:
+        systems = {name: systems[name], "pocketsphinx": systems["pocketsphinx"]}
     out = {}
     for name, run in systems.items():
         start = time.perf_counter()
@@ -127,10 +143,21 @@ def _option_kind(name: str) -> type | None:
     return kind if kind in (int, float) else None
 
 
+def _sets(parser: argparse.ArgumentParser, specs: list[str]) -> list[str]:
+    """The --set NAME flags (no "=") -> the sets to report, in SETS order; harvard if none."""
+    names = [spec for spec in specs if "=" not in spec]
+    for name in names:
+        if name not in SETS:
+            parser.error(f"--set: {name!r} is neither a set ({', '.join(SETS)}) nor NAME=VALUE")
+    return [name for name in SETS if name in names] or ["harvard"]
+
+
 def _settings(parser: argparse.ArgumentParser, specs: list[str]) -> dict:
     """--set NAME=VALUE flags -> {name: value}."""
     out = {}
     for spec in specs:
+        if "=" not in spec:
+            continue  # a set's name (`_sets`)
         name, _, value = spec.partition("=")
         kind = _option_kind(name)
         if kind is None or not value:
@@ -163,6 +190,28 @@ def sweep(items: list[EvalItem], recognizer: Recognizer, options: dict,
         for voice, mine in voices.items():
             by_voice[voice][value] = round(wer([refs[k] for k in mine], [hyps[k] for k in mine]), 4)
     return pooled, by_voice
+
+
+def _by_voice(items: list[EvalItem]) -> dict[str, list[EvalItem]]:
+    """`items` grouped by voice, each group in its own order, groups in order of first item."""
+    groups: dict[str, list[EvalItem]] = {}
+    for item in items:
+        groups.setdefault(item.voice, []).append(item)
+    return groups
+
+
+def score_groups(groups: dict[str, list[EvalItem]], run: Callable[[list[EvalItem]], dict],
+                 show: bool = False) -> tuple[dict, list[EvalItem], dict]:
+    """Each group's `score` of `run(items)`'s systems (one call per group: one speaker), the
+    pooled items and the pooled runs; `show`: print each group's line as it is done."""
+    scores, items, runs = {}, [], []
+    for name, mine in groups.items():
+        mine_runs = run(mine)
+        scores[name] = score(mine, mine_runs)
+        items, runs = items + mine, runs + [mine_runs]
+        if show:
+            print(name, json.dumps(scores[name]))
+    return scores, items, _pool(runs)
 
 
 def ctc_speedup(items: list[EvalItem], recognizer: Recognizer, options: dict, repeats: int) -> float:
@@ -201,8 +250,13 @@ def main() -> None:
     parser.add_argument("--voices", default=",".join(HELD_OUT_VOICES))
     parser.add_argument("--beam", type=int, default=RecognitionOptions.beam_size)
     parser.add_argument("--sweep", default=None, help="NAME=V1,V2,...: pooled WER at each value")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="another numeric RecognitionOptions field for every run (repeatable)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE|SET",
+                        help="another numeric RecognitionOptions field for every run, or (no "
+                             f"'=') a set to report: {', '.join(SETS)} (default harvard); "
+                             "repeatable")
+    parser.add_argument("--fsdd-per-speaker", type=int, default=None, metavar="N",
+                        help="--set real: each FSDD speaker's first N clips (N/10 takes of "
+                             "every digit; default: all)")
     parser.add_argument("--snr", type=float, default=None,
                         help="add white noise at this SNR (dB) to every clip, for both systems")
     parser.add_argument("--speaker-adapt", type=int, default=SPEAKER_ADAPT_STEPS, metavar="STEPS",
@@ -219,6 +273,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.fsdd_per_speaker is not None and args.fsdd_per_speaker < 1:
+        parser.error("--fsdd-per-speaker must be at least 1")
+    sets = _sets(parser, args.set)
+    if args.sweep and sets != ["harvard"]:
+        parser.error("--sweep runs on the Harvard lists only")
     torch.set_num_threads(args.threads)
     recognizer = Recognizer.load(args.model, lm=args.lm, lexicon=args.lexicon, word_lm=args.word_lm)
     sentences = harvard_lists(parse_lists(args.lists))
@@ -228,36 +287,48 @@ def main() -> None:
               "lexicon": recognizer.checkpoint_info["lexicon"],
               "word_lm": recognizer.checkpoint_info["word_lm"], **options,
               "harvard_lists": args.lists, "snr_db": args.snr, "threads": args.threads,
-              "machine": platform.machine(), "held_out": {}}
+              "machine": platform.machine()}
 
     def clips(items: list[EvalItem]) -> list[EvalItem]:
         return items if args.snr is None else noisy_set(items, args.snr)
 
     if args.sweep:
+        result["held_out"] = {}
         items = clips([i for voice in args.voices.split(",") for i in speak_set(sentences, voice)])
         pooled_wer, voice_wer = sweep(items, recognizer, options, args.sweep)
         result["sweep"] = {args.sweep.partition("=")[0]: pooled_wer}
         result["sweep_by_voice"] = voice_wer
         print(json.dumps(result) if args.json else json.dumps(result, indent=1))
         return
-    pooled: list[EvalItem] = []
-    pooled_runs = []
-    for voice in args.voices.split(","):
-        items = clips(speak_set(sentences, voice))
-        runs = run_systems(items, recognizer, options, args.speaker_adapt)
-        pooled, pooled_runs = pooled + items, pooled_runs + [runs]
-        result["held_out"][voice] = score(items, runs)
-        if not args.json:
-            print(voice, json.dumps(result["held_out"][voice]))
-    result["held_out_all"] = score(pooled, _pool(pooled_runs))
-    librivox = clips(librivox_set())
-    librivox_runs = run_systems(librivox, recognizer, options, args.speaker_adapt)
-    result["librivox"] = score(librivox, librivox_runs)
+    transcripts = []
+    if "harvard" in sets:
+        voices = {voice: clips(speak_set(sentences, voice)) for voice in args.voices.split(",")}
+        result["held_out"], pooled, pooled_runs = score_groups(
+            voices, lambda items: run_systems(items, recognizer, options, args.speaker_adapt),
+            show=not args.json)
+        result["held_out_all"] = score(pooled, pooled_runs)
+        librivox = clips(librivox_set())
+        librivox_runs = run_systems(librivox, recognizer, options, args.speaker_adapt)
+        result["librivox"] = score(librivox, librivox_runs)
+        transcripts += [("held_out", pooled, pooled_runs), ("librivox", librivox, librivox_runs)]
+        result["ctc_speedup_over_beam"] = round(ctc_speedup(pooled, recognizer, options, args.repeat), 2)
+        result["timing_repeats"] = args.repeat
+    if "real" in sets:
+        def default_and_peer(items: list[EvalItem]) -> dict:
+            return run_systems(items, recognizer, options, default_only=True)
+
+        speakers = {speaker: clips(items[:args.fsdd_per_speaker])
+                    for speaker, items in _by_voice(fsdd_set()).items()}
+        result["fsdd_per_speaker"] = args.fsdd_per_speaker
+        result["fsdd"], fsdd, fsdd_runs = score_groups(speakers, default_and_peer, show=not args.json)
+        result["fsdd_all"] = score(fsdd, fsdd_runs)
+        groups = _by_voice(clips(librivox_set() + pocketsphinx_clips()))
+        result["recorded"], recorded, recorded_runs = score_groups(groups, default_and_peer,
+                                                                   show=not args.json)
+        result["recorded_all"] = score(recorded, recorded_runs)
+        transcripts += [("fsdd", fsdd, fsdd_runs), ("recorded", recorded, recorded_runs)]
     if args.transcripts:
-        _write_transcripts(args.transcripts, [("held_out", pooled, _pool(pooled_runs)),
-                                              ("librivox", librivox, librivox_runs)])
-    result["ctc_speedup_over_beam"] = round(ctc_speedup(pooled, recognizer, options, args.repeat), 2)
-    result["timing_repeats"] = args.repeat
+        _write_transcripts(args.transcripts, transcripts)
     print(json.dumps(result) if args.json else json.dumps(result, indent=1))
 
 
