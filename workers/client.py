@@ -80,8 +80,8 @@ class Client:
     def submit_asr(self, audio: str | os.PathLike, job_id: str | None = None,
                    name: str | None = None, **options) -> Job:
         """`audio` is copied into the storage directory unless it is already inside. `options`:
-        RecognitionOptions fields (decoder, beam_size, weights, views, ...); those left out or
-        None are the worker's recogniser's defaults."""
+        RecognitionOptions fields (decoder, beam_size, weights, views, hotwords=["okonkwo",
+        "new york"], ...); those left out or None are the worker's recogniser's defaults."""
         chosen = requested(RecognitionOptions, options)
         job_id = job_id or uuid.uuid4().hex
         existing = self.store.get(job_id)

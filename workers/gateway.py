@@ -22,7 +22,7 @@ from typing import Annotated, Literal
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
 from pipeline.frontend.audio import AudioError, load_audio
 from pipeline.frontend.text import TextError, check_text
@@ -39,7 +39,10 @@ _JOB_ID = Field(None, description="job id; resubmitting an id returns that job")
 
 def options_model(name: str, cls: type, **more) -> type[BaseModel]:
     """A request model with one optional field per job option of `cls` (its range and help,
-    its default in the description) and `more`; unknown names are refused."""
+    its default in the description) and `more`; unknown names are refused. A list option is
+    an array of strings: in a JSON body a list, in a query the parameter repeated
+    (`?hotwords=okonkwo&hotwords=new%20york`), OpenAPI's own form for arrays, so an item may
+    hold a comma."""
     fields = {}
     for f in job_fields(cls):
         s = spec(f)
@@ -47,7 +50,12 @@ def options_model(name: str, cls: type, **more) -> type[BaseModel]:
         limits = {"ge": s.low} if s.low is not None else {}
         if s.high is not None:
             limits["lt" if s.high_open else "le"] = s.high
-        default = "" if default_of(f) is None else f" (default: {default_of(f)})"
+        if s.kind is tuple:
+            item = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                                    max_length=s.max_chars)]
+            kind, limits = list[item], {"max_length": s.max_items}
+        shown = default_of(f) if s.kind is not tuple else "none"
+        default = "" if default_of(f) is None else f" (default: {shown})"
         fields[f.name] = (kind | None, Field(None, description=s.help + default, **limits))
     return create_model(name, __config__=ConfigDict(extra="forbid"), **more, **fields)
 

@@ -1,6 +1,7 @@
 """`DecodingTask`: one place that turns `RecognitionOptions` into the parts of a decoding.
 
-    task = DecodingTask(model, options, lm=lm, lexicon=lexicon_scorer, word_lm=word_lm_scorer)
+    task = DecodingTask(model, options, lm=lm, lexicon=lexicon_scorer, word_lm=word_lm_scorer,
+                        tokenizer=tokenizer)
     views = [pad_sequences([view(f) for f in feats]) for view in task.views()]
     tokens = task.run([encode(x, lengths) for x, lengths in views])   # token ids per utterance
 
@@ -8,27 +9,33 @@ Joint decoding hears each piece in several views, an ensemble of one model (test
 augmentation): as it is, at tempo 1 -+ `tempo_views`, and `shift_views` fractions of an encoder
 step later; each view's decoder and CTC prefix scores take an equal share of their weights. The
 language model, the lexicon and the word n-gram model join the search with their weights
-(ESPnet's idea: a dict of scorers and a dict of weights). A model with a right-to-left decoder
-rescores the beam's finished hypotheses with it, `r2l_weight` times its log-probability averaged
-over the views (attention rescoring, WeNet's U2++). Greedy CTC hears the piece once.
+(ESPnet's idea: a dict of scorers and a dict of weights), and so do a job's hotwords
+(models.biasing, `hotword_weight` per paid token), each normalised as transcripts spell words
+and spelled in the recogniser's units as it would be mid-sentence. A model with a right-to-left
+decoder rescores the beam's finished hypotheses with it, `r2l_weight` times its log-probability
+averaged over the views (attention rescoring, WeNet's U2++). Greedy CTC hears the piece once
+(and takes no hotwords: RecognitionOptions refuses them with decoder "ctc").
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
+from functools import lru_cache, partial
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from models.asr import SpeechTransformer
+from models.biasing import HotwordScorer
 from models.ctc import CTCPrefixScorer, ctc_greedy
 from models.decoding import DecoderScorer, DecodingOptions, Hypothesis, LengthBonus, decode
 from models.lexicon import LexiconScorer
 from models.lm import RNNLM, LMScorer
 from models.wordlm import WordLMScorer
 from pipeline.frontend.features import stretch
+from pipeline.frontend.text import words_for_scoring
+from pipeline.frontend.tokenizer import SubwordTokenizer
 from pipeline.inference.options import RecognitionOptions
 
 
@@ -44,9 +51,11 @@ class Encoded(NamedTuple):
 class DecodingTask:
     def __init__(self, model: SpeechTransformer, options: RecognitionOptions,
                  lm: RNNLM | None = None, lexicon: LexiconScorer | None = None,
-                 word_lm: WordLMScorer | None = None):
+                 word_lm: WordLMScorer | None = None, tokenizer: SubwordTokenizer | None = None):
+        """`tokenizer`: the model's units, to spell the options' hotwords with."""
         self.model, self.options = model, options
         self.lm, self.lexicon, self.word_lm = lm, lexicon, word_lm
+        self.tokenizer = tokenizer
 
     def views(self) -> list[Callable[[Tensor], Tensor]]:
         """Feature transforms, the identity first, whose encodings are scored as one ensemble:
@@ -97,6 +106,11 @@ class DecodingTask:
         if self.word_lm is not None and opts.word_lm_weight > 0:
             scorers["word_lm"] = self.word_lm.with_word_bonus(opts.word_bonus)
             weights["word_lm"] = opts.word_lm_weight
+        if opts.hotwords and opts.hotword_weight > 0:
+            if self.tokenizer is None:
+                raise ValueError("hotwords need the recogniser's tokenizer to spell them")
+            scorers["hotwords"] = hotword_scorer(self.tokenizer, opts.hotwords, dims.eos)
+            weights["hotwords"] = opts.hotword_weight
         return scorers, weights
 
     @property
@@ -128,3 +142,16 @@ class DecodingTask:
         for b, h, r2l_logprob in zip(rows, flat, r2l.tolist()):
             out[b].append(h.plus(self.options.r2l_weight * r2l_logprob, self.options.length_penalty))
         return [sorted(hs, key=lambda h: h.score, reverse=True) for hs in out]
+
+
+@lru_cache(maxsize=8)
+def hotword_scorer(tokenizer: SubwordTokenizer, hotwords: tuple[str, ...],
+                   eos: int) -> HotwordScorer:
+    """The scorer of `hotwords`, each as the transcript would spell it (words_for_scoring) in
+    the tokenizer's units; a sentencepiece word begins with its word-start piece wherever it
+    stands, so a hotword alone is spelled as mid-sentence. Cached: the batches of one job, and
+    the jobs of one hotword list, share a scorer. A hotword with a letter the units cannot
+    spell (the unknown piece) is one the model never writes: it is left out."""
+    pieces = tokenizer.pieces()
+    spelled = [tokenizer.encode(h) for h in sorted({words_for_scoring(h) for h in hotwords} - {""})]
+    return HotwordScorer([s for s in spelled if all(pieces[t] is not None for t in s)], pieces, eos)

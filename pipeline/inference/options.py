@@ -26,25 +26,32 @@ SPEAKER_ADAPT_STEPS = 100
 DECODERS = ("attention", "ctc")
 TTS_DECODERS = ("nat", "ar")
 TTS_ATTENTIONS = ("dot", "location", "monotonic")
+MAX_HOTWORDS, MAX_HOTWORD_CHARS = 1_000, 100
 
 Options = TypeVar("Options")
 
 
 @dataclass(frozen=True)
 class OptionSpec:
-    """What a field may hold: numbers in [low, high] (or [low, high)), or one of `choices`."""
+    """What a field may hold: numbers in [low, high] (or [low, high)), one of `choices`, or
+    (kind tuple) a list of at most `max_items` strings, each of 1 to `max_chars` characters."""
 
-    kind: type  # int, float or str
+    kind: type  # int, float, str, or tuple: a list of strings
     help: str
     low: float | None = None
     high: float | None = None
     high_open: bool = False
     choices: tuple[str, ...] | None = None
     job: bool = True  # a job may set it (False: the worker's or the caller's choice alone)
+    max_items: int | None = None
+    max_chars: int | None = None
 
     def allows(self, value: Any) -> bool:
         if self.choices is not None:
             return value is None or value in self.choices
+        if self.kind is tuple:
+            return (isinstance(value, (list, tuple)) and len(value) <= self.max_items
+                    and all(self._allows_item(v) for v in value))
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
         if self.kind is int and not isinstance(value, int):
@@ -57,10 +64,24 @@ class OptionSpec:
             return False
         return True
 
+    def _allows_item(self, item: Any) -> bool:
+        return isinstance(item, str) and 0 < len(item.strip()) <= self.max_chars
+
+    def shown(self, value: Any) -> str:
+        """A refused value as its refusal names it: a list by its length or its first bad item."""
+        if self.kind is tuple and isinstance(value, (list, tuple)):
+            if len(value) > self.max_items:
+                return f"{len(value)} of them"
+            return repr(next(v for v in value if not self._allows_item(v)))
+        return repr(value)
+
     def describe(self) -> str:
         """The legal values in words: "an integer from 1 to 16", "one of 'nat', 'ar'"."""
         if self.choices is not None:
             return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.kind is tuple:
+            return (f"a list of at most {self.max_items} strings, each of 1 to {self.max_chars} "
+                    "characters")
         noun = "an integer" if self.kind is int else "a number"
         if self.low is not None and self.high is not None:
             upper = f"below {self.high:g}" if self.high_open else f"{self.high:g}"
@@ -72,10 +93,13 @@ class OptionSpec:
 
 def option(default: Any, help: str, *, low: float | None = None, high: float | None = None,
            high_open: bool = False, choices: tuple[str, ...] | None = None,
-           job: bool = True) -> Any:
-    """A dataclass field with its range and help text as metadata."""
+           job: bool = True, max_items: int | None = None, max_chars: int | None = None) -> Any:
+    """A dataclass field with its range and help text as metadata; a tuple default makes a
+    list-of-strings option (`max_items`, `max_chars`)."""
     kind = str if choices is not None else type(default)
-    spec = OptionSpec(kind, help, low, high, high_open, choices, job)
+    if kind is tuple and (max_items is None or max_chars is None):
+        raise TypeError("a list option needs max_items and max_chars")
+    spec = OptionSpec(kind, help, low, high, high_open, choices, job, max_items, max_chars)
     return field(default=default, metadata={"spec": spec})
 
 
@@ -90,13 +114,16 @@ def job_fields(cls: type) -> list[Field]:
 
 def check_fields(options: Any) -> None:
     """ValueError naming the first field whose value is outside its range; whole numbers given
-    for a float field are stored as floats, so equal options compare and hash equal."""
+    for a float field are stored as floats and lists as tuples, so equal options compare and
+    hash equal (a job's stored options are JSON, where a tuple is a list)."""
     for f in fields(options):
         value, s = getattr(options, f.name), spec(f)
         if not s.allows(value):
-            raise ValueError(f"{f.name} must be {s.describe()}, not {value!r}")
+            raise ValueError(f"{f.name} must be {s.describe()}, not {s.shown(value)}")
         if s.kind is float and isinstance(value, int):
             object.__setattr__(options, f.name, float(value))
+        if s.kind is tuple and isinstance(value, list):
+            object.__setattr__(options, f.name, tuple(value))
 
 
 def with_overrides(base: Options, requested: Mapping[str, Any]) -> Options:
@@ -111,8 +138,10 @@ def with_overrides(base: Options, requested: Mapping[str, Any]) -> Options:
 
 
 def requested(cls: type, options: Mapping[str, Any]) -> dict[str, Any]:
-    """The options a client set (None: left to the worker), checked against `cls`'s defaults."""
-    chosen = {k: v for k, v in options.items() if v is not None}
+    """The options a client set (None: left to the worker), checked against `cls`'s defaults;
+    a list option as a list, as its JSON is read back."""
+    chosen = {k: list(v) if isinstance(v, tuple) else v
+              for k, v in options.items() if v is not None}
     with_overrides(cls(), chosen)
     return chosen
 
@@ -138,6 +167,15 @@ class RecognitionOptions:
     word_lm_weight: float = option(0.3, "weight of the word n-gram model", low=0, high=10)
     word_bonus: float = option(2.0, "added to each ended word's n-gram log-probability (a word "
                                     "insertion bonus)", low=-20, high=20)
+    # the words a clip is likely to hold (names, terms), favoured by the beam search
+    # (models.biasing): each normalised as the transcript spells words, matched as whole words
+    hotwords: tuple[str, ...] = option((), "words or phrases to favour (names, terms); only "
+                                           "whole ones count", max_items=MAX_HOTWORDS,
+                                       max_chars=MAX_HOTWORD_CHARS)
+    # a name must outbid the word list's and the word LM's costs of an unknown word, yet too
+    # much bonus inserts hotwords the audio lacks (docs/BENCHMARKS.md, "Hotwords")
+    hotword_weight: float = option(6.0, "bonus per token of a whole hotword the hypothesis "
+                                        "spells, after its first", low=0, high=20)
     length_bonus: float = option(0.0, "added to a hypothesis's score per token", low=-10, high=10)
     length_penalty: float = option(1.0, "exponent of the length that scores are normalised by",
                                    low=0, high=2)
@@ -178,6 +216,9 @@ class RecognitionOptions:
         check_fields(self)
         if self.speaker_adapt_steps and self.speaker_adapt_lr <= 0:
             raise ValueError("speaker_adapt_lr must be above 0 when speaker_adapt_steps is set")
+        if self.hotwords and self.decoder == "ctc":
+            raise ValueError("hotwords need decoder 'attention': greedy CTC takes each frame's "
+                             "best unit and has no search to bias")
 
 
 @dataclass(frozen=True)

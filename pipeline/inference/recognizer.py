@@ -11,6 +11,8 @@ by default the shipped `checkpoints/lm.pt`, and a word list as a soft lexicon co
 one of its rare words (a dictionary's, never in the training text) `rare_word_weight`; and a
 word n-gram model at word ends (models.wordlm), by default pocketsphinx's general-English
 trigram model (pipeline.inference.wordlm), `word_lm_weight` times each word's log-probability.
+A call's `hotwords` (names, terms) are favoured by the search too, `hotword_weight` per token of
+each whole one it spells (models.biasing, spelled in the model's units by `DecodingTask`).
 The options of a call are `RecognitionOptions` (pipeline.inference.options); the views, the
 scorers and right-to-left rescoring they ask for are assembled by `DecodingTask`
 (pipeline.inference.decoding). Every piece is heard at `tempo` first, then in its views.
@@ -240,7 +242,8 @@ class Recognizer:
                                    opts.speaker_adapt_steps, opts.speaker_adapt_lr)
 
     def _decode_batch(self, feats: list[Tensor], opts: RecognitionOptions):
-        task = DecodingTask(self.model, opts, self.lm, self._lexicon_scorer, self._word_lm_scorer)
+        task = DecodingTask(self.model, opts, self.lm, self._lexicon_scorer, self._word_lm_scorer,
+                            self.tokenizer)
         views = [pad_sequences([self._long_enough(view(f)) for f in feats]) for view in task.views()]
         with autocast(self.device, self.precision):
             return self._decode_padded(views, task)

@@ -72,6 +72,22 @@ def test_tts_then_asr_of_its_wav(gateway):
     assert _wait(gateway, r.json()["id"])["state"] == "succeeded"
 
 
+def test_asr_hotwords_are_the_query_parameter_repeated(gateway, service, tmp_path):
+    """`?hotwords=a&hotwords=b`: the job stores the list; with greedy CTC it is refused."""
+    from tests.helpers import write_noise_wav
+
+    wav = write_noise_wav(tmp_path / "clip.wav", 1.0).read_bytes()
+    params = [("hotwords", "Okonkwo"), ("hotwords", "new york, ny"), ("hotword_weight", "3")]
+    r = gateway.post("/v1/jobs/asr", params=params, content=wav, headers={"content-type": "audio/wav"})
+    assert r.status_code == 202, r.text
+    assert service.client.get(r.json()["id"]).request["options"] == {
+        "hotwords": ["Okonkwo", "new york, ny"], "hotword_weight": 3.0}
+    assert _wait(gateway, r.json()["id"])["state"] == "succeeded"
+    r = gateway.post("/v1/jobs/asr", params=params + [("decoder", "ctc")], content=wav,
+                     headers={"content-type": "audio/wav"})
+    assert r.status_code == 422 and "hotwords need decoder 'attention'" in r.json()["detail"]
+
+
 def test_tts_jobs_choose_the_decoder_and_attention(gateway, service):
     r = gateway.post("/v1/jobs/tts", json={"text": "Said by the other model.", "decoder": "ar",
                                            "attention": "dot"})
@@ -92,6 +108,9 @@ def test_the_schema_lists_every_job_option_with_its_range(gateway):
             s, allowed = spec(f), declared[f.name]["anyOf"][0]
             if s.choices is not None:
                 assert allowed["enum"] == list(s.choices)
+            elif s.kind is tuple:  # a list of strings: repeated query parameters
+                assert allowed["type"] == "array" and allowed["maxItems"] == s.max_items, f.name
+                assert allowed["items"] == {"type": "string", "minLength": 1, "maxLength": s.max_chars}
             else:
                 assert allowed["minimum"] == s.low, f.name
                 assert allowed.get("maximum", allowed.get("exclusiveMaximum")) == s.high, f.name
@@ -118,6 +137,10 @@ def test_bad_requests_get_4xx_with_a_message(gateway, service):
     for body in ({"text": "Hi.", "attention": "dot"}, {"text": "Hi.", "decoder": "ar", "speed": 2},
                  {"text": "Hi.", "voice": "alloy"}, {"text": "Hi.", "decoder": "wavenet"}):
         assert gateway.post("/v1/jobs/tts", json=body).status_code == 422, body
+    for hotwords in ({"hotwords": ""}, {"hotwords": "x" * 101}, {"hotword_weight": 21}):
+        r = gateway.post("/v1/jobs/asr", params=hotwords, content=b"RIFF",
+                         headers={"content-type": "audio/wav"})
+        assert r.status_code == 422 and "hotword" in r.text, hotwords
     r = gateway.post("/v1/jobs/asr", params={"batch_frames": 8}, content=b"RIFF",
                      headers={"content-type": "audio/wav"})
     assert r.status_code == 422 and "batch_frames" in r.text  # not a job option

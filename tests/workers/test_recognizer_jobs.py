@@ -53,11 +53,13 @@ def test_beam_search_weights_reach_the_recognizer(tmp_path, start_worker):
     settings = [{"ctc_weight": 0.0, "lexicon_weight": 0.0},
                 {"ctc_weight": 1.0, "lexicon_weight": 50.0, "rare_word_weight": 5.0,
                  "tempo": 0.8, "tempo_views": 0.0, "shift_views": 0},
-                {"speaker_adapt_steps": 20}, {"initial_silence_seconds": 1.0}]
+                {"speaker_adapt_steps": 20}, {"initial_silence_seconds": 1.0},
+                {"hotwords": ["the planks", "a birch canoe"], "hotword_weight": 20.0}]
     expected = [local.transcribe(clip, beam_size=2, **w).text for w in settings]
     # else the test could not tell the settings apart
     plain = local.transcribe(clip, beam_size=2).text
-    assert expected[0] != expected[1] and plain not in (expected[2], expected[3])
+    assert expected[0] != expected[1] and plain not in (expected[2], expected[3], expected[4])
+    assert "the planks" in expected[4] or "a birch canoe" in expected[4]  # a hotword, heard
     ids = [client.submit_asr(clip, beam_size=2, **w).id for w in settings]
     audio = client.get(ids[0]).request["audio"]
     bad = {client.submit("asr", {"audio": audio, "options": w}).id: message
@@ -69,6 +71,9 @@ def test_beam_search_weights_reach_the_recognizer(tmp_path, start_worker):
                               ({"speaker_adapt_steps": 2.5}, "speaker_adapt_steps must be an int"),
                               ({"shift_views": 1.5}, "shift_views must be an integer from 0 to 3"),
                               ({"beam_size": 17}, "beam_size must be an integer from 1 to 16"),
+                              ({"hotwords": "planks"}, "hotwords must be a list of at most 1000"),
+                              ({"hotwords": ["planks"], "decoder": "ctc"},
+                               "hotwords need decoder 'attention'"),
                               ({"batch_frames": 1}, "unknown option batch_frames"))}
     jobs = [client.wait(i, 120) for i in ids]
     assert [j.result["text"] for j in jobs] == expected, [j.error for j in jobs]

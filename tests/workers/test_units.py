@@ -30,12 +30,21 @@ def test_a_jobs_options_are_checked_by_the_worker_with_the_fields_message(tmp_pa
     engines.prepare("asr", work)
     assert work.options == RecognitionOptions(beam_size=4, lm_weight=1.0)
     assert isinstance(work.options.lm_weight, float)  # a whole number for a float field
+    work = Work("j", {"audio": "missing.wav", "options": {"hotwords": ["Okonkwo", "new york"]}})
+    engines.prepare("asr", work)
+    assert work.options.hotwords == ("Okonkwo", "new york")  # JSON's list, as the field's tuple
     for options, message in (({"tempo_views": 0.5}, "tempo_views must be a number from 0 to below 0.5"),
                              ({"beam_size": 17}, "beam_size must be an integer from 1 to 16, not 17"),
                              ({"shift_views": 1.0}, "shift_views must be an integer"),
                              ({"shift_views": True}, "shift_views must be an integer"),
                              ({"r2l_weight": float("inf")}, "r2l_weight must be a number from 0"),
                              ({"batch_frames": 10**9}, "unknown option batch_frames"),
+                             ({"hotwords": "okonkwo"}, "hotwords must be a list of at most 1000"),
+                             ({"hotwords": ["a"] * 1001}, "not 1001 of them"),
+                             ({"hotwords": ["okonkwo", ""]}, "hotwords must be a list"),
+                             ({"hotword_weight": 30}, "hotword_weight must be a number from 0 to 20"),
+                             ({"hotwords": ["okonkwo"], "decoder": "ctc"},
+                              "hotwords need decoder 'attention'"),
                              ([1, 2], "options are an object")):
         work = Work("j", {"audio": "missing.wav", "options": options})
         engines.prepare("asr", work)
@@ -55,6 +64,9 @@ def test_jobs_batch_together_when_their_options_are_equal_and_adapted_ones_alone
     adapted = [work("c", speaker_adapt_steps=10), work("d", speaker_adapt_steps=10)]
     assert _group_key("asr", adapted[0]) != _group_key("asr", adapted[1])
     assert _group_key("asr", work("e", speaker_adapt_steps=0)) == _group_key("asr", work("f"))
+    names = [work(j, hotwords=["okonkwo", "ada"]) for j in ("i", "j")]
+    assert _group_key("asr", names[0]) == _group_key("asr", names[1])
+    assert _group_key("asr", names[0]) != _group_key("asr", work("k", hotwords=["ada"]))
     tts = [Work(j, {}, options=TTSOptions(decoder=d)) for j, d in (("g", "ar"), ("h", "nat"))]
     assert _group_key("tts", tts[0]) != _group_key("tts", tts[1])
 
@@ -166,5 +178,18 @@ def test_job_transitions_in_redis():
 def test_batch_asr_requests_carry_only_the_options_given():
     (item,) = asr_items(["a.wav"], beam_size=2, lm_weight=0.1, ctc_weight=None)
     assert item.request == {"audio": "a.wav", "options": {"beam_size": 2, "lm_weight": 0.1}}
+    (named,) = asr_items(["a.wav"], hotwords=["okonkwo", "new york"])
+    assert named.request["options"] == {"hotwords": ["okonkwo", "new york"]}
     (default,) = asr_items(["a.wav"])
     assert default.job_id("asr") != item.job_id("asr")  # other options, another job
+
+
+def test_submit_and_batch_asr_take_the_hotwords_flags():
+    from click.testing import CliRunner
+
+    from workers.cli import main
+
+    for command in (["asr"], ["submit", "asr"], ["batch", "asr"]):
+        out = CliRunner().invoke(main, [*command, "--help"]).output
+        assert "--hotwords A,B,..." in out and "--hotwords-file PATH" in out, command
+        assert "--hotword-weight" in out, command

@@ -115,3 +115,26 @@ def test_asr_speaker_adapt_decodes_every_input_in_one_adapted_call(tmp_path, mon
     calls.clear()
     assert CliRunner().invoke(asr_cmd, args).exit_code == 0
     assert [n for n, _ in calls] == [2, 1] and calls[0][1].speaker_adapt_steps == 0
+
+
+def test_asr_hotwords_flags_reach_the_recogniser(tmp_path, monkeypatch):
+    from pipeline.inference.recognizer import Recognizer
+
+    runner = CliRunner()
+    help_text = runner.invoke(asr_cmd, ["--help"]).output
+    assert "--hotwords A,B,..." in help_text and "--hotwords-file PATH" in help_text
+    assert "--hotword-weight" in help_text
+    model = make_tiny_asr_checkpoint(tmp_path / "asr.pt")
+    wav = write_noise_wav(tmp_path / "clip.wav", seconds=1.0)
+    (tmp_path / "names.txt").write_text("Okonkwo\nnew york\n")
+    seen = []
+    transcribe = Recognizer.transcribe_batch
+    monkeypatch.setattr(Recognizer, "transcribe_batch",
+                        lambda self, audios, options: seen.append(options) or transcribe(self, audios, options))
+    result = runner.invoke(asr_cmd, [str(wav), "--model", str(model), "--beam-size", "2",
+                                     "--hotwords", "birch,canoe", "--hotwords-file", str(tmp_path / "names.txt"),
+                                     "--hotword-weight", "4"])
+    assert result.exit_code == 0, result.output
+    assert seen[-1].hotwords == ("birch", "canoe", "Okonkwo", "new york") and seen[-1].hotword_weight == 4
+    bad = runner.invoke(asr_cmd, [str(wav), "--model", str(model), "--decoder", "ctc", "--hotwords", "birch"])
+    assert bad.exit_code == 2 and "hotwords need decoder 'attention'" in bad.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from dataclasses import fields
@@ -38,6 +39,14 @@ def test_every_field_has_a_range_and_help_and_its_default_is_legal():
     ({"lm_weight": float("nan")}, "lm_weight must be a number"),
     ({"lm_weight": True}, "lm_weight must be a number"),
     ({"decoder": "greedy"}, "decoder must be one of 'attention', 'ctc', not 'greedy'"),
+    ({"hotwords": "okonkwo"}, ("hotwords must be a list of at most 1000 strings, each of 1 to "
+                               "100 characters, not 'okonkwo'")),
+    ({"hotwords": ["okonkwo", " "]}, "hotwords must be a list .*, not ' '"),
+    ({"hotwords": ["x" * 101]}, "hotwords must be a list"),
+    ({"hotwords": ["a"] * 1001}, "hotwords must be a list .*, not 1001 of them"),
+    ({"hotwords": [3]}, "hotwords must be a list .*, not 3"),
+    ({"hotword_weight": 21}, "hotword_weight must be a number from 0 to 20, not 21"),
+    ({"hotwords": ["okonkwo"], "decoder": "ctc"}, "hotwords need decoder 'attention'"),
 ])
 def test_a_bad_value_is_refused_with_the_fields_message(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -69,6 +78,16 @@ def test_equal_options_hash_equal_so_jobs_batch_together():
     assert len({RecognitionOptions(), RecognitionOptions(beam_size=16), RecognitionOptions(tempo=1)}) == 2
 
 
+def test_hotwords_are_a_tuple_whether_given_as_a_list_or_read_back_from_json():
+    options = RecognitionOptions(hotwords=["okonkwo", "new york"])
+    assert options.hotwords == ("okonkwo", "new york") and RecognitionOptions().hotwords == ()
+    chosen = requested(RecognitionOptions, {"hotwords": ("okonkwo", "new york")})
+    assert chosen == {"hotwords": ["okonkwo", "new york"]}  # as the job's JSON holds it
+    stored = json.loads(json.dumps({"options": chosen}))["options"]
+    assert with_overrides(RecognitionOptions(), stored) == options
+    assert hash(with_overrides(RecognitionOptions(), stored)) == hash(options)  # they batch together
+
+
 def test_the_declaration_loads_without_torch():
     code = "import sys, pipeline.inference.options, pipeline.cli.options; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -96,3 +115,19 @@ def test_flags_are_derived_with_their_ranges_and_real_defaults():
     assert bad.exit_code == 2 and "1<=x<=16" in bad.output
     tts = runner.invoke(_command(TTSOptions), ["--decoder", "ar", "--attention", "dot"])
     assert tts.output.strip() == "[('attention', 'dot'), ('decoder', 'ar')]"
+
+
+def test_a_list_option_is_comma_separated_flags_and_a_file_one_a_line(tmp_path):
+    runner = CliRunner()
+    help_text = runner.invoke(_command(RecognitionOptions), ["--help"]).output
+    assert "--hotwords A,B,..." in help_text and "--hotwords-file PATH" in help_text
+    (tmp_path / "names.txt").write_text("Okonkwo Achebe\n\n  zalbrentine  \n")
+    out = runner.invoke(_command(RecognitionOptions),
+                        ["--hotwords", "new york, okonkwo", "--hotwords", "ada",
+                         "--hotwords-file", str(tmp_path / "names.txt")])
+    assert out.exit_code == 0, out.output
+    assert out.output.strip() == ("[('hotwords', ('new york', 'okonkwo', 'ada', 'Okonkwo Achebe', "
+                                  "'zalbrentine'))]")
+    assert runner.invoke(_command(RecognitionOptions), ["--hotwords", " , "]).output.strip() == "[]"
+    missing = runner.invoke(_command(RecognitionOptions), ["--hotwords-file", str(tmp_path / "no")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
