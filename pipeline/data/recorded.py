@@ -16,12 +16,12 @@ FSDD and pocketsphinx-testdata are how real speech is measured here and never jo
 from __future__ import annotations
 
 import gzip
-import json
 import re
 from pathlib import Path
 
 import soundfile as sf
 
+from pipeline.data import manifests
 from pipeline.data.manifests import Utterance
 from pipeline.frontend.text import words_for_scoring
 
@@ -66,12 +66,4 @@ def write_manifest(source: str, out: Path) -> Path:
     readers = {"asterisk": asterisk_utterances}
     if source not in readers:
         raise RecordedError(f"unknown source {source!r}; one of {sorted(readers)}")
-    utterances = readers[source]()
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = out / "manifest.jsonl"
-    tmp = manifest.with_suffix(".tmp")
-    with tmp.open("w") as f:
-        for u in utterances:
-            f.write(json.dumps(u.to_dict()) + "\n")
-    tmp.replace(manifest)
-    return manifest
+    return manifests.write_manifest(out / "manifest.jsonl", readers[source]())

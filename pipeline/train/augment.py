@@ -81,7 +81,7 @@ class WaveAugment:
             wav = trim_silence(wav, rate, rng.uniform(0, self.trim_keep_seconds),
                                rng.uniform(0, self.trim_keep_seconds))
         if self.speed:
-            wav = change_speed(wav, rate, rng.uniform(1 - self.speed, 1 + self.speed))
+            wav = change_speed(wav, rng.uniform(1 - self.speed, 1 + self.speed))
         if rng.random() < self.reverb_share:
             wav = reverberate(wav, room_impulse_response(rate, rng.uniform(*self.rt60), rng))
         if rng.random() < self.noise_share:
@@ -115,13 +115,13 @@ def trim_silence(wav: Tensor, rate: int, keep_before: float = 0.0, keep_after: f
     return wav[start:end]
 
 
-def change_speed(wav: Tensor, rate: int, factor: float) -> Tensor:
-    """Play `factor` times as fast: resampled, so length / factor and every frequency x factor."""
+def change_speed(wav: Tensor, factor: float) -> Tensor:
+    """Play `factor` times as fast at any sample rate: resampled, so length / factor and every
+    frequency x factor."""
     if factor == 1.0:
         return wav
-    # resample from rate*factor to rate in small integers: a factor to within 0.5%
-    new = round(200 / factor)
-    return AF.resample(wav, 200, new)
+    # the rate ratio in small integers (a short resampling kernel): the factor to within 0.5%
+    return AF.resample(wav, 200, round(200 / factor))
 
 
 def room_impulse_response(rate: int, rt60: float, rng: random.Random) -> Tensor:
@@ -132,9 +132,8 @@ def room_impulse_response(rate: int, rt60: float, rng: random.Random) -> Tensor:
     t = torch.arange(n) / rate
     gen = torch.Generator().manual_seed(rng.randrange(2**31))
     decay = torch.exp(-3 * math.log(10) * t / rt60)  # amplitude: -60 dB in power at t = rt60
-    tail = torch.randn(n, generator=gen) * decay * 0.3
-    tail = AF.lowpass_biquad(tail, rate, rng.uniform(2000, min(7000, rate / 2 - 100)))
-    rir = tail
+    rir = torch.randn(n, generator=gen) * decay * 0.3  # the tail
+    rir = AF.lowpass_biquad(rir, rate, rng.uniform(2000, min(7000, rate / 2 - 100)))
     rir[0] = 1.0
     for _ in range(rng.randint(3, 8)):  # early reflections
         i = rng.randrange(max(2, round(0.002 * rate)), max(3, round(0.05 * rate)))
