@@ -19,6 +19,7 @@ import os
 import socket
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import click
@@ -29,7 +30,24 @@ from pipeline.cli.train import COMMANDS as PIPELINE_COMMANDS
 from pipeline.inference.options import RecognitionOptions, TTSOptions, requested
 
 
-@click.group()
+class _Group(click.Group):
+    """Every command that cannot reach Redis says so in one line and exits 3, in seconds."""
+
+    def invoke(self, ctx):
+        from kombu.exceptions import OperationalError
+        from redis.exceptions import ConnectionError, TimeoutError
+
+        try:
+            return super().invoke(ctx)
+        except (ConnectionError, TimeoutError, OperationalError) as e:
+            from workers.jobs import unreachable
+            from workers.settings import Settings
+
+            click.echo(f"speechq: {unreachable(Settings.from_env().redis_url, e)}", err=True)
+            sys.exit(3)
+
+
+@click.group(cls=_Group)
 @click.version_option(package_name="speechq")
 def main() -> None:
     """speechq: Transformer TTS and ASR, trained here and served by Celery workers over Redis."""
@@ -180,9 +198,16 @@ def status_cmd(job_id, wait, timeout, as_json) -> None:
     try:
         job = _client().get(job_id)
     except JobNotFound as e:
-        _emit({**_refusal(str(e)), "id": job_id}, as_json)
-        sys.exit(2)
+        _no_such_job(job_id, e, as_json)
     _finish(job, wait, timeout, as_json)
+
+
+def _no_such_job(job_id: str, e: Exception, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"id": job_id, "state": None, "result": None, "error": str(e)}))
+    else:
+        click.echo(f"no such job: {e}", err=True)
+    sys.exit(2)
 
 
 @main.command("result")
@@ -199,17 +224,26 @@ def result_cmd(job_id) -> None:
 
 @main.command("cancel")
 @click.argument("job_id")
+@click.option("--timeout", type=float, default=5.0, show_default=True,
+              help="seconds to wait for a running job to stop")
 @click.option("--json", "as_json", is_flag=True)
-def cancel_cmd(job_id, as_json) -> None:
-    """Cancel a job: at once if queued, at its worker's next check if running."""
+def cancel_cmd(job_id, timeout, as_json) -> None:
+    """Cancel a job: at once if queued, at its worker's next check if running. Prints the state
+    it ends in (`cancelled`, or the state of a job that had already ended); exits 1 if a
+    running job did not stop within --timeout."""
     from workers.client import JobNotFound
 
+    client = _client()
     try:
-        job = _client().cancel(job_id)
+        job = client.cancel(job_id)
     except JobNotFound as e:
-        _emit({**_refusal(str(e)), "id": job_id}, as_json)
-        sys.exit(2)
+        _no_such_job(job_id, e, as_json)
+    if not job.done:
+        job = client.wait(job_id, timeout)
     _emit(job.to_dict(), as_json)
+    if not job.done:
+        click.echo(f"{job_id} is still {job.state}: its worker has been asked to stop", err=True)
+        sys.exit(1)
 
 
 # ------------------------------------------------------------------ monitoring
@@ -221,13 +255,25 @@ def cancel_cmd(job_id, as_json) -> None:
 @click.option("--interval", default=2.0, show_default=True)
 def monitor_cmd(once, as_json, interval) -> None:
     """Workers, queue depths, latency percentiles and failures."""
+    from redis.exceptions import ConnectionError, TimeoutError
+
     from workers import monitoring
-    from workers.jobs import connect
+    from workers.jobs import CLIENT_PATIENCE, connect, unreachable
     from workers.settings import Settings
 
-    r = connect(Settings.from_env().redis_url)
+    url = Settings.from_env().redis_url
+    r = connect(url, CLIENT_PATIENCE)
     while True:
-        snap = monitoring.snapshot(r)
+        try:
+            snap = monitoring.snapshot(r)
+        except (ConnectionError, TimeoutError) as e:
+            down = f"Redis is down: {unreachable(url, e)}"
+            if once:
+                click.echo(json.dumps({"error": down}) if as_json else down)
+                sys.exit(3)
+            click.echo(time.strftime("%H:%M:%S ") + down)
+            time.sleep(interval)
+            continue
         if as_json:
             click.echo(json.dumps(snap))
         else:
@@ -328,7 +374,9 @@ def serve_cmd(host, port, processes) -> None:
 @click.option("--device", default="cpu", show_default=True)
 def demo_cmd(text, device) -> None:
     """The main job end to end: Redis (started if none answers), a worker, a TTS job, an ASR job
-    on its audio, both printed with timings, then a clean shutdown."""
+    on its audio, both printed with timings, then a clean shutdown. The jobs run in an empty
+    Redis database of their own, so other workers on the same Redis cannot take them."""
+    import dataclasses
     import subprocess
 
     import redis as redis_py
@@ -346,8 +394,11 @@ def demo_cmd(text, device) -> None:
                         "--appendonly", "no"], check=True)
         started_redis = redis_py.Redis(port=int(port))
         time.sleep(0.5)
+    private = _private_database(settings.redis_url)
+    settings = dataclasses.replace(settings, redis_url=private.url)
+    env = {**os.environ, "SPEECHQ_REDIS_URL": private.url}
     worker = subprocess.Popen([sys.executable, "-c", "from workers.cli import main; main()", "worker",
-                               "--device", device, "--loglevel", "WARNING"], env=os.environ.copy())
+                               "--device", device, "--loglevel", "WARNING"], env=env)
     client = Client(settings)
     try:
         t = time.perf_counter()
@@ -363,5 +414,39 @@ def demo_cmd(text, device) -> None:
     finally:
         worker.terminate()  # warm shutdown
         worker.wait(60)
+        private.release()
         if started_redis is not None:
             started_redis.shutdown(nosave=True)
+
+
+class _PrivateDatabase:
+    """An empty Redis database on the server of `url`, held by a marker key until released
+    (then emptied again)."""
+
+    MARKER = "speechq:demo"
+
+    def __init__(self, url: str, db: int):
+        import redis as redis_py
+
+        from workers.jobs import connect
+
+        parts = urllib.parse.urlsplit(url)
+        self.url = urllib.parse.urlunsplit(parts._replace(path=f"/{db}"))
+        self.r = connect(self.url)
+        self.held = bool(self.r.dbsize() == 0 and self.r.set(self.MARKER, os.getpid(), nx=True,
+                                                              ex=3600))
+        self._errors = (redis_py.RedisError,)
+
+    def release(self) -> None:
+        try:
+            self.r.flushdb()
+        except self._errors:
+            pass
+
+
+def _private_database(url: str) -> _PrivateDatabase:
+    for db in range(15, 0, -1):  # from the top: 0 is the usual one
+        candidate = _PrivateDatabase(url, db)
+        if candidate.held:
+            return candidate
+    raise click.ClickException("no empty Redis database for the demo's jobs (all 16 are in use)")

@@ -103,13 +103,25 @@ class Client:
         return self.store.get_many(job_ids)
 
     def wait(self, job_id: str, timeout: float | None = None) -> Job:
-        """Block until the job has ended (or `timeout` seconds pass); returns it either way."""
+        """Block until the job has ended (or `timeout` seconds pass); returns it either way. A
+        Redis restart meanwhile is waited out; one that outlasts `timeout` raises its error."""
         deadline = None if timeout is None else time.monotonic() + timeout
         pubsub = self.store.r.pubsub(ignore_subscribe_messages=True)
+        job = None
         try:
-            pubsub.subscribe(done_channel(job_id))
+            try:
+                pubsub.subscribe(done_channel(job_id))
+            except redis.ConnectionError:
+                pass  # polled below until Redis is back
             while True:
-                job = self.get(job_id)  # after subscribing, so the end cannot slip between
+                try:
+                    job = self.get(job_id)  # after subscribing, so the end cannot slip between
+                except (redis.ConnectionError, redis.TimeoutError):
+                    if job is None or (deadline is not None and time.monotonic() >= deadline):
+                        raise
+                    time.sleep(0.5)
+                    pubsub = self._resubscribe(pubsub, job_id)
+                    continue
                 if job.state in TERMINAL:
                     return job
                 left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())

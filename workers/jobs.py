@@ -8,13 +8,19 @@ by one worker at a time, finishes at most once, and a resubmitted id finds the e
                                   \\--release (batch over the soft limit)--> queued, runs alone
 
 A running job holds a lease key that its worker renews while it works. When the worker dies the
-lease lapses; the job's message comes back (late ack) and the next claim counts another attempt.
-After `max_attempts` lost attempts the job fails into the dead-letter list instead of looping.
+lease lapses; every worker's reaper (`workers.reaper`) then puts the job's unacked message back on
+its queue within seconds, and the next claim counts another attempt. After `max_attempts` lost
+attempts the job fails into the dead-letter list instead of looping.
+
+Besides the hash, each kind keeps a sorted set of the ids that wait to run (`queued_key`, scored by
+submission time), so queue depth and the oldest waiting job's age count only jobs that will run;
+and ended jobs' stored files are listed by when they expire (`EXPIRING`), for the janitor.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -29,7 +35,9 @@ TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 PREFIX = "speechq"
 DEAD_LETTERS = f"{PREFIX}:dead"
 STATS = f"{PREFIX}:stats"
+EXPIRING = f"{PREFIX}:expiring"  # stored files of ended jobs, scored by when they expire
 LATENCY_KEEP = 1000  # recent latencies kept per kind, for percentiles
+CLIENT_PATIENCE = 3.0  # seconds a client command waits for an unreachable Redis
 
 
 def job_key(job_id: str) -> str:
@@ -41,20 +49,42 @@ def lease_key(job_id: str) -> str:
 
 
 def latency_key(kind: str) -> str:
+    """Recent latencies of one kind, newest first, each "<finished at> <seconds>"."""
     return f"{PREFIX}:latency:{kind}"
+
+
+def queued_key(kind: str) -> str:
+    return f"{PREFIX}:queued:{kind}"
 
 
 def done_channel(job_id: str) -> str:
     return f"{PREFIX}:done:{job_id}"
 
 
-def connect(url: str) -> redis.Redis:
-    """A client that rides out a Redis restart: commands retry with backoff for ~30 s."""
+def connect(url: str, patience: float = 30.0) -> redis.Redis:
+    """A client whose commands retry with backoff for about `patience` seconds when Redis cannot
+    be reached: workers ride out a restart with a long patience, a client command gives up in a
+    few seconds and says so."""
+    backoff = ExponentialBackoff(cap=2.0, base=0.05)
+    retries, waited = 0, 0.0
+    while waited + backoff.compute(retries + 1) <= patience:
+        retries += 1
+        waited += backoff.compute(retries)
     return redis.Redis.from_url(
-        url, decode_responses=True, socket_connect_timeout=5, socket_timeout=30,
-        health_check_interval=10, retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), 20),
+        url, decode_responses=True, socket_connect_timeout=min(5.0, max(1.0, patience)),
+        socket_timeout=30, health_check_interval=10, retry=Retry(backoff, retries),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
     )
+
+
+def unreachable(url: str, error: BaseException) -> str:
+    """One line for a user whose command could not reach Redis."""
+    return f"cannot reach Redis at {redacted(url)}: {error}"
+
+
+def redacted(url: str) -> str:
+    """The URL without its password."""
+    return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 @dataclass
@@ -109,31 +139,49 @@ class Job:
 
 # Lua: one script per transition. KEYS and ARGV are listed above each.
 
-# KEYS job; ARGV id, kind, request, now
+# KEYS job, queued; ARGV id, kind, request, now
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'kind', ARGV[2], 'request', ARGV[3],
            'state', 'queued', 'attempts', 0, 'submitted_at', ARGV[4], 'completions', 0)
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 return 1
 """
 
 # shared by the scripts that end a job. KEYS job, lease, stats, latency; ARGV[1..3] now, expires, state
+# The job's own stored files (its uploaded input, its output) are listed to expire with it.
 _END = """
+local function stored_file(json, field, prefix)
+  local ok, value = pcall(cjson.decode, json or 'null')
+  if not ok or type(value) ~= 'table' then return nil end
+  local ref = value[field]
+  if type(ref) == 'string' and string.sub(ref, 1, #prefix) == prefix then return ref end
+  return nil
+end
+
 local function end_job(state, now, expires)
+  local id = redis.call('HGET', KEYS[1], 'id')
+  local kind = redis.call('HGET', KEYS[1], 'kind')
   redis.call('HSET', KEYS[1], 'state', state, 'finished_at', now)
-  redis.call('HDEL', KEYS[1], 'owner')
+  redis.call('HDEL', KEYS[1], 'owner', 'lapsed_at')
   redis.call('DEL', KEYS[2])
   redis.call('EXPIRE', KEYS[1], expires)
-  local kind = redis.call('HGET', KEYS[1], 'kind')
+  redis.call('ZREM', 'PREFIX:queued:' .. kind, id)
   redis.call('HINCRBY', KEYS[3], kind .. ':' .. state, 1)
   local submitted = tonumber(redis.call('HGET', KEYS[1], 'submitted_at'))
   if state == 'succeeded' and submitted then
-    redis.call('LPUSH', KEYS[4], string.format('%.4f', tonumber(now) - submitted))
+    redis.call('LPUSH', KEYS[4], string.format('%.3f %.4f', tonumber(now), tonumber(now) - submitted))
     redis.call('LTRIM', KEYS[4], 0, LATENCY_LAST)
   end
-  redis.call('PUBLISH', 'speechq:done:' .. redis.call('HGET', KEYS[1], 'id'), state)
+  local gone = tonumber(now) + tonumber(expires)
+  local input = stored_file(redis.call('HGET', KEYS[1], 'request'), 'audio', 'inputs/' .. id .. '.')
+  local output = stored_file(redis.call('HGET', KEYS[1], 'result'), 'audio_ref', 'outputs/' .. id .. '.')
+  if input then redis.call('ZADD', 'EXPIRING', gone, input) end
+  if output then redis.call('ZADD', 'EXPIRING', gone, output) end
+  redis.call('PUBLISH', 'PREFIX:done:' .. id, state)
 end
-""".replace("LATENCY_LAST", str(LATENCY_KEEP - 1))
+""".replace("LATENCY_LAST", str(LATENCY_KEEP - 1)).replace("EXPIRING", EXPIRING).replace(
+    "PREFIX", PREFIX)
 
 # KEYS job, lease, stats, latency, dead; ARGV now, expires, owner, lease_ms, max_attempts, worker
 _CLAIM = _END + """
@@ -157,14 +205,19 @@ if attempts >= tonumber(ARGV[5]) then
 end
 attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'state', 'running', 'owner', ARGV[3], 'started_at', ARGV[1], 'worker', ARGV[6])
+redis.call('HDEL', KEYS[1], 'lapsed_at')
+redis.call('ZREM', 'PREFIX:queued:' .. redis.call('HGET', KEYS[1], 'kind'), redis.call('HGET', KEYS[1], 'id'))
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
 return {'claimed', attempts, redis.call('HGET', KEYS[1], 'request'),
         redis.call('HGET', KEYS[1], 'run_alone') or '0'}
-"""
+""".replace("PREFIX", PREFIX)
 
 # KEYS job, lease, stats, latency; ARGV now, expires, owner, state, result, error, error_type, batch
+# The owner may still finish a job the reaper put back in the queue (its lease lapsed while Redis
+# was away, say) as long as no other worker has claimed it since.
 _FINISH = _END + """
-if redis.call('HGET', KEYS[1], 'state') ~= 'running' or redis.call('HGET', KEYS[1], 'owner') ~= ARGV[3] then
+local state = redis.call('HGET', KEYS[1], 'state')
+if (state ~= 'running' and state ~= 'queued') or redis.call('HGET', KEYS[1], 'owner') ~= ARGV[3] then
   return 0
 end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[5]) end
@@ -201,17 +254,27 @@ return 1
 _RELEASE = """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'run_alone', 1)
+redis.call('ZADD', 'PREFIX:queued:' .. redis.call('HGET', KEYS[1], 'kind'),
+           redis.call('HGET', KEYS[1], 'submitted_at'), redis.call('HGET', KEYS[1], 'id'))
 redis.call('HINCRBY', KEYS[1], 'attempts', -1)
 redis.call('HDEL', KEYS[1], 'owner')
 redis.call('DEL', KEYS[2])
 return 1
-"""
+""".replace("PREFIX", PREFIX)
 
-# KEYS lease...; ARGV owner, lease_ms: renew the leases this owner still holds
+# KEYS job, lease, job, lease, ...; ARGV owner, lease_ms: renew the leases this owner holds, and
+# take back one that lapsed (Redis was away longer than a lease) while the job is still ours
 _RENEW = """
 local n = 0
-for _, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[1] then redis.call('PEXPIRE', key, ARGV[2]); n = n + 1 end
+for i = 1, #KEYS, 2 do
+  local holder = redis.call('GET', KEYS[i + 1])
+  if holder == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[i + 1], ARGV[2]); n = n + 1
+  elseif not holder and redis.call('HGET', KEYS[i], 'owner') == ARGV[1]
+      and redis.call('HGET', KEYS[i], 'state') == 'running' then
+    redis.call('SET', KEYS[i + 1], ARGV[1], 'PX', ARGV[2])
+    redis.call('HDEL', KEYS[i], 'lapsed_at'); n = n + 1
+  end
 end
 return n
 """
@@ -237,8 +300,9 @@ class Claim:
 
 class JobStore:
     def __init__(self, client: redis.Redis, result_expires: int = 86_400, max_attempts: int = 3,
-                 lease_seconds: float = 15.0):
+                 lease_seconds: float = 15.0, quick: redis.Redis | None = None):
         self.r = client
+        self.quick = quick or client  # for checks that may be skipped while Redis is away
         self.result_expires = result_expires
         self.max_attempts = max_attempts
         self.lease_ms = int(lease_seconds * 1000)
@@ -251,9 +315,12 @@ class JobStore:
         self._renew = client.register_script(_RENEW)
 
     @classmethod
-    def from_settings(cls, settings) -> "JobStore":
-        return cls(connect(settings.redis_url), settings.result_expires, settings.max_attempts,
-                   settings.lease_seconds)
+    def from_settings(cls, settings, patience: float = CLIENT_PATIENCE) -> "JobStore":
+        """Clients give up on an unreachable Redis in a few seconds; workers pass a long
+        `patience` so that a Redis restart delays their jobs but fails none."""
+        return cls(connect(settings.redis_url, patience), settings.result_expires,
+                   settings.max_attempts, settings.lease_seconds,
+                   quick=connect(settings.redis_url, CLIENT_PATIENCE))
 
     def _end_keys(self, job_id: str, kind: str | None = None) -> list[str]:
         # the latency list is per kind; callers that know it save a round trip
@@ -265,7 +332,7 @@ class JobStore:
     def create(self, job_id: str, kind: str, request: dict) -> bool:
         """Record a new queued job; False (and nothing changed) when the id exists."""
         args = [job_id, kind, json.dumps(request), f"{time.time():.6f}"]
-        return bool(self._create(keys=[job_key(job_id)], args=args))
+        return bool(self._create(keys=[job_key(job_id), queued_key(kind)], args=args))
 
     def get(self, job_id: str) -> Job | None:
         h = self.r.hgetall(job_key(job_id))
@@ -318,13 +385,20 @@ class JobStore:
     def renew(self, job_ids: list[str], owner: str) -> int:
         if not job_ids:
             return 0
-        return self._renew(keys=[lease_key(j) for j in job_ids], args=[owner, self.lease_ms])
+        keys = [k for j in job_ids for k in (job_key(j), lease_key(j))]
+        return self._renew(keys=keys, args=[owner, self.lease_ms])
 
     def cancel_requested(self, job_ids: list[str]) -> set[str]:
-        with self.r.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.hget(job_key(job_id), "cancel_requested")
-            return {j for j, flag in zip(job_ids, pipe.execute()) if flag == "1"}
+        """Which of these jobs their clients asked to cancel; none while Redis is away (the
+        question is asked again, and a job's end is recorded only once Redis answers)."""
+        try:
+            with self.quick.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    pipe.hget(job_key(job_id), "cancel_requested")
+                flags = pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError):
+            return set()
+        return {j for j, flag in zip(job_ids, flags) if flag == "1"}
 
     def record_loss(self, job_id: str, reason: str) -> None:
         """Say why the last attempt was lost; the dead-letter message quotes it."""

@@ -4,8 +4,14 @@ Each worker's main process writes a heartbeat (`speechq:workers`, a sorted set o
 last beat, and `speechq:worker:<host>`, its device, queues and counters); each pool process adds
 its batches (jobs, audio seconds, busy seconds) and its live state (active jobs, GPU memory).
 `snapshot()` gathers it all with queue depths, latency percentiles and failures for
-`speechq monitor`; `MetricsCollector` serves the same per worker to Prometheus, queue length
-included (Flower has no such figure).
+`speechq monitor`; `MetricsCollector` serves the same per worker to Prometheus, with the queue
+depth and the age of the oldest waiting job as gauges an autoscaler can use (Flower has neither).
+
+Queue depth counts the jobs that will run (the job store's per-kind set of queued ids), not the
+broker's messages: a cancelled job's message still waits in the list until a worker skips it.
+Latency percentiles cover the jobs that ended in the last `LATENCY_WINDOW` seconds, so one cold
+start does not stay in p95 for ever. A worker's keys expire `worker_expires` seconds after its
+last beat.
 """
 
 from __future__ import annotations
@@ -19,13 +25,15 @@ import time
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from workers.jobs import DEAD_LETTERS, PREFIX, STATS, latency_key
+from workers.jobs import DEAD_LETTERS, PREFIX, STATS, latency_key, queued_key
 from workers.settings import QUEUES
 
 log = logging.getLogger(__name__)
 
 WORKERS = f"{PREFIX}:workers"
 RECENT_KEEP = 2000  # batches kept per worker for the audio-seconds-per-second rate
+LATENCY_WINDOW = 300.0  # seconds of ended jobs the latency percentiles cover
+METRICS_PORTS = 64  # a worker serves metrics on the first free port of [metrics_port, + this)
 COUNTERS = ("batches", "jobs_succeeded", "jobs_failed", "jobs_cancelled", "audio_seconds", "busy_seconds")
 
 
@@ -39,6 +47,10 @@ def procs_key(host: str) -> str:
 
 def recent_key(host: str) -> str:
     return f"{PREFIX}:worker:{host}:recent"
+
+
+def worker_keys(host: str) -> list[str]:
+    return [worker_key(host), procs_key(host), recent_key(host)]
 
 
 def _gpu_bytes(device: str) -> int:
@@ -82,12 +94,15 @@ class ProcessStats:
         self.set_active(0)
 
 
-def heartbeat(r, hostname: str, info: dict) -> None:
-    """The main process's beat: who it is, and which of its pool processes still live."""
+def heartbeat(r, hostname: str, info: dict, expires: int = 3600) -> None:
+    """The main process's beat: who it is, and which of its pool processes still live. Its keys
+    expire `expires` seconds after the last beat."""
     now = time.time()
     with r.pipeline(transaction=False) as pipe:
         pipe.zadd(WORKERS, {hostname: now})
         pipe.hset(worker_key(hostname), mapping={**{k: str(v) for k, v in info.items()}, "heartbeat": now})
+        for key in worker_keys(hostname):
+            pipe.expire(key, expires)
         pipe.hkeys(procs_key(hostname))
         *_, pids = pipe.execute()
     dead = [p for p in pids if not _alive(int(p))]
@@ -106,10 +121,13 @@ def _alive(pid: int) -> bool:
 
 
 class Heartbeat:
-    """Beats every `every` seconds from a daemon thread until stopped."""
+    """Beats every `every` seconds from a daemon thread until stopped, and runs `upkeep()` (the
+    fleet's reaper) after each beat."""
 
-    def __init__(self, r, hostname: str, info: dict, every: float = 2.0):
+    def __init__(self, r, hostname: str, info: dict, every: float = 2.0, expires: int = 3600,
+                 upkeep=None):
         self.r, self.hostname, self.info, self.every = r, hostname, info, every
+        self.expires, self.upkeep = expires, upkeep
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="speechq-heartbeat", daemon=True)
 
@@ -120,7 +138,9 @@ class Heartbeat:
     def _run(self) -> None:
         while True:
             try:
-                heartbeat(self.r, self.hostname, self.info)
+                heartbeat(self.r, self.hostname, self.info, self.expires)
+                if self.upkeep is not None:
+                    self.upkeep()
             except Exception as e:  # Redis restarting: beat again later
                 log.warning("heartbeat failed: %s", e)
             if self._stop.wait(self.every):
@@ -145,12 +165,36 @@ def percentiles(values: list[float], qs=(50, 95, 99)) -> dict:
 
 
 def queue_depths(r, queues=QUEUES) -> dict:
+    """Jobs waiting to run per queue, and the broker's messages delivered but not yet acked."""
     with r.pipeline(transaction=False) as pipe:
         for q in queues:
-            pipe.llen(q)
+            pipe.zcard(queued_key(q))
         pipe.hlen("unacked")
         *depths, unacked = pipe.execute()
     return {**dict(zip(queues, depths)), "unacked": unacked}
+
+
+def oldest_waiting(r, queues=QUEUES) -> dict:
+    """Seconds the oldest waiting job of each queue has waited (0 when none waits)."""
+    now = time.time()
+    with r.pipeline(transaction=False) as pipe:
+        for q in queues:
+            pipe.zrange(queued_key(q), 0, 0, withscores=True)
+        firsts = pipe.execute()
+    return {q: round(max(0.0, now - first[0][1]), 3) if first else 0.0
+            for q, first in zip(queues, firsts)}
+
+
+def recent_latencies(r, kind: str, window: float = LATENCY_WINDOW) -> list[float]:
+    """Submit-to-end seconds of the jobs of `kind` that ended within the last `window` seconds."""
+    since = time.time() - window
+    values = []
+    for line in r.lrange(latency_key(kind), 0, -1):  # newest first
+        ended, _, seconds = line.partition(" ")
+        if not seconds or float(ended) < since:
+            break
+        values.append(float(seconds))
+    return values
 
 
 def worker_view(r, hostname: str, window: float = 60.0, online_within: float = 10.0) -> dict:
@@ -170,6 +214,7 @@ def worker_view(r, hostname: str, window: float = 60.0, online_within: float = 1
         "metrics_port": int(info.get("metrics_port", 0) or 0),
         "processes": len(procs),
         "active": sum(p.get("active", 0) for p in procs),
+        "busy_processes": sum(1 for p in procs if p.get("active", 0)),
         "gpu_memory_mb": round(sum(p.get("gpu_bytes", 0) for p in procs) / 2**20, 1),
         **{k: round(float(info.get(k, 0) or 0), 3) for k in COUNTERS},
         "processed": sum(int(float(info.get(f"jobs_{s}", 0) or 0)) for s in ("succeeded", "failed", "cancelled")),
@@ -183,12 +228,13 @@ def snapshot(r, queues=QUEUES, window: float = 60.0, online_within: float = 10.0
     stats = {k: int(v) for k, v in r.hgetall(STATS).items()}
     latency = {}
     for kind in queues:
-        values = [float(v) for v in r.lrange(latency_key(kind), 0, -1)]
-        latency[kind] = {"n": len(values), **percentiles(values)}
+        values = recent_latencies(r, kind)
+        latency[kind] = {"n": len(values), "window_s": LATENCY_WINDOW, **percentiles(values)}
     return {
         "time": time.time(),
         "workers": workers,
         "queues": queue_depths(r, queues),
+        "oldest_waiting_s": oldest_waiting(r, queues),
         "latency_seconds": latency,
         "jobs": stats,
         "failures": {k: v for k, v in stats.items() if k.endswith(":failed")},
@@ -198,18 +244,22 @@ def snapshot(r, queues=QUEUES, window: float = 60.0, online_within: float = 10.0
 
 def render(snap: dict) -> str:
     """The snapshot as a few plain-text tables."""
-    lines = [f"{'worker':32} {'on':3} {'device':8} {'gpu MB':>7} {'active':>6} {'done':>7} "
-             f"{'failed':>6} {'audio s/s':>9}"]
+    lines = [f"{'worker':32} {'on':3} {'device':8} {'gpu MB':>7} {'load':>5} {'active':>6} "
+             f"{'done':>7} {'failed':>6} {'audio s/s':>9}"]
     for w in snap["workers"]:
+        load = f"{w['busy_processes']}/{w['concurrency'] or w['processes']}"
         lines.append(f"{w['hostname'][:32]:32} {'yes' if w['online'] else 'no':3} "
-                     f"{(w['device'] or '-')[:8]:8} {w['gpu_memory_mb']:>7} {w['active']:>6} "
+                     f"{(w['device'] or '-')[:8]:8} {w['gpu_memory_mb']:>7} {load:>5} {w['active']:>6} "
                      f"{w['processed']:>7} {int(w['jobs_failed']):>6} {w['audio_seconds_per_second']:>9}")
     if not snap["workers"]:
         lines.append("(no workers)")
     lines.append("")
-    lines.append("queues: " + "  ".join(f"{q}={n}" for q, n in snap["queues"].items()))
+    oldest = snap.get("oldest_waiting_s", {})
+    lines.append("waiting: " + "  ".join(f"{q}={n} (oldest {oldest.get(q, 0):.1f} s)"
+                                        for q, n in snap["queues"].items() if q != "unacked"))
     for kind, lat in snap["latency_seconds"].items():
-        lines.append(f"latency {kind}: n={lat['n']} p50={lat['p50']} p95={lat['p95']} p99={lat['p99']}")
+        lines.append(f"latency {kind} (last {lat['window_s']:g} s): n={lat['n']} p50={lat['p50']} "
+                     f"p95={lat['p95']} p99={lat['p99']}")
     failed = "  ".join(f"{k}={v}" for k, v in snap["failures"].items()) or "none"
     lines.append(f"failed jobs: {failed}   dead letters: {snap['dead_letters']}")
     return "\n".join(lines)
@@ -227,10 +277,7 @@ class MetricsCollector(Collector):
     def collect(self):
         w = worker_view(self.r, self.hostname)
         labels = ["worker"]
-        q = GaugeMetricFamily("speechq_queue_length", "Messages waiting in a queue", labels=["queue"])
-        for name, n in queue_depths(self.r, self.queues).items():
-            q.add_metric([name], n)
-        yield q
+        yield from queue_metrics(self.r, self.queues)
         jobs = CounterMetricFamily("speechq_worker_jobs", "Jobs this worker ended, by outcome",
                                    labels=["worker", "outcome"])
         for outcome in ("succeeded", "failed", "cancelled"):
@@ -251,8 +298,7 @@ class MetricsCollector(Collector):
         lat = GaugeMetricFamily("speechq_job_latency_seconds", "Submit-to-end latency of recent jobs",
                                 labels=["kind", "quantile"])
         for kind in self.queues:
-            values = [float(v) for v in self.r.lrange(latency_key(kind), 0, -1)]
-            for name, v in percentiles(values).items():
+            for name, v in percentiles(recent_latencies(self.r, kind)).items():
                 if v is not None:
                     lat.add_metric([kind, str(int(name[1:]) / 100)], v)
         yield lat
@@ -261,11 +307,31 @@ class MetricsCollector(Collector):
         yield dead
 
 
-def start_metrics_server(r, hostname: str, port: int, addr: str = "0.0.0.0") -> int:
-    """Serve /metrics for this worker; port 0 picks a free one. Returns the port."""
+def queue_metrics(r, queues=QUEUES):
+    """The gauges an autoscaler reads: jobs waiting per queue, and the oldest one's wait."""
+    depth = GaugeMetricFamily("speechq_queue_length", "Jobs waiting to run", labels=["queue"])
+    for name, n in queue_depths(r, queues).items():
+        depth.add_metric([name], n)
+    yield depth
+    oldest = GaugeMetricFamily("speechq_queue_oldest_age_seconds",
+                               "Seconds the oldest waiting job has waited", labels=["queue"])
+    for name, age in oldest_waiting(r, queues).items():
+        oldest.add_metric([name], age)
+    yield oldest
+
+
+def start_metrics_server(r, hostname: str, port: int, addr: str = "127.0.0.1") -> int:
+    """Serve /metrics for this worker on the first free port of [port, port + METRICS_PORTS),
+    or any free port for 0. Returns the port."""
     from prometheus_client import start_http_server
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MetricsCollector(r, hostname))
-    server, _ = start_http_server(port, addr=addr, registry=registry)
-    return server.server_address[1]
+    candidates = [0] if port == 0 else range(port, port + METRICS_PORTS)
+    for candidate in candidates:
+        try:
+            server, _ = start_http_server(candidate, addr=addr, registry=registry)
+        except OSError:  # taken by another worker on this host
+            continue
+        return server.server_address[1]
+    raise OSError(f"no free port for metrics in {port}-{port + METRICS_PORTS - 1} on {addr}")

@@ -63,7 +63,7 @@ class JobRunner:
     def __init__(self, app, settings: Settings):
         self.app = app
         self.settings = settings
-        self.store = JobStore.from_settings(settings)
+        self.store = JobStore.from_settings(settings, settings.redis_patience)
         self.engines = Engines(settings)
         self.puller = Puller(self.store.r)
         self.limits = {

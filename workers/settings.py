@@ -40,9 +40,12 @@ class Settings:
     precision: str = "fp32"  # model arithmetic: fp32, or bf16/fp16 autocast (pipeline.inference.precision)
     soft_time_limit: float = 300.0  # seconds per task (one batch); the job fails cleanly
     hard_time_limit: float = 330.0  # the pool kills the process; the job is retried
-    visibility_timeout: float = 600.0  # unacked messages come back after this; > hard limit
-    restore_interval: float = 10.0  # how often workers look for messages of dead workers
-    lease_seconds: float = 15.0  # a running job whose owner stops renewing this is lost
+    visibility_timeout: float = 600.0  # the broker's own restore of unacked messages; > hard limit
+    restore_interval: float = 10.0  # how often the broker looks for messages past that timeout
+    lease_seconds: float = 10.0  # a running job whose owner stops renewing this is put back
+    upkeep_interval: float = 2.0  # how often each worker beats, reaps lapsed leases and cleans up
+    redis_patience: float = 300.0  # how long a worker's Redis command waits for Redis to return
+    worker_expires: int = 3_600  # seconds a gone worker's monitoring keys are kept
     result_expires: int = 86_400  # seconds job records and results are kept after they end
     max_attempts: int = 3  # deliveries lost (crash, OOM kill, hard limit) before dead-letter
     max_batch_size: int = 16  # dynamic batching: jobs per batch (1 turns batching off)
@@ -56,7 +59,8 @@ class Settings:
     recognizer: str = "pipeline.inference.recognizer:Recognizer"  # import path of the ASR class
     threads: int = 0  # torch CPU threads per worker process (0: torch's default)
     preload: str = ""  # comma-separated kinds whose models a pool process loads when it starts
-    metrics_port: int = -1  # worker Prometheus endpoint: -1 off, 0 any free port
+    metrics_port: int = 9800  # worker Prometheus endpoint: the first free port from here
+    metrics_addr: str = "127.0.0.1"  # ... on this address (0.0.0.0 to let other hosts scrape)
     api_token: str = ""  # gateway: required bearer token when set
     test_hooks: bool = False  # honour fault-injection fields in requests (tests only)
 
@@ -76,6 +80,10 @@ class Settings:
             raise ValueError(f"precision must be one of {PRECISIONS}")
         if self.restore_interval <= 0 or self.result_expires <= 0:
             raise ValueError("restore_interval and result_expires must be positive")
+        if not 0 < self.upkeep_interval < self.lease_seconds:
+            raise ValueError("need 0 < upkeep_interval < lease_seconds")
+        if self.redis_patience < 0 or self.worker_expires <= 0:
+            raise ValueError("redis_patience must be >= 0 and worker_expires positive")
 
     @property
     def storage_dir(self) -> Path:

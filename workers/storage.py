@@ -78,6 +78,10 @@ class Storage:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    def delete(self, ref: str) -> None:
+        """Remove a stored file; one already gone is no error."""
+        self.resolve(ref).unlink(missing_ok=True)
+
     def copy_out(self, ref: str, dst: str | os.PathLike) -> Path:
         """Copy a stored file out (atomically) to `dst`."""
         dst = Path(dst)

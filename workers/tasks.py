@@ -67,7 +67,8 @@ def _store():
     if _main_store is None:
         from workers.jobs import JobStore
 
-        _main_store = JobStore.from_settings(app.speechq_settings)
+        settings = app.speechq_settings
+        _main_store = JobStore.from_settings(settings, settings.redis_patience)
     return _main_store
 
 
@@ -113,22 +114,33 @@ def _init_process(**_) -> None:
 
 @signals.worker_ready.connect
 def _start_monitoring(sender=None, **_) -> None:
-    """In the main process once the pool is up: heartbeat and the Prometheus endpoint."""
+    """In the main process once the pool is up: heartbeat with the fleet's upkeep (the reaper),
+    and the Prometheus endpoint."""
     global _heartbeat
     from workers import monitoring
+    from workers.reaper import Reaper
+    from workers.settings import QUEUES
+    from workers.storage import Storage
 
     settings = app.speechq_settings
     r = _store().r
     port = 0
     if settings.metrics_port >= 0:
-        port = monitoring.start_metrics_server(r, sender.hostname, settings.metrics_port)
-        log.info("Prometheus metrics on port %d", port)
+        try:
+            port = monitoring.start_metrics_server(r, sender.hostname, settings.metrics_port,
+                                                   settings.metrics_addr)
+            log.info("Prometheus metrics on %s:%d", settings.metrics_addr, port)
+        except OSError as e:  # monitoring never stops a worker from serving
+            log.error("no Prometheus endpoint: %s", e)
     consumer_queues = getattr(sender.task_consumer, "queues", None) or []
     info = {"device": settings.device, "pid": os.getpid(),
             "queues": ",".join(sorted(q.name for q in consumer_queues)),
             "concurrency": getattr(sender.pool, "num_processes", 0) or 0,
             "metrics_port": port, "started": f"{time.time():.3f}"}
-    _heartbeat = monitoring.Heartbeat(r, sender.hostname, info).start()
+    reaper = Reaper(r, QUEUES, settings.lease_seconds, settings.worker_expires,
+                    Storage(settings.storage_dir))
+    _heartbeat = monitoring.Heartbeat(r, sender.hostname, info, settings.upkeep_interval,
+                                      settings.worker_expires, reaper.run_once).start()
 
 
 @signals.worker_shutdown.connect
