@@ -27,7 +27,13 @@ STUB_RECOGNIZER = "tests.workers.stub_recognizer:StubRecognizer"
 
 
 def flush(url: str = REDIS_URL) -> None:
+    """Empty the test database. Pooled broker connections remember the queues they declared,
+    whose bindings the flush deletes: they are dropped too, or a message sent before a worker
+    declares its queues again would be routed nowhere."""
+    from kombu import pools
+
     redis.Redis.from_url(url).flushdb()
+    pools.reset()
 
 
 def service_environment(root: Path, redis_url: str = REDIS_URL, **overrides) -> dict:

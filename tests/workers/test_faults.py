@@ -1,9 +1,14 @@
 """Faults with real processes: a worker SIGKILLed while it holds jobs, a Redis restart while jobs
-wait, a job that kills its process every time, jobs over the soft and hard time limits."""
+wait, Redis gone for a minute while a batch runs, a job that kills its process every time (and the
+jobs batched with it), jobs over the soft and hard time limits, client commands without Redis.
+
+The broker's visibility timeout stays at its default (ten minutes) wherever a test is about
+recovery: the jobs come back through the workers' reaper, within seconds."""
 
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -30,9 +35,12 @@ def _wait_all(client, ids, timeout):
 
 def test_sigkilled_worker_jobs_finish_exactly_once_on_a_second_worker(tmp_path, start_worker):
     flush()
-    env = service_environment(tmp_path, soft_time_limit=10, hard_time_limit=12, visibility_timeout=15)
+    env = service_environment(tmp_path, soft_time_limit=10, hard_time_limit=12,
+                              visibility_timeout=600)
     client = _client(env)
     first = start_worker(env, queues="tts")
+    second = start_worker(env, queues="tts")
+    second.proc.send_signal(signal.SIGSTOP)  # held back until the first has the jobs
     ids = [client.submit("tts", {"text": f"Job number {i}.", "_test": {"sleep": 0.5}}).id for i in range(8)]
     deadline = time.monotonic() + 60
     while not any(j.state == "running" for j in client.get_many(ids)) and time.monotonic() < deadline:
@@ -40,9 +48,12 @@ def test_sigkilled_worker_jobs_finish_exactly_once_on_a_second_worker(tmp_path, 
     held = [j.id for j in client.get_many(ids) if j.state == "running"]
     assert held, "the first worker never started a job"
     first.kill()  # parent and pool process, no chance to hand anything back
-    start_worker(env, queues="tts")
+    killed = time.monotonic()
+    second.proc.send_signal(signal.SIGCONT)
     jobs = _wait_all(client, ids, 120)
     assert [j.state for j in jobs] == ["succeeded"] * len(ids), [j.error for j in jobs]
+    # the lease (3 s here) lapses, the reaper's grace passes, the jobs run: not the 600 s timeout
+    assert time.monotonic() - killed < 30
     assert all(j.completions == 1 for j in jobs)
     assert all(client.get(i).attempts == 2 for i in held)
     assert client.dead_letters() == []
@@ -50,18 +61,22 @@ def test_sigkilled_worker_jobs_finish_exactly_once_on_a_second_worker(tmp_path, 
 
 def test_a_job_that_kills_its_process_every_time_is_dead_lettered(tmp_path, start_worker):
     flush()
-    env = service_environment(tmp_path, soft_time_limit=10, hard_time_limit=12, visibility_timeout=15,
-                              max_attempts=2)
+    env = service_environment(tmp_path, soft_time_limit=10, hard_time_limit=12,
+                              visibility_timeout=600, max_attempts=2)
     client = _client(env)
-    start_worker(env, queues="tts")
+    # all wait before the worker starts, so the poison job's first batch takes the others too
     poison = client.submit("tts", {"text": "Poison.", "_test": {"crash": True}})
     innocent = [client.submit_tts(f"Innocent {i}.").id for i in range(3)]
+    started = time.monotonic()
+    start_worker(env, queues="tts")
+    jobs = _wait_all(client, innocent, 120)
+    assert [j.state for j in jobs] == ["succeeded"] * 3, [j.error for j in jobs]
+    assert time.monotonic() - started < 60
+    assert max(j.attempts for j in jobs) == 2  # they were in the batch the poison job took down
     job = client.wait(poison.id, 120)
     assert job.state == "failed" and job.error_type == "DeadLetter"
     assert "gave up after 2 attempts" in job.error and "died" in job.error
     assert client.dead_letters() == [poison.id]
-    jobs = _wait_all(client, innocent, 120)
-    assert [j.state for j in jobs] == ["succeeded"] * 3, [j.error for j in jobs]
 
 
 def test_time_limits(tmp_path, start_worker):
@@ -128,3 +143,54 @@ def test_workers_reconnect_after_a_redis_restart(tmp_path, start_worker):
             redis.Redis(port=port).shutdown(nosave=True)
         except redis.RedisError:
             pass
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+def test_a_batch_outlives_a_minute_without_redis(tmp_path, start_worker):
+    """Redis stopped for 60 s while a worker runs a batch: the results wait for it, and every job
+    of the batch succeeds once, on its first attempt."""
+    port, data = _free_port(), tmp_path / "redis"
+    data.mkdir()
+    _redis_server(port, data)
+    worker = None
+    try:
+        env = service_environment(tmp_path, redis_url=f"redis://127.0.0.1:{port}/0")
+        client = _client(env)
+        worker = start_worker(env, queues="tts")
+        assert client.wait(client.submit_tts("Warm.").id, 60).state == "succeeded"
+        client.submit("tts", {"text": "Hold.", "_test": {"sleep": 1.0}})  # the rest batch behind it
+        ids = [client.submit("tts", {"text": f"Batched {i}.", "_test": {"sleep": 1.0}}).id
+               for i in range(4)]
+        deadline = time.monotonic() + 30
+        while not all(j.state == "running" for j in client.get_many(ids)):
+            assert time.monotonic() < deadline, [j.state for j in client.get_many(ids)]
+            time.sleep(0.05)
+        redis.Redis(port=port).shutdown()  # writes the AOF and exits
+        time.sleep(60)
+        _redis_server(port, data)
+        jobs = _wait_all(client, ids, 120)
+        assert [j.state for j in jobs] == ["succeeded"] * len(ids), [j.error for j in jobs]
+        assert all(j.completions == 1 and j.attempts == 1 for j in jobs)
+        assert client.wait(client.submit_tts("After.").id, 60).state == "succeeded"
+    finally:
+        if worker is not None:
+            worker.terminate()
+        try:
+            redis.Redis(port=port).shutdown(nosave=True)
+        except redis.RedisError:
+            pass
+
+
+def test_client_commands_without_redis_fail_fast_with_one_line(tmp_path):
+    from tests.workers.conftest import REPO, speechq_command
+
+    url = f"redis://127.0.0.1:{_free_port()}/0"  # nothing listens there
+    env = {**service_environment(tmp_path, redis_url=url), "PATH": __import__("os").environ["PATH"]}
+    for args in (["submit", "tts", "Hello."], ["status", "some-id"], ["monitor", "--once"]):
+        started = time.monotonic()
+        out = subprocess.run(speechq_command() + args, cwd=REPO, env=env, capture_output=True,
+                             text=True, timeout=60)
+        took = time.monotonic() - started
+        lines = (out.stdout + out.stderr).strip().splitlines()
+        assert out.returncode == 3 and took < 5, (args, took, lines)
+        assert len(lines) == 1 and url in lines[0] and "Traceback" not in lines[0], lines

@@ -21,10 +21,7 @@ def fleet():
     from workers.reaper import Reaper
     from workers.settings import QUEUES, Settings
 
-    from kombu import pools
-
     flush()
-    pools.reset()  # pooled connections remember queues declared before the flush
     r = connect(REDIS_URL)
     store = JobStore(r, result_expires=60, max_attempts=3, lease_seconds=LEASE)
     app = create_app(Settings(redis_url=REDIS_URL))
