@@ -246,11 +246,14 @@ def test_workers_and_clients_in_other_folders_share_a_storage_directory(tmp_path
 
 @pytest.mark.slow
 def test_workers_and_clients_share_an_object_store(tmp_path, start_worker, s3_env):
-    """The same path through an S3 endpoint only: no shared directory. The workers and the
-    client get the endpoint and credentials through the AWS_* environment."""
+    """The same path through an S3 endpoint only, no shared directory, and the gateway's upload
+    and audio download on it. Workers and clients get the endpoint and credentials through the
+    AWS_* environment."""
     import boto3
+    from fastapi.testclient import TestClient
 
     from workers.client import Client
+    from workers.gateway import create_gateway
 
     flush()
     tts_dir, asr_dir, client_dir = _folders(tmp_path, "tts-host", "asr-host", "client")
@@ -275,6 +278,14 @@ def test_workers_and_clients_share_an_object_store(tmp_path, start_worker, s3_en
 
     keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]}
     assert {f"speechq/outputs/{tts.id}.wav", f"speechq/inputs/{asr['id']}.wav"} <= keys
+
+    http = TestClient(create_gateway(settings_for(env)))  # the gateway: uploads, streamed audio
+    r = http.post("/v1/jobs/asr", content=wav.read_bytes(), headers={"content-type": "audio/wav"})
+    assert r.status_code == 202 and client.wait(r.json()["id"], 60).state == "succeeded"
+    r = http.get(f"/v1/jobs/{tts.id}/audio")
+    assert r.status_code == 200 and r.content == wav.read_bytes()
+    client.storage.delete(tts.result["audio_ref"])
+    assert http.get(f"/v1/jobs/{tts.id}/audio").status_code == 410
     rc, last, err = _speechq(env, client_dir, "monitor", "--once")
     assert rc == 0 and last == f"storage: {url} at {s3_env['AWS_ENDPOINT_URL']}", err
     for folder in (tts_dir, asr_dir, client_dir):
