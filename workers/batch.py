@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.inference.formats import render
+from workers.storage import StorageError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".aiff", ".aif")
 DONE = ("succeeded", "failed", "cancelled")
@@ -206,7 +207,7 @@ def _record(writer, report, bar, item: Item, outcome: dict, on_done) -> None:
     if on_done is not None and line["state"] == "succeeded":
         try:
             line = on_done(item, line)
-        except OSError as e:
+        except (OSError, StorageError) as e:
             line.update(state="failed", error=f"could not write the output: {e}")
     writer.write(line)
     if line["state"] == "succeeded":
@@ -228,7 +229,7 @@ def write_subtitles(formats: list[str]) -> Callable[[Item, dict], dict]:
 
 
 def copy_wavs(client, out_dir: Path) -> Callable[[Item, dict], dict]:
-    """on_done for TTS: copy each wav out of storage as <out_dir>/<line>.wav."""
+    """on_done for TTS: fetch each wav from the storage as <out_dir>/<line>.wav."""
     def on_done(item: Item, line: dict) -> dict:
         dst = client.storage.copy_out(line["audio_ref"], out_dir / f"{item.key}.wav")
         line["audio"] = str(dst)

@@ -3,13 +3,14 @@
     speechq worker --queues tts,asr --device cuda:0
     speechq submit tts "Hello there." --wait --json
     speechq submit asr speech.wav --wait --json
-    speechq status ID [--wait] [--json];  speechq result ID;  speechq cancel ID
+    speechq status ID [--wait] [--json];  speechq result ID [-o out.wav];  speechq cancel ID
     speechq monitor [--once] [--json]
     speechq batch asr FOLDER -o results.jsonl;  speechq batch tts LINES.txt --out-dir wavs/
     speechq serve --port 8000
 
 With `--json` the last line printed is one object `{"id", "state", "result", "error", ...}`,
-`state` one of queued, running, succeeded, failed, cancelled.
+`state` one of queued, running, succeeded, failed, cancelled. A command that meets a storage
+error (a missing file, an unreachable object store) prints one line naming the storage.
 """
 
 from __future__ import annotations
@@ -30,15 +31,20 @@ from pipeline.cli.train import COMMANDS as PIPELINE_COMMANDS
 from pipeline.inference.options import RecognitionOptions, TTSOptions, requested
 
 
-class _Group(click.Group):
-    """Every command that cannot reach Redis says so in one line and exits 3, in seconds."""
+class _Main(click.Group):
+    """Every command that cannot reach Redis says so in one line and exits 3, in seconds; one
+    whose storage refuses or fails says so in one line naming the storage's location."""
 
     def invoke(self, ctx):
         from kombu.exceptions import OperationalError
         from redis.exceptions import ConnectionError, TimeoutError
 
+        from workers.storage import StorageError
+
         try:
             return super().invoke(ctx)
+        except StorageError as e:
+            raise click.ClickException(str(e)) from None
         except (ConnectionError, TimeoutError, OperationalError) as e:
             from workers.jobs import unreachable
             from workers.settings import Settings
@@ -47,7 +53,7 @@ class _Group(click.Group):
             sys.exit(3)
 
 
-@click.group(cls=_Group)
+@click.group(cls=_Main)
 @click.version_option(package_name="speechq")
 def main() -> None:
     """speechq: Transformer TTS and ASR, trained here and served by Celery workers over Redis."""
@@ -60,7 +66,10 @@ for _command in PIPELINE_COMMANDS + INFERENCE_COMMANDS:
 def _client():
     from workers.client import Client
 
-    return Client()
+    try:
+        return Client()
+    except ValueError as e:  # a setting (SPEECHQ_STORAGE=ftp://...)
+        raise click.ClickException(str(e)) from None
 
 
 def _emit(job: dict, as_json: bool) -> None:
@@ -131,6 +140,9 @@ def worker_cmd(queues, concurrency, device, precision, hostname, metrics_port, m
         raise click.UsageError(str(e)) from None
     os.environ.update(settings.to_env())  # pool processes read the same settings
     from workers.app import app, configure
+    from workers.storage import open_storage
+
+    click.echo(f"storage: {open_storage(settings).location}", err=True)
 
     configure(app, settings)
     hostname = hostname or f"speechq-{'-'.join(chosen)}-{os.getpid()}@{socket.gethostname()}"
@@ -163,7 +175,7 @@ def _job_options(f):
 @option_flags(TTSOptions)
 @_job_options
 def submit_tts_cmd(text, wait, timeout, as_json, job_id, **synthesis) -> None:
-    """Synthesise TEXT; the result is a wav in the storage directory."""
+    """Synthesise TEXT; the result is a wav in the storage (`speechq result ID -o out.wav`)."""
     try:
         job = _client().submit_tts(text, job_id=job_id, **chosen(TTSOptions, synthesis))
     except ValueError as e:
@@ -173,11 +185,12 @@ def submit_tts_cmd(text, wait, timeout, as_json, job_id, **synthesis) -> None:
 
 
 @submit_group.command("asr")
-@click.argument("audio", type=click.Path(path_type=Path))
+@click.argument("audio")  # a str: a Path would fold the // of s3://
 @option_flags(RecognitionOptions)
 @_job_options
 def submit_asr_cmd(audio, wait, timeout, as_json, job_id, **decoding) -> None:
-    """Transcribe an audio file (copied into the storage directory)."""
+    """Transcribe AUDIO: a local file (uploaded into the storage), or a stored file's
+    reference (outputs/<id>.wav) or location."""
     try:
         job = _client().submit_asr(audio, job_id=job_id, **chosen(RecognitionOptions, decoding))
     except ValueError as e:  # no such file, bad id
@@ -212,14 +225,32 @@ def _no_such_job(job_id: str, e: Exception, as_json: bool) -> None:
 
 @main.command("result")
 @click.argument("job_id")
-def result_cmd(job_id) -> None:
-    """Print a finished job's result as JSON."""
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="write the job's output here: a TTS job's wav, an ASR job's transcript "
+                   "(.txt, .json, .srt or .vtt by the suffix)")
+def result_cmd(job_id, out) -> None:
+    """Print a finished job's result as JSON; with -o write its output to a file and print
+    the file's name (TTS) or the text (ASR)."""
+    from pipeline.inference.formats import FORMATS, render
     from workers.client import JobNotFound
 
+    client = _client()
     try:
-        click.echo(json.dumps(_client().result(job_id)))
+        job, result = client.get(job_id), client.result(job_id)
     except (JobNotFound, RuntimeError) as e:
         raise click.ClickException(str(e)) from None
+    if out is None:
+        click.echo(json.dumps(result))
+        return
+    try:
+        if job.kind == "tts":
+            click.echo(client.fetch_audio(job_id, out))
+            return
+        fmt = out.suffix.lower().lstrip(".")
+        out.write_text(render(result, fmt if fmt in FORMATS else "txt"))
+    except OSError as e:
+        raise click.ClickException(f"{out}: {e.strerror or e}") from None
+    click.echo(result["text"])
 
 
 @main.command("cancel")
@@ -260,9 +291,12 @@ def monitor_cmd(once, as_json, interval) -> None:
     from workers import monitoring
     from workers.jobs import CLIENT_PATIENCE, connect, unreachable
     from workers.settings import Settings
+    from workers.storage import open_storage
 
-    url = Settings.from_env().redis_url
+    settings = Settings.from_env()
+    url = settings.redis_url
     r = connect(url, CLIENT_PATIENCE)
+    storage = open_storage(settings).location  # this process's setting; workers read their own
     while True:
         try:
             snap = monitoring.snapshot(r)
@@ -275,12 +309,13 @@ def monitor_cmd(once, as_json, interval) -> None:
             time.sleep(interval)
             continue
         if as_json:
-            click.echo(json.dumps(snap))
+            click.echo(json.dumps({**snap, "storage": storage}))
         else:
             if not once:
                 click.clear()
             click.echo(time.strftime("%H:%M:%S ") + "speechq monitor")
             click.echo(monitoring.render(snap))
+            click.echo(f"storage: {storage}")
         if once:
             return
         time.sleep(interval)
@@ -408,7 +443,7 @@ def demo_cmd(text, device) -> None:
         if tts.state != "succeeded":
             sys.exit(1)
         t = time.perf_counter()
-        asr = client.wait(client.submit_asr(client.audio_path(tts)).id, timeout=600)
+        asr = client.wait(client.submit_asr(tts.result["audio_ref"]).id, timeout=600)
         click.echo(f"asr  {asr.state:9} {time.perf_counter() - t:6.2f} s  "
                    f"{asr.result['text'] if asr.result else asr.error!r}")
     finally:

@@ -3,9 +3,10 @@
     client = Client()                                  # SPEECHQ_REDIS_URL, SPEECHQ_STORAGE
     job = client.submit_tts("The birch canoe slid on the smooth planks.")
     job = client.wait(job.id, timeout=60)
-    job.state, job.result["audio"], job.result["duration"]
+    job.state, job.result["audio_ref"], job.result["duration"]
+    client.fetch_audio(job.id, "out.wav")             # the wav, from wherever the storage is
 
-    job = client.submit_asr("speech.wav")              # copied into the storage directory
+    job = client.submit_asr("speech.wav")              # uploaded into the storage
     client.wait(job.id).result["text"]
 
 A job id may be chosen by the caller: submitting an id that exists returns that job and
@@ -25,7 +26,7 @@ import redis
 from pipeline.inference.options import RecognitionOptions, TTSOptions, requested
 from workers.jobs import QUEUED, TERMINAL, Job, JobStore, done_channel
 from workers.settings import KINDS, Settings, task_name
-from workers.storage import Storage
+from workers.storage import LocalStorage, StorageError, open_storage
 
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
@@ -39,7 +40,7 @@ class Client:
     def __init__(self, settings: Settings | None = None, app=None):
         self.settings = settings or Settings.from_env()
         self.store = JobStore.from_settings(self.settings)
-        self.storage = Storage(self.settings.storage_dir)
+        self.storage = open_storage(self.settings)
         self._app = app
 
     @property
@@ -79,7 +80,9 @@ class Client:
 
     def submit_asr(self, audio: str | os.PathLike, job_id: str | None = None,
                    name: str | None = None, **options) -> Job:
-        """`audio` is copied into the storage directory unless it is already inside. `options`:
+        """`audio` is uploaded into the storage unless it is already inside a local storage
+        directory; a name that is no local file may be a stored file's reference
+        (`outputs/<id>.wav`) or full location, used where it is. `options`:
         RecognitionOptions fields (decoder, beam_size, weights, views, hotwords=["okonkwo",
         "new york"], ...); those left out or None are the worker's recogniser's defaults."""
         chosen = requested(RecognitionOptions, options)
@@ -156,8 +159,19 @@ class Client:
             raise JobNotFound(job_id)
         return self.get(job_id)
 
+    def fetch_audio(self, job_id: str, dst: str | os.PathLike) -> Path:
+        """Copy a finished TTS job's wav to the local file `dst`."""
+        job = self.get(job_id)
+        if job.kind != "tts":
+            raise ValueError(f"job {job_id} is an {job.kind} job: it has no audio output")
+        return self.storage.copy_out(self.result(job_id)["audio_ref"], dst)
+
     def audio_path(self, job: Job) -> Path:
-        """Where a TTS job's wav is on this machine (the storage directory may be mounted elsewhere)."""
+        """Where a TTS job's wav is on this machine, for a local storage directory (which may be
+        mounted elsewhere on other machines); `fetch_audio` works with any storage."""
+        if not isinstance(self.storage, LocalStorage):
+            raise StorageError(f"the storage {self.storage.location} has no local paths: "
+                               "use fetch_audio")
         return self.storage.resolve(job.result["audio_ref"])
 
     def dead_letters(self) -> list[str]:

@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.frontend.audio import AudioError, load_audio, probe, save_wav
+from pipeline.frontend.audio import AudioError, load_audio, probe, wav_bytes
 from pipeline.frontend.text import TextError, check_text
 from pipeline.inference.options import RecognitionOptions, TTSOptions, with_overrides
 from workers.settings import Settings
-from workers.storage import Storage, StorageError
+from workers.storage import StorageError, open_storage, output_ref
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class Engines:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.storage = Storage(settings.storage_dir)
+        self.storage = open_storage(settings)
         self._models: dict[tuple, Any] = {}  # ("asr",) or ("tts", decoder, attention)
 
     def model(self, kind: str, options: TTSOptions | None = None):
@@ -91,7 +91,10 @@ class Engines:
             text = request.get("text")
             return float(len(text)) if isinstance(text, str) else 0.0
         try:
-            info = probe(self.storage.resolve(request.get("audio", "")))
+            # the object store downloads the file here and again in prepare(): the cost of
+            # reading headers through the same interface as the audio
+            with self.storage.local_path(request.get("audio", "")) as path:
+                info = probe(path)
         except (StorageError, OSError):
             return 0.0
         return info.duration if info else 0.0
@@ -116,12 +119,13 @@ class Engines:
         model = self.model("asr")
         defaults = getattr(model, "default_options", RecognitionOptions())
         work.options = with_overrides(defaults, _requested(work.request))
-        path = self.storage.resolve(work.request.get("audio", ""))
-        try:
-            work.inputs = load_audio(path, model.sample_rate)
-        except AudioError as e:  # name the file the user gave, not its copy in storage
-            name = work.request.get("name")
-            raise type(e)(str(e).replace(str(path), name) if name else str(e)) from None
+        ref = work.request.get("audio", "")
+        with self.storage.local_path(ref) as path:
+            try:
+                work.inputs = load_audio(path, model.sample_rate)
+            except AudioError as e:  # name the file the user gave, not its copy in storage
+                name = work.request.get("name") or str(ref)
+                raise type(e)(str(e).replace(str(path), name)) from None
         work.audio_seconds = work.inputs.numel() / model.sample_rate
 
     # ------------------------------------------------------------ the batch
@@ -164,8 +168,12 @@ class Engines:
         """Store one finished job's output and set its result."""
         if kind == "tts":
             out = work.extra.pop("synthesis")
-            path = save_wav(self.storage.output_path(work.job_id), out.wav, out.sample_rate)
-            work.result = {"audio": str(path), "audio_ref": self.storage.ref(path),
+            data = wav_bytes(out.wav, out.sample_rate)
+            try:
+                ref = self.storage.put_bytes(output_ref(work.job_id), data)
+            except StorageError as e:  # the runner fails the job, "could not store the output"
+                raise OSError(str(e)) from None
+            work.result = {"audio": self.storage.location_of(ref), "audio_ref": ref,
                            "duration": round(out.duration, 4), "sample_rate": out.sample_rate,
                            "sentences": out.sentences}
         else:

@@ -7,7 +7,7 @@
     curl 'localhost:8000/v1/jobs/ID/transcript?format=srt';  curl -X DELETE localhost:8000/v1/jobs/ID
 
 Uploads are checked (size before reading, then decodability) before anything enters the storage
-directory. With SPEECHQ_API_TOKEN set, every /v1/jobs call needs `Authorization: Bearer <token>`.
+(a directory or an object store: `workers.storage`); audio downloads stream from it. With SPEECHQ_API_TOKEN set, every /v1/jobs call needs `Authorization: Bearer <token>`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
 from pipeline.frontend.audio import AudioError, load_audio
@@ -30,6 +30,7 @@ from pipeline.inference.formats import FORMATS, MEDIA_TYPES, render
 from pipeline.inference.options import RecognitionOptions, TTSOptions, default_of, job_fields, spec
 from workers.client import Client, JobNotFound
 from workers.settings import Settings
+from workers.storage import StorageError, StorageUnavailable
 
 UPLOAD_SUFFIXES = {"audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav", "audio/flac": ".flac",
                    "audio/x-flac": ".flac", "audio/ogg": ".ogg", "audio/mpeg": ".mp3", "audio/mp3": ".mp3"}
@@ -136,6 +137,8 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
             options = query.model_dump(exclude_none=True, exclude={"id"})
             job = await run_in_threadpool(partial(client.submit_asr, tmp, query.id, "the upload",
                                                   **options))
+        except StorageUnavailable as e:
+            raise HTTPException(503, str(e)) from None
         except (AudioError, ValueError) as e:
             raise HTTPException(422, str(e).replace(str(tmp), "the upload")) from None
         finally:
@@ -146,14 +149,22 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
     def get_job(job_id: str) -> dict:
         return view(job_or_404(job_id))
 
-    @app.get("/v1/jobs/{job_id}/audio", dependencies=[Depends(authorize)], response_class=FileResponse)
+    @app.get("/v1/jobs/{job_id}/audio", dependencies=[Depends(authorize)],
+             response_class=StreamingResponse, responses={200: {"content": {"audio/wav": {}}}})
     def get_audio(job_id: str):
         job = job_or_404(job_id)
         if job.kind != "tts":
             raise HTTPException(409, f"job {job_id} is an {job.kind} job: it has no audio output")
         if job.state != "succeeded":
             raise HTTPException(409, f"job {job_id} is {job.state}" + (f": {job.error}" if job.error else ""))
-        return FileResponse(client.audio_path(job), media_type="audio/wav", filename=f"{job_id}.wav")
+        try:
+            f = client.storage.open(job.result["audio_ref"])
+        except StorageUnavailable as e:
+            raise HTTPException(503, str(e)) from None
+        except StorageError as e:  # removed since (retention), or never stored
+            raise HTTPException(410, str(e)) from None
+        return StreamingResponse(_stream(f), media_type="audio/wav",
+                                 headers={"Content-Disposition": f'attachment; filename="{job_id}.wav"'})
 
     @app.get("/v1/jobs/{job_id}/transcript", dependencies=[Depends(authorize)])
     def get_transcript(job_id: str, format: str = Query("json", description=", ".join(FORMATS))):
@@ -207,6 +218,15 @@ async def _receive(request: Request, max_bytes: int, max_mb: float) -> Path:
         Path(name).unlink(missing_ok=True)
         raise HTTPException(422, "the upload is empty")
     return Path(name)
+
+
+def _stream(f):
+    """A stored file's bytes in chunks (iterated in a worker thread), closed at the end."""
+    try:
+        while chunk := f.read(CHUNK):
+            yield chunk
+    finally:
+        f.close()
 
 
 async def _read_upload(upload):

@@ -16,6 +16,7 @@ from pathlib import Path
 from kombu import Exchange, Queue
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+S3_SCHEME = "s3://"
 
 # one routing table: task name -> queue; a queue per model so a worker can serve either or both
 ROUTES = {
@@ -35,7 +36,7 @@ def task_name(kind: str) -> str:
 @dataclass(frozen=True)
 class Settings:
     redis_url: str = DEFAULT_REDIS_URL  # broker, result backend and job store
-    storage: str = "storage"  # shared directory for job audio (inputs/ and outputs/)
+    storage: str = ""  # job audio (inputs/, outputs/): a directory or s3://bucket/prefix ("": per user)
     device: str = "cpu"  # where a worker process puts its models
     precision: str = "fp32"  # model arithmetic: fp32, or bf16/fp16 autocast (pipeline.inference.precision)
     soft_time_limit: float = 300.0  # seconds per task (one batch); the job fails cleanly
@@ -84,10 +85,15 @@ class Settings:
             raise ValueError("need 0 < upkeep_interval < lease_seconds")
         if self.redis_patience < 0 or self.worker_expires <= 0:
             raise ValueError("redis_patience must be >= 0 and worker_expires positive")
+        # resolved once, here: no later step depends on the working directory
+        object.__setattr__(self, "storage", resolve_storage(self.storage))
 
     @property
     def storage_dir(self) -> Path:
-        return Path(self.storage).resolve()
+        """The storage directory (a local storage only)."""
+        if self.storage.startswith(S3_SCHEME):
+            raise ValueError(f"the storage {self.storage} is an object store, not a directory")
+        return Path(self.storage)
 
     @classmethod
     def from_env(cls, environ: dict | None = None, **overrides) -> "Settings":
@@ -99,12 +105,38 @@ class Settings:
             if raw is None or raw == "":
                 continue
             values[f.name] = _parse(f.name, raw, type(getattr(cls, f.name)))
+        values.setdefault("storage", str(default_storage(environ)))
         return cls(**{**values, **overrides})
 
     def to_env(self) -> dict[str, str]:
         """The environment that reproduces these settings in another process."""
         return {f"SPEECHQ_{k.upper()}": str(int(v) if isinstance(v, bool) else v)
                 for k, v in asdict(self).items()}
+
+
+def default_storage(environ=None) -> Path:
+    """The per-user data directory: $XDG_DATA_HOME/speechq/storage, else
+    ~/.local/share/speechq/storage (a relative XDG_DATA_HOME is ignored, as the spec says)."""
+    environ = os.environ if environ is None else environ
+    data_home = environ.get("XDG_DATA_HOME", "")
+    if not os.path.isabs(data_home):
+        home = environ.get("HOME") or str(Path.home())
+        data_home = os.path.join(home, ".local", "share")
+    return Path(data_home) / "speechq" / "storage"
+
+
+def resolve_storage(value: str) -> str:
+    """A storage setting made absolute: s3://bucket[/prefix] as given, a directory resolved
+    against the working directory of this moment, the default when empty."""
+    value = value.strip()
+    if not value:
+        return str(default_storage())
+    if "://" in value:
+        bucket = value[len(S3_SCHEME):].partition("/")[0] if value.startswith(S3_SCHEME) else ""
+        if not bucket:
+            raise ValueError(f"storage {value!r}: a directory or s3://bucket/prefix")
+        return value.rstrip("/")
+    return str(Path(value).expanduser().resolve())
 
 
 def _parse(name: str, raw: str, kind: type):

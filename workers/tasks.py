@@ -120,7 +120,7 @@ def _start_monitoring(sender=None, **_) -> None:
     from workers import monitoring
     from workers.reaper import Reaper
     from workers.settings import QUEUES
-    from workers.storage import Storage
+    from workers.storage import open_storage
 
     settings = app.speechq_settings
     r = _store().r
@@ -138,7 +138,7 @@ def _start_monitoring(sender=None, **_) -> None:
             "concurrency": getattr(sender.pool, "num_processes", 0) or 0,
             "metrics_port": port, "started": f"{time.time():.3f}"}
     reaper = Reaper(r, QUEUES, settings.lease_seconds, settings.worker_expires,
-                    Storage(settings.storage_dir))
+                    open_storage(settings))
     _heartbeat = monitoring.Heartbeat(r, sender.hostname, info, settings.upkeep_interval,
                                       settings.worker_expires, reaper.run_once).start()
 

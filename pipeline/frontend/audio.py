@@ -6,6 +6,7 @@ model does and raises an `AudioError` subclass with a message a user can act on.
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from dataclasses import dataclass
@@ -260,6 +261,18 @@ def save_wav(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int) -> Pa
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def wav_bytes(wav: torch.Tensor, sample_rate: int) -> bytes:
+    """A 16-bit PCM wav file's contents, for storing elsewhere than a local path.
+
+    Args:
+        wav: (N,) float waveform in [-1, 1].
+    """
+    buf = io.BytesIO()
+    sf.write(buf, wav.detach().float().cpu().clamp(-1.0, 1.0).numpy(), sample_rate,
+             subtype="PCM_16", format="WAV")
+    return buf.getvalue()
 
 
 def duration_seconds(path: str | os.PathLike) -> float:

@@ -74,9 +74,11 @@ def speechq_command() -> list[str]:
 
 
 class WorkerProcess:
-    """A `speechq worker` in its own process group, logging to a file."""
+    """A `speechq worker` in its own process group, logging to a file, started in `cwd` (the
+    repository unless told)."""
 
-    def __init__(self, env: dict, log_path: Path, queues: str = "tts,asr", args: tuple = ()):
+    def __init__(self, env: dict, log_path: Path, queues: str = "tts,asr", args: tuple = (),
+                 cwd: Path = REPO):
         self.name = f"test-{uuid.uuid4().hex[:8]}@localhost"
         path = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]  # keep a given path
         self.env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join(path)}
@@ -84,7 +86,7 @@ class WorkerProcess:
         cmd = speechq_command() + ["worker", "--queues", queues, "--hostname", self.name,
                                    "--loglevel", "INFO", *args]
         self._log = open(log_path, "ab")
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=self._log,
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=self.env, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self, timeout: float = 60.0) -> "WorkerProcess":
@@ -130,11 +132,12 @@ class WorkerProcess:
 
 @pytest.fixture
 def start_worker(tmp_path):
-    """Factory: start_worker(env, queues="tts,asr", args=()) -> a ready WorkerProcess."""
+    """Factory: start_worker(env, queues="tts,asr", args=(), cwd=REPO) -> a ready WorkerProcess."""
     started: list[WorkerProcess] = []
 
-    def start(env: dict, queues: str = "tts,asr", args: tuple = (), ready: bool = True):
-        w = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log", queues, args)
+    def start(env: dict, queues: str = "tts,asr", args: tuple = (), ready: bool = True,
+              cwd: Path = REPO):
+        w = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log", queues, args, cwd)
         started.append(w)
         return w.wait_ready() if ready else w
 

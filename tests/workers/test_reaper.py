@@ -136,9 +136,9 @@ def test_expired_jobs_lose_their_stored_audio(fleet, tmp_path):
     from workers.jobs import JobStore
     from workers.reaper import Reaper
     from workers.settings import QUEUES
-    from workers.storage import Storage
+    from workers.storage import LocalStorage
 
-    storage = Storage(tmp_path)
+    storage = LocalStorage(tmp_path)
     for ref in ("inputs/a1.wav", "outputs/t1.wav", "outputs/keep.wav"):
         (tmp_path / ref).parent.mkdir(exist_ok=True)
         (tmp_path / ref).write_bytes(b"RIFF")

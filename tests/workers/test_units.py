@@ -10,7 +10,7 @@ from tests.workers.conftest import REDIS_URL, flush
 from workers.batch import asr_items
 from workers.batching import BatchLimits, collect
 from workers.settings import Settings, celery_config
-from workers.storage import Storage, StorageError
+from workers.storage import LocalStorage, StorageError
 
 
 def test_a_jobs_options_are_checked_by_the_worker_with_the_fields_message(tmp_path):
@@ -95,7 +95,7 @@ def test_settings_refuse_nonsense(bad):
 
 
 def test_storage_refuses_paths_outside(tmp_path):
-    st = Storage(tmp_path / "store")
+    st = LocalStorage(tmp_path / "store")
     (tmp_path / "store").mkdir()
     (tmp_path / "secret.wav").write_bytes(b"x")
     (tmp_path / "store" / "link.wav").symlink_to(tmp_path / "secret.wav")
