@@ -110,7 +110,7 @@ def test_each_view_scores_with_an_equal_share_of_the_weights(recognizer, monkeyp
 
     seen = []
     decode = module.decode
-    monkeypatch.setattr(module, "decode", lambda scorers, weights, *a: seen.append(weights) or decode(scorers, weights, *a))
+    monkeypatch.setattr(module, "decode", lambda scorers, weights, *a, **kw: seen.append(weights) or decode(scorers, weights, *a, **kw))
     recognizer.transcribe(_speech_with_pauses([1.0]), beam_size=2, tempo_views=0.05, shift_views=1, ctc_weight=0.3)
     weights = seen[0]
     decoders = [w for name, w in weights.items() if name.startswith("decoder")]
