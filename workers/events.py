@@ -46,10 +46,10 @@ class TaskEvents:
         events = []
         for job_id in job_ids:
             self._started[job_id] = now
-            events += [("task-received", job_id, {"name": self.name, "args": saferepr([job_id]),
-                                                  "kwargs": "{}", "retries": 0, "root_id": job_id,
-                                                  "parent_id": None, "eta": None, "expires": None}),
-                       ("task-started", job_id, {})]
+            received = {"name": self.name, "args": saferepr([job_id]), "kwargs": "{}",
+                        "retries": 0, "root_id": job_id, "parent_id": None, "eta": None,
+                        "expires": None}  # the fields Celery's consumer sends
+            events += [("task-received", job_id, received), ("task-started", job_id, {})]
         self._send(events)
 
     def ended(self, job_id: str, state: str, error: str = "", result: object = None) -> None:
@@ -63,7 +63,8 @@ class TaskEvents:
         elif state == CANCELLED:
             event = ("task-revoked", job_id, {"terminated": False, "signum": None, "expired": False})
         else:
-            event = ("task-retried", job_id, {"exception": repr(f"{state}: {error}"), "traceback": ""})
+            event = ("task-retried", job_id, {"exception": repr(f"{state}: {error}"),
+                                              "traceback": ""})
         self._send([event])
 
     def _send(self, events: list[tuple[str, str, dict]]) -> None:

@@ -214,7 +214,8 @@ class Recognizer:
         return torch.nn.functional.pad(x, (0, 0, 0, shortest - x.size(0))) if x.size(0) < shortest else x
 
     def _decode_pieces(self, feats: list[Tensor], opts: RecognitionOptions,
-                       should_stop: Callable[[], bool] | None = None) -> list[tuple[str, list[Word]]]:
+                       should_stop: Callable[[], bool] | None = None
+                       ) -> list[tuple[str, list[Word]]]:
         """Normalised (T, n_mels) features -> (text, words) for each, decoded in batches."""
         order = sorted(range(len(feats)), key=lambda i: feats[i].size(0))
         results: list = [None] * len(feats)

@@ -95,7 +95,8 @@ class StepRecognizer:
     default_options = RecognitionOptions()
     sample_rate = 16_000
 
-    def __init__(self, requests: Requests, clock: Clock, cancel: set[str], cancel_at: int, steps: int = 50):
+    def __init__(self, requests: Requests, clock: Clock, cancel: set[str], cancel_at: int,
+                 steps: int = 50):
         self.requests, self.clock, self.cancel = requests, clock, cancel
         self.cancel_at, self.steps = cancel_at, steps
         self.calls: list[list[float]] = []  # the inputs of each call
@@ -165,3 +166,28 @@ def test_a_cancelled_tts_job_leaves_its_batch(tmp_path, monkeypatch):
     assert asked[3:] and all(ids == ["keep", "drop"] for ids in asked)
     alone = engines.model("tts").synthesize("One. Two. Three.")
     assert torch.equal(keep.extra["synthesis"].wav, alone.wav)
+
+
+def test_task_events_are_best_effort():
+    """A broker that refuses events costs the batch its events, never a job."""
+    from contextlib import contextmanager
+
+    from workers.events import TaskEvents
+
+    opened = []
+
+    class Events:
+        @contextmanager
+        def default_dispatcher(self, hostname=None):
+            opened.append(hostname)
+            raise ConnectionError("broker away")
+            yield
+
+    class App:
+        events = Events()
+
+    events = TaskEvents(App(), "w@host", "asr")
+    events.started(["a", "b"])
+    events.ended("a", "succeeded", result={"text": "x"})
+    events.ended("b", "cancelled")
+    assert opened == ["w@host"]  # tried once, then left alone for the rest of the batch
