@@ -15,6 +15,8 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 log = logging.getLogger(__name__)
 
 CHECK_EVERY = 0.25  # seconds between two looks at Redis: a cancelled job stops within this
@@ -52,6 +54,8 @@ class CancelWatch:
             self.queries += 1
             try:
                 self.cancelled |= self._requested(self.job_ids)
+            except SoftTimeLimitExceeded:  # the runner's to handle, like any part of the job
+                raise
             except Exception as e:  # Redis restarting: the job runs on, checked next time
                 log.warning("could not check for cancelled jobs: %s", e)
         return self.cancelled

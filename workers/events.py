@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.utils.saferepr import saferepr
 
 from workers.jobs import CANCELLED, FAILED, SUCCEEDED
@@ -74,6 +74,8 @@ class TaskEvents:
             with self.app.events.default_dispatcher(hostname=self.hostname) as dispatcher:
                 for type_, job_id, fields in events:
                     dispatcher.send(type_, uuid=job_id, **fields)
+        except SoftTimeLimitExceeded:  # the runner's to handle, like any part of the job
+            raise
         except Exception as e:  # the broker away: Flower misses these, the jobs go on
             self._broken = True
             log.warning("could not send task events (%s): %s", events[0][0], e)

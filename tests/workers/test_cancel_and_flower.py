@@ -209,5 +209,8 @@ def test_flower_shows_cancelled_failed_and_batched_jobs_as_they_ended(tmp_path, 
         assert task["name"] == "speechq.asr" and task["worker"] == worker.name
         assert task["runtime"] is not None and task["runtime"] > 0
         assert task["received"] and task["started"]
+    # Celery's result backend says the same of the tasks it delivered
+    assert client.app.AsyncResult(alone.id).state == "REVOKED"
+    assert client.app.AsyncResult(first.id).state == "FAILURE"
     print("\nFlower:", json.dumps({i: {k: seen[i][k] for k in ("name", "state", "runtime")}
                                    for i in expected}, indent=1))

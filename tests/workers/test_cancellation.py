@@ -191,3 +191,13 @@ def test_task_events_are_best_effort():
     events.ended("a", "succeeded", result={"text": "x"})
     events.ended("b", "cancelled")
     assert opened == ["w@host"]  # tried once, then left alone for the rest of the batch
+
+
+def test_the_soft_time_limit_is_never_taken_for_a_redis_error():
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    def interrupted(ids):
+        raise SoftTimeLimitExceeded()
+
+    with pytest.raises(SoftTimeLimitExceeded):
+        CancelWatch(interrupted, ["a"]).stop_for(["a"])()
