@@ -21,11 +21,23 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor
+
+
+class Stopped(Exception):
+    """A decoding abandoned part way because its `should_stop` returned True."""
+
+
+def stop_if(should_stop: Callable[[], bool] | None) -> None:
+    """Raise `Stopped` when `should_stop` says so. The callable may raise an exception of its
+    own instead, which ends the call the same way."""
+    if should_stop is not None and should_stop():
+        raise Stopped
 
 
 @dataclass(frozen=True)
@@ -318,12 +330,15 @@ def decode(
     source_lengths: Tensor,
     options: DecodingOptions = DecodingOptions(),
     search: type[TokenSearch] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[list[Hypothesis]]:
     """Decode a batch; returns per utterance up to `options.n_best` hypotheses, best first.
 
     Args:
         source_lengths: (B,) encoder output lengths, for the maximum output length.
         search: the search to run; None: GreedySearch at beam size 1, else BeamSearch.
+        should_stop: asked before every step; True abandons the search with `Stopped`
+            (a caller that cancels work stops it here, not after the last token).
     """
     unknown = set(weights) - set(scorers)
     if unknown:
@@ -335,6 +350,7 @@ def decode(
     tokens = torch.full((len(source_lengths) * K, 1), sos, dtype=torch.long, device=device)
     states = {name: scorer.init_state(K) for name, scorer in scorers.items()}
     for _ in range(int(max_lengths.max())):
+        stop_if(should_stop)
         scored = _score(scorers, weights, tokens, states, options.pre_beam)
         tokens, hyp, token, done = search.update(tokens, scored.logprobs)
         states = {name: scorers[name].select(scored.states[name], hyp, token) for name in scorers}

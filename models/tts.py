@@ -18,6 +18,7 @@ targets of a non-autoregressive model (models.fastspeech) on corpora without seg
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.attention import CROSS_ATTENTION
+from models.decoding import stop_if
 from models.fastspeech import Postnet
 from models.losses import diagonal_score, focus_rate, guided_attention_loss
 from models.transformer import (
@@ -369,9 +371,11 @@ class TransformerTTS(nn.Module):
     # ------------------------------------------------------------------ inference
 
     @torch.no_grad()
-    def generate(self, tokens: Tensor,
-                 options: SynthesisOptions = SynthesisOptions()) -> list[GeneratedMel]:
-        """Batched incremental synthesis: tokens (B, S) padded with `pad` -> one result per item."""
+    def generate(self, tokens: Tensor, options: SynthesisOptions = SynthesisOptions(),
+                 should_stop: Callable[[], bool] | None = None) -> list[GeneratedMel]:
+        """Batched incremental synthesis: tokens (B, S) padded with `pad` -> one result per item.
+        `should_stop` is asked before every step; True abandons the call with
+        `models.decoding.Stopped`."""
         memory, mask = self.encode(tokens)
         in_lengths = mask.sum(dim=1)
         r = self.dims.reduction
@@ -385,6 +389,7 @@ class TransformerTTS(nn.Module):
         frame = memory.new_zeros(tokens.size(0), 1, self.dims.n_mels)  # the go frame
         mels, weights = [], []
         for step in range(int(tracker.max_steps.max())):
+            stop_if(should_stop)
             out = self.decode(frame, memory, mask, state, options.prenet_dropout)
             state = out.state
             mels.append(out.mel)

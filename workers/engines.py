@@ -3,7 +3,8 @@ the batch, write the outputs. The models load on first use, in the process that 
 
 Each job is checked on its own before the batch runs (text limits, the audio file, the storage
 path), so one bad input fails only its own job. When a batch fails as a whole, its jobs are run
-one at a time, so an input that only the model rejects fails alone too.
+one at a time, so an input that only the model rejects fails alone too. A job cancelled while
+its batch runs stops the model call (workers.cancellation); the others run again without it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from pipeline.frontend.audio import AudioError, load_audio, probe, wav_bytes
 from pipeline.frontend.text import TextError, check_text
 from pipeline.inference.options import RecognitionOptions, TTSOptions, with_overrides
+from workers.cancellation import Cancelled, CancelWatch
 from workers.settings import Settings
 from workers.storage import StorageError, open_storage, output_ref
 
@@ -130,8 +132,9 @@ class Engines:
 
     # ------------------------------------------------------------ the batch
 
-    def run(self, kind: str, works: list[Work]) -> None:
-        """Run the prepared jobs (grouped by options); set each one's result or error."""
+    def run(self, kind: str, works: list[Work], cancel: CancelWatch | None = None) -> None:
+        """Run the prepared jobs (grouped by options); set each one's result or error. With
+        `cancel`, a job cancelled meanwhile gets `extra["cancelled"]` and no result."""
         groups: dict[tuple, list[Work]] = {}
         for w in works:
             if w.ok:
@@ -139,7 +142,7 @@ class Engines:
         for group in groups.values():
             options = group[0].options
             try:
-                self._run_group(kind, options, group)
+                self._run_until_done(kind, options, group, cancel)
             except INPUT_ERRORS + (RuntimeError,) as e:
                 if len(group) == 1:
                     group[0].error = e
@@ -148,19 +151,44 @@ class Engines:
                             len(group), kind, e)
                 for w in group:
                     try:
-                        self._run_group(kind, options, [w])
+                        self._run_until_done(kind, options, [w], cancel)
                     except INPUT_ERRORS + (RuntimeError,) as e1:
                         w.error = e1
 
-    def _run_group(self, kind: str, options, group: list[Work]) -> None:
+    def _run_until_done(self, kind: str, options, group: list[Work],
+                        cancel: CancelWatch | None) -> None:
+        """One model call for the group's jobs that are not cancelled. A call stopped because
+        some were cancelled runs again from the start for the others: a model call cannot drop
+        rows part way (the padded batch, the beam search's state), and the rerun of the
+        survivors costs no more than the stopped call had done."""
+        while True:
+            known = cancel.poll() if cancel is not None else set()
+            for w in group:
+                if w.job_id in known:
+                    w.extra["cancelled"] = True
+            group = [w for w in group if not w.extra.get("cancelled")]
+            if not group:
+                return
+            should_stop = cancel.stop_for(w.job_id for w in group) if cancel is not None else None
+            try:
+                self._run_group(kind, options, group, should_stop)
+                return
+            except Cancelled as c:
+                for w in group:
+                    if w.job_id in c.job_ids:
+                        w.extra["cancelled"] = True
+                log.info("stopped a %s call of %d jobs: %s", kind, len(group), c)
+
+    def _run_group(self, kind: str, options, group: list[Work], should_stop=None) -> None:
         if kind == "tts":
-            outputs = self.model("tts", options).synthesize_batch([w.inputs for w in group],
-                                                                  speed=options.speed)
+            outputs = self.model("tts", options).synthesize_batch(
+                [w.inputs for w in group], speed=options.speed, should_stop=should_stop)
             for w, out in zip(group, outputs):
                 w.extra["synthesis"] = out
                 w.audio_seconds = out.duration
         else:
-            transcripts = self.model("asr").transcribe_batch([w.inputs for w in group], options)
+            transcripts = self.model("asr").transcribe_batch([w.inputs for w in group], options,
+                                                             should_stop=should_stop)
             for w, t in zip(group, transcripts):
                 w.extra["transcript"] = t
 

@@ -19,7 +19,9 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from workers import monitoring
 from workers.batching import BatchLimits, Pulled, Puller, collect
+from workers.cancellation import CancelWatch
 from workers.engines import Engines, Work, error_message
+from workers.events import TaskEvents
 from workers.jobs import CANCELLED, FAILED, SUCCEEDED, Claim, JobStore
 from workers.settings import Settings, task_name
 
@@ -81,27 +83,29 @@ class JobRunner:
         if not claim.claimed:
             return {"id": job_id, "outcome": claim.status}
         batch, alone, taken = [Member(job_id, claim)], [], []
+        events = TaskEvents(self.app, hostname, kind)  # for the jobs Celery did not deliver
         try:
             if claim.batchable and self.settings.max_batch_size > 1:
                 more, alone = collect(lambda: self._take(kind, owner, hostname, taken),
                                       lambda m: self._cost(kind, m),
                                       self.engines.cost(kind, claim.request), self.limits[kind])
                 batch += more
-            outcomes = self._process(kind, batch, owner, hostname)
+            outcomes = self._process(kind, batch, owner, hostname, events)
             for m in alone:  # retried or split jobs run on their own: one cannot take others down
                 if m.claim.status == "busy":
                     m.claim = self._claim(m.job_id, owner, hostname, kind)
                 if m.claim.claimed:
-                    outcomes.update(self._process(kind, [m], owner, hostname))
+                    outcomes.update(self._process(kind, [m], owner, hostname, events))
                 self.puller.ack(m.pulled)
         except SoftTimeLimitExceeded:
             raise
         except Exception as e:  # a bug here must not leave claimed jobs running forever
             log.exception("%s batch of job %s failed", kind, job_id)
+            error = f"internal error: {type(e).__name__}: {e}"
             for m in batch[:1] + taken:
-                self.store.finish(m.job_id, owner, FAILED, None, f"internal error: {type(e).__name__}: {e}",
-                                  "InternalError", kind=kind)
+                self.store.finish(m.job_id, owner, FAILED, None, error, "InternalError", kind=kind)
                 if m.pulled is not None:
+                    events.ended(m.job_id, FAILED, error)
                     self.puller.ack(m.pulled)
             return {"id": job_id, "outcome": FAILED}
         return {"id": job_id, "outcome": outcomes.get(job_id), "batch_size": len(batch)}
@@ -135,8 +139,10 @@ class JobRunner:
 
     # ------------------------------------------------------------ one batch
 
-    def _process(self, kind: str, members: list[Member], owner: str, hostname: str) -> dict:
+    def _process(self, kind: str, members: list[Member], owner: str, hostname: str,
+                 events: TaskEvents) -> dict:
         ids = [m.job_id for m in members]
+        events.started([m.job_id for m in members if m.pulled is not None])
         works = {m.job_id: Work(m.job_id, m.claim.request or {}) for m in members}
         ended: dict[str, str] = {}
         started = time.perf_counter()
@@ -146,11 +152,12 @@ class JobRunner:
             with LeaseKeeper(self.store, owner, ids, self.settings.lease_seconds / 3):
                 self._compute(kind, works, ids)
                 for m in members:
-                    ended[m.job_id] = self._end(kind, works[m.job_id], owner, len(members))
+                    ended[m.job_id] = self._end(kind, works[m.job_id], owner, len(members),
+                                                events if m.pulled is not None else None)
                     if m.pulled is not None:
                         self.puller.ack(m.pulled)
         except SoftTimeLimitExceeded:
-            self._on_soft_limit(kind, members, ended, owner)
+            self._on_soft_limit(kind, members, ended, owner, events)
         finally:
             busy = time.perf_counter() - started
             audio = sum(w.audio_seconds for w in works.values() if w.ok)
@@ -158,13 +165,16 @@ class JobRunner:
         return ended
 
     def _compute(self, kind: str, works: dict[str, Work], ids: list[str]) -> None:
-        cancelled = self.store.cancel_requested(ids)
+        """Run the batch's model call; a job cancelled before or while it runs stops its share of
+        the work within `CancelWatch.every` seconds and is marked `extra["cancelled"]`."""
+        cancel = CancelWatch(self.store.cancel_requested, ids)
+        cancelled = cancel.poll(now=True)
         todo = [w for j, w in works.items() if j not in cancelled]
         for w in todo:
             self.engines.prepare(kind, w)
-        self._test_hooks(todo)
+        self._test_hooks(todo, cancel)
         try:
-            self.engines.run(kind, [w for w in todo if w.ok])
+            self.engines.run(kind, [w for w in todo if w.ok], cancel)
         except SoftTimeLimitExceeded:
             raise
         except Exception as e:  # a bug or a broken model: every job says so, none is lost
@@ -172,10 +182,12 @@ class JobRunner:
             for w in todo:
                 if w.ok:
                     w.error = RuntimeError(f"internal error: {type(e).__name__}: {e}")
-        for j in self.store.cancel_requested(ids) | cancelled:
+        for j in cancel.poll(now=True):
             works[j].extra["cancelled"] = True
 
-    def _end(self, kind: str, w: Work, owner: str, batch_size: int) -> str:
+    def _end(self, kind: str, w: Work, owner: str, batch_size: int,
+             events: TaskEvents | None = None) -> str:
+        """Record a job's end (and send its task event, for a job Celery did not deliver)."""
         if w.extra.get("cancelled"):
             state, error = CANCELLED, "cancelled while running"
         elif w.ok:
@@ -190,10 +202,13 @@ class JobRunner:
             state, type(w.error).__name__ if w.error else "StorageError")
         if not self.store.finish(w.job_id, owner, state, w.result, error, error_type, batch_size, kind):
             log.warning("job %s was taken over by another worker; dropping this result", w.job_id)
-            return "lost"
+            state, error = "lost", "taken over by another worker"
+        if events is not None:
+            events.ended(w.job_id, state, error, w.result)
         return state
 
-    def _on_soft_limit(self, kind: str, members: list[Member], ended: dict, owner: str) -> None:
+    def _on_soft_limit(self, kind: str, members: list[Member], ended: dict, owner: str,
+                       events: TaskEvents) -> None:
         """Over the soft limit: a lone job fails; the jobs of a batch go back to the queue, each
         to run alone next time (see `Claim.batchable`), where one that is slow by itself fails."""
         limit = self.settings.soft_time_limit
@@ -209,16 +224,19 @@ class JobRunner:
                 self.app.send_task(task_name(kind), args=[m.job_id], task_id=m.job_id)
                 ended[m.job_id] = "requeued"
             if m.pulled is not None:
+                events.ended(m.job_id, ended.get(m.job_id, "lost"), "over the soft time limit")
                 self.puller.ack(m.pulled)
 
-    def _test_hooks(self, works: list[Work]) -> None:
+    def _test_hooks(self, works: list[Work], cancel: CancelWatch) -> None:
         """Fault injection for the tests (`SPEECHQ_TEST_HOOKS=1` only)."""
         if not self.settings.test_hooks:
             return
         for w in works:
             hooks = w.request.get("_test") or {}
-            if hooks.get("sleep"):
-                time.sleep(float(hooks["sleep"]))
+            if hooks.get("sleep"):  # stands for model work: a cancel ends it
+                end = time.monotonic() + float(hooks["sleep"])
+                while time.monotonic() < end and w.job_id not in cancel.poll():
+                    time.sleep(min(0.05, max(0.0, end - time.monotonic())))
             if hooks.get("hang"):  # ignores the soft limit: only the hard limit ends it
                 end = time.monotonic() + float(hooks["hang"])
                 while time.monotonic() < end:

@@ -2,7 +2,8 @@
 
 A task message carries only the job id; the request (text, or the audio's storage path) is in
 the job record. The runner, with its models, is made on the first task a pool process runs,
-so nothing heavy happens in the parent and CUDA is first touched after fork.
+so nothing heavy happens in the parent and CUDA is first touched after fork. A task ends as its
+job did (workers.events.report): SUCCESS, FAILURE (`JobFailed`) or REVOKED (cancelled).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from celery.worker.request import Request
 
 from workers.app import app
 from workers.batching import refusal
+from workers.events import JobFailed, report
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +74,14 @@ def _store():
     return _main_store
 
 
-@app.task(name="speechq.tts", bind=True, Request=JobRequest)
+@app.task(name="speechq.tts", bind=True, Request=JobRequest, throws=(JobFailed,))
 def tts(self, job_id: str) -> dict:
-    return runner().run("tts", job_id, self.request.hostname)
+    return report(self, runner().run("tts", job_id, self.request.hostname), runner().store)
 
 
-@app.task(name="speechq.asr", bind=True, Request=JobRequest)
+@app.task(name="speechq.asr", bind=True, Request=JobRequest, throws=(JobFailed,))
 def asr(self, job_id: str) -> dict:
-    return runner().run("asr", job_id, self.request.hostname)
+    return report(self, runner().run("asr", job_id, self.request.hostname), runner().store)
 
 
 @signals.task_rejected.connect

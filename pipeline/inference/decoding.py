@@ -70,15 +70,16 @@ class DecodingTask:
         views += [lambda x, k=round(k * step): x[k:] for k in range(1, opts.shift_views + 1)]
         return views
 
-    def run(self, encoded: list[Encoded]) -> list[list[int]]:
+    def run(self, encoded: list[Encoded],
+            should_stop: Callable[[], bool] | None = None) -> list[list[int]]:
         """The best token ids of each utterance; `encoded` has one entry per view, in `views()`
-        order."""
+        order. `should_stop` is asked before every search step (models.decoding.decode)."""
         dims = self.model.dims
         if self.options.decoder == "ctc":
             return ctc_greedy(encoded[0].logprobs, encoded[0].lengths, dims.blank)
         scorers, weights = self.scorers(encoded)
         hyps = decode(scorers, weights, dims.sos, dims.eos, encoded[0].lengths,
-                      self._search_options())
+                      self._search_options(), should_stop=should_stop)
         if self._rescores:
             hyps = self.rescore_r2l(hyps, encoded)
         # a search that reached its length limit with only impossible extensions left (CTC's

@@ -21,12 +21,15 @@ encoder's LayerNorms are adapted to that voice on the first pass's transcripts (
 speaker adaptation, models.adaptation), the pieces are decoded again, and the model is restored.
 Word timing and confidence come from a CTC forced alignment of the chosen hypothesis
 (torchaudio.functional.forced_align); confidence is the mean frame posterior of a word's tokens.
+A call's `should_stop` is asked between batches of pieces and before every search step; when
+it says so the call ends with `models.decoding.Stopped`, so a cancelled job stops within a step.
 """
 
 from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -37,6 +40,7 @@ from torch import Tensor
 
 from models.adaptation import layer_norms_adapted
 from models.asr import ASRDims, ConvSubsampling, SpeechTransformer
+from models.decoding import stop_if
 from models.lexicon import Lexicon, LexiconScorer
 from models.lm import RNNLM, LMDims
 from models.wordlm import WordLM, WordLMScorer
@@ -147,14 +151,18 @@ class Recognizer:
         return load_audio(Path(audio), self.sample_rate, limits)
 
     def transcribe(self, audio: str | os.PathLike | Tensor,
-                   options: RecognitionOptions | None = None, **overrides) -> Transcript:
-        return self.transcribe_batch([audio], options, **overrides)[0]
+                   options: RecognitionOptions | None = None,
+                   should_stop: Callable[[], bool] | None = None, **overrides) -> Transcript:
+        return self.transcribe_batch([audio], options, should_stop, **overrides)[0]
 
     @torch.no_grad()
     def transcribe_batch(self, audios: list, options: RecognitionOptions | None = None,
+                         should_stop: Callable[[], bool] | None = None,
                          **overrides) -> list[Transcript]:
         """Transcribe files or (N,) waveforms at `sample_rate`: with `options`, or the defaults,
-        with `overrides` (RecognitionOptions fields) replaced."""
+        with `overrides` (RecognitionOptions fields) replaced. `should_stop()`, asked between
+        steps, ends the call with `Stopped` when it returns True (an exception it raises ends
+        the call too)."""
         opts = replace(options or self.default_options, **overrides)
         wavs = [self.load_audio(a) for a in audios]
         pieces = []  # (input index, start sample, waveform)
@@ -165,10 +173,10 @@ class Recognizer:
         feats = [self._features(wav) for wav, _ in padded]
         if opts.tempo != 1:
             feats = [stretch(f, opts.tempo) for f in feats]
-        decoded = self._decode_pieces(feats, opts)
+        decoded = self._decode_pieces(feats, opts, should_stop)
         if opts.speaker_adapt_steps:
             with self._adapted_to_speaker(feats, [text for text, _ in decoded], opts):
-                decoded = self._decode_pieces(feats, opts)
+                decoded = self._decode_pieces(feats, opts, should_stop)
         transcripts = [Transcript("", [], w.numel() / self.sample_rate) for w in wavs]
         for (i, start, piece), (_, lead), (text, words) in zip(pieces, padded, decoded):
             begin = start / self.sample_rate
@@ -205,8 +213,9 @@ class Recognizer:
         shortest = ConvSubsampling.min_input_frames(self.model.dims.subsampling)
         return torch.nn.functional.pad(x, (0, 0, 0, shortest - x.size(0))) if x.size(0) < shortest else x
 
-    def _decode_pieces(self, feats: list[Tensor],
-                       opts: RecognitionOptions) -> list[tuple[str, list[Word]]]:
+    def _decode_pieces(self, feats: list[Tensor], opts: RecognitionOptions,
+                       should_stop: Callable[[], bool] | None = None
+                       ) -> list[tuple[str, list[Word]]]:
         """Normalised (T, n_mels) features -> (text, words) for each, decoded in batches."""
         order = sorted(range(len(feats)), key=lambda i: feats[i].size(0))
         results: list = [None] * len(feats)
@@ -216,7 +225,9 @@ class Recognizer:
                 batch.append(i)
                 continue
             if batch:
-                for j, r in zip(batch, self._decode_batch([feats[j] for j in batch], opts)):
+                stop_if(should_stop)
+                decoded = self._decode_batch([feats[j] for j in batch], opts, should_stop)
+                for j, r in zip(batch, decoded):
                     results[j] = r
             batch = [i] if i is not None else []
         return results
@@ -241,23 +252,28 @@ class Recognizer:
         return layer_norms_adapted(self.model, self.model.encoder, loss,
                                    opts.speaker_adapt_steps, opts.speaker_adapt_lr)
 
-    def _decode_batch(self, feats: list[Tensor], opts: RecognitionOptions):
+    def _decode_batch(self, feats: list[Tensor], opts: RecognitionOptions,
+                      should_stop: Callable[[], bool] | None = None):
         task = DecodingTask(self.model, opts, self.lm, self._lexicon_scorer, self._word_lm_scorer,
                             self.tokenizer)
         views = [pad_sequences([self._long_enough(view(f)) for f in feats]) for view in task.views()]
         with autocast(self.device, self.precision):
-            return self._decode_padded(views, task)
+            return self._decode_padded(views, task, should_stop)
 
     def _encode(self, x: Tensor, lengths: Tensor) -> Encoded:
         """Padded features -> encoder memory, its mask, CTC log-probs and encoder lengths."""
         memory, mask = self.model.encode(x.to(self.device), lengths.to(self.device))
         return Encoded(memory, mask, self.model.ctc_logprobs(memory).float(), mask.sum(1))
 
-    def _decode_padded(self, views: list[tuple[Tensor, Tensor]], task: DecodingTask):
+    def _decode_padded(self, views: list[tuple[Tensor, Tensor]], task: DecodingTask,
+                       should_stop: Callable[[], bool] | None = None):
         """views: (padded features, lengths) per view, the audio as it is first; the words'
         timing comes from that one."""
-        encoded = [self._encode(x, lengths) for x, lengths in views]
-        token_lists = task.run(encoded)
+        encoded = []
+        for x, lengths in views:
+            stop_if(should_stop)
+            encoded.append(self._encode(x, lengths))
+        token_lists = task.run(encoded, should_stop)
         logprobs, enc_lengths = encoded[0].logprobs, encoded[0].lengths
         return [(self.tokenizer.decode(tokens), self._align(logprobs[b, : enc_lengths[b]], tokens))
                 for b, tokens in enumerate(token_lists)]

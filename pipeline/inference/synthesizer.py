@@ -8,17 +8,21 @@
 Each kind of model sits behind one small mel-generator class (`NATMelGenerator`,
 `ARMelGenerator`) with the same `generate`; the synthesizer does the text, the batching of
 sentences and the vocoder. Long text is split into sentences, synthesised as one batch and
-joined with short pauses.
+joined with short pauses. A call's `should_stop` is asked before the batch, before every step
+of the autoregressive decoder and before each sentence's vocoding; when it says so the call
+ends with `models.decoding.Stopped`.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from models.decoding import stop_if
 from models.fastspeech import FastSpeech, FastSpeechDims
 from models.tts import SynthesisOptions, TransformerTTS, TTSDims
 from pipeline.checkpoints import (
@@ -73,8 +77,10 @@ class NATMelGenerator:
         model.load_state_dict(float_state_dict(ckpt["state_dict"]))
         return cls(model)
 
-    def generate(self, tokens: Tensor, speed: float = 1.0) -> list[MelResult]:
-        """tokens (B, S) padded -> one normalised mel per item."""
+    def generate(self, tokens: Tensor, speed: float = 1.0,
+                 should_stop: Callable[[], bool] | None = None) -> list[MelResult]:
+        """tokens (B, S) padded -> one normalised mel per item, in one forward pass (nothing
+        to stop part way)."""
         out = self.model(tokens, speed=speed)
         return [MelResult(out.mel[i, : out.mel_lengths[i]]) for i in range(tokens.size(0))]
 
@@ -94,11 +100,12 @@ class ARMelGenerator:
         model.load_state_dict(float_state_dict(ckpt["state_dict"]))
         return cls(model, options)
 
-    def generate(self, tokens: Tensor, speed: float = 1.0) -> list[MelResult]:
+    def generate(self, tokens: Tensor, speed: float = 1.0,
+                 should_stop: Callable[[], bool] | None = None) -> list[MelResult]:
         if speed != 1.0:
             raise ValueError("speed control needs the non-autoregressive model (--decoder nat)")
         return [MelResult(r.mel, r.hit_length_cap, r.focus_rate)
-                for r in self.model.generate(tokens, self.options)]
+                for r in self.model.generate(tokens, self.options, should_stop)]
 
 
 GENERATORS = {"nat": NATMelGenerator, "ar": ARMelGenerator}
@@ -144,13 +151,14 @@ class Synthesizer:
         return self.features.sample_rate
 
     @torch.no_grad()
-    def generate_mels(self, sentences: list[str], speed: float = 1.0) -> list[MelResult]:
+    def generate_mels(self, sentences: list[str], speed: float = 1.0,
+                      should_stop: Callable[[], bool] | None = None) -> list[MelResult]:
         """One (T, n_mels) log-mel per sentence, generated as one padded batch."""
         tokens = [torch.tensor(self.frontend.encode(s)) for s in sentences]
         batch = torch.nn.utils.rnn.pad_sequence(tokens, batch_first=True,
                                                 padding_value=self.frontend.vocab.PAD)
         with autocast(self.device, self.precision):
-            results = self.generator.generate(batch.to(self.device), speed)
+            results = self.generator.generate(batch.to(self.device), speed, should_stop)
         for r in results:
             r.mel = self.stats.denormalize(r.mel.float())
         return results
@@ -158,19 +166,28 @@ class Synthesizer:
     def mels(self, sentences: list[str], speed: float = 1.0) -> list[Tensor]:
         return [r.mel for r in self.generate_mels(sentences, speed)]
 
-    def synthesize(self, text: str, speed: float = 1.0) -> SynthesisResult:
-        return self.synthesize_batch([text], speed)[0]
+    def synthesize(self, text: str, speed: float = 1.0,
+                   should_stop: Callable[[], bool] | None = None) -> SynthesisResult:
+        return self.synthesize_batch([text], speed, should_stop)[0]
 
-    def synthesize_batch(self, texts: list[str], speed: float = 1.0) -> list[SynthesisResult]:
-        """Every text is checked first, so one bad text fails before any work is done."""
+    def synthesize_batch(self, texts: list[str], speed: float = 1.0,
+                         should_stop: Callable[[], bool] | None = None) -> list[SynthesisResult]:
+        """Every text is checked first, so one bad text fails before any work is done.
+        `should_stop()`, asked between steps and sentences, ends the call with `Stopped` when it
+        returns True (an exception it raises ends the call too)."""
         texts = [check_text(t) for t in texts]
         per_text = [split_sentences(t) for t in texts]
-        mels = iter(self.generate_mels([s for sentences in per_text for s in sentences], speed))
+        stop_if(should_stop)
+        mels = iter(self.generate_mels([s for sentences in per_text for s in sentences], speed,
+                                       should_stop))
         pause = torch.zeros(int(SENTENCE_PAUSE_SECONDS * self.sample_rate))
         results = []
         for text, sentences in zip(texts, per_text):
             parts = [next(mels) for _ in sentences]
-            wavs = [self.vocoder(p.mel.to(self.device)).cpu() for p in parts]
+            wavs = []
+            for p in parts:
+                stop_if(should_stop)
+                wavs.append(self.vocoder(p.mel.to(self.device)).cpu())
             joined = [x for i, wav in enumerate(wavs) for x in ([pause, wav] if i else [wav])]
             focus = [p.focus_rate for p in parts if p.focus_rate is not None]
             results.append(SynthesisResult(

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from models.decoding import stop_if
 from models.transformer import Encoder, ScaledPositionalEncoding, lengths_to_mask
 from pipeline.frontend.audio import load_audio
 from pipeline.frontend.features import ASR_FEATURES, LogMel
@@ -39,13 +40,16 @@ class StubRecognizer(nn.Module):
     def load(cls, path=None, device: str = "cpu", precision: str = "fp32") -> "StubRecognizer":
         return cls().to(device)
 
-    def transcribe(self, audio, options: RecognitionOptions | None = None, **overrides) -> Transcript:
-        return self.transcribe_batch([audio], options, **overrides)[0]
+    def transcribe(self, audio, options: RecognitionOptions | None = None, should_stop=None,
+                   **overrides) -> Transcript:
+        return self.transcribe_batch([audio], options, should_stop, **overrides)[0]
 
     @torch.no_grad()
     def transcribe_batch(self, audios: list, options: RecognitionOptions | None = None,
-                         **overrides) -> list[Transcript]:
-        """The options (beam size, decoder, weights) are taken and ignored: greedy CTC always."""
+                         should_stop=None, **overrides) -> list[Transcript]:
+        """The options (beam size, decoder, weights) are taken and ignored: greedy CTC always.
+        `should_stop` is asked once, before the encoder (the whole call is one step)."""
+        stop_if(should_stop)
         wavs = [a if isinstance(a, Tensor) else load_audio(Path(a), self.sample_rate) for a in audios]
         lengths = torch.tensor([w.numel() for w in wavs])
         batch = nn.utils.rnn.pad_sequence(wavs, batch_first=True)  # (B, N)

@@ -110,7 +110,7 @@ def test_each_view_scores_with_an_equal_share_of_the_weights(recognizer, monkeyp
 
     seen = []
     decode = module.decode
-    monkeypatch.setattr(module, "decode", lambda scorers, weights, *a: seen.append(weights) or decode(scorers, weights, *a))
+    monkeypatch.setattr(module, "decode", lambda scorers, weights, *a, **kw: seen.append(weights) or decode(scorers, weights, *a, **kw))
     recognizer.transcribe(_speech_with_pauses([1.0]), beam_size=2, tempo_views=0.05, shift_views=1, ctc_weight=0.3)
     weights = seen[0]
     decoders = [w for name, w in weights.items() if name.startswith("decoder")]
@@ -194,8 +194,8 @@ def test_tempo_is_what_the_model_hears_and_word_times_stay_the_audios(recognizer
 
     heard = []
     decode_batch = recognizer._decode_batch
-    monkeypatch.setattr(recognizer, "_decode_batch", lambda feats, opts: heard.append(
-        [f.size(0) for f in feats]) or decode_batch(feats, opts))
+    monkeypatch.setattr(recognizer, "_decode_batch", lambda feats, opts, *rest: heard.append(
+        [f.size(0) for f in feats]) or decode_batch(feats, opts, *rest))
 
     def halfway(logprobs, tokens):
         seconds = logprobs.size(0) * recognizer.frame_seconds / 2
@@ -258,9 +258,9 @@ def test_speaker_adaptation_decodes_again_with_adapted_norms_then_restores(recog
     final_norm = recognizer.model.encoder.ln.weight
     passes, decode_pieces = [], recognizer._decode_pieces
 
-    def spy(feats, opts):
+    def spy(feats, opts, *rest):
         passes.append(final_norm.detach().clone())
-        return decode_pieces(feats, opts)
+        return decode_pieces(feats, opts, *rest)
 
     monkeypatch.setattr(recognizer, "_decode_pieces", spy)
     adapted = recognizer.transcribe_batch(wavs, beam_size=2, speaker_adapt_steps=5,
