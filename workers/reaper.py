@@ -16,8 +16,14 @@ and, for each,
 - job queued for longer than `ORPHAN_SECONDS` since its message was delivered: the worker that
   took the message died before claiming it; the message goes back.
 
+And a job queued for longer than `ORPHAN_SECONDS` whose message is nowhere, neither waiting nor
+unacked, is sent again (`resend_lost`): kombu's consumer pops a message and records it as unacked
+in two steps, so a consumer killed, or cut off by a Redis restart, between them loses it.
+
 Each check and move is one Lua script over one message, so two reapers never move a message twice
-and a message is never in the queue and `unacked` at once. Exactly-once completion is kept by the
+and a message is never in the queue and `unacked` at once. One worker of the fleet does a pass per
+interval (whichever takes `REAPER_TURN` first), so the reaper's Redis traffic does not grow with
+the number of workers. Exactly-once completion is kept by the
 job's claim, not by the reaper: a message put back by mistake finds its job claimed or ended.
 """
 
@@ -27,11 +33,13 @@ import logging
 import time
 
 from workers.batching import UNACKED, UNACKED_INDEX
-from workers.jobs import EXPIRING, PREFIX
+from workers.jobs import EXPIRING, PREFIX, queued_key
 from workers.monitoring import WORKERS, worker_keys
 
 log = logging.getLogger(__name__)
 
+REAPER_TURN = f"{PREFIX}:reaper"  # held by the worker whose pass it is
+LOST_TURN = f"{PREFIX}:reaper:lost"  # the search for lost messages runs once per its expiry
 ORPHAN_SECONDS = 60.0  # a delivered message whose job nobody claimed this long is an orphan
 SCAN_LIMIT = 500  # messages looked at per pass
 
@@ -102,8 +110,10 @@ class Reaper:
     """One pass of the fleet's upkeep; `run_once()` is called from the heartbeat thread."""
 
     def __init__(self, r, queues, lease_seconds: float, worker_expires: float, storage=None,
-                 orphan_seconds: float = ORPHAN_SECONDS):
+                 orphan_seconds: float = ORPHAN_SECONDS, resend=None):
         self.r = r
+        self.queue_names = list(queues)
+        self.resend = resend  # resend(kind, job_id) sends a job's task message again
         self.orphan_seconds = orphan_seconds
         self.queues = ",".join(queues)
         self.min_age = lease_seconds  # a message younger than a lease cannot have lapsed
@@ -113,8 +123,14 @@ class Reaper:
         self._reap = r.register_script(_REAP)
         self._expired = r.register_script(_EXPIRED)
 
-    def run_once(self) -> dict:
+    def run_once(self, interval: float | None = None, owner: str = "") -> dict | None:
+        """One pass; with `interval`, only if no other worker has taken this interval's turn
+        (None then)."""
+        if interval is not None and not self.r.set(REAPER_TURN, owner or "?", nx=True,
+                                                   px=max(1, int(900 * interval))):
+            return None
         counts = self.reap()
+        counts["resent"] = self.resend_lost()
         counts["files_deleted"] = self.delete_expired_files()
         counts["workers_forgotten"] = self.forget_gone_workers()
         return counts
@@ -133,6 +149,28 @@ class Reaper:
             log.warning("put back in their queues: %d jobs of lapsed leases, %d orphaned messages",
                         counts.get("restored", 0), counts.get("orphan", 0))
         return counts
+
+    def resend_lost(self, limit: int = 100) -> int:
+        """Send again the messages of jobs queued for `orphan_seconds` whose message is neither
+        waiting nor unacked. A message sent twice is harmless: the second finds its job claimed
+        or ended. Fleet-wide at most once per half `orphan_seconds`, since it reads the queues."""
+        if self.resend is None or not self.r.set(LOST_TURN, 1, nx=True,
+                                                 px=max(1, int(500 * self.orphan_seconds))):
+            return 0
+        cutoff = time.time() - self.orphan_seconds
+        stale = {q: self.r.zrangebyscore(queued_key(q), "-inf", cutoff, 0, limit)
+                 for q in self.queue_names}
+        stale = {q: ids for q, ids in stale.items() if ids}
+        if not stale:
+            return 0
+        messages = "\n".join(self.r.hvals(UNACKED) + [m for q in stale for m in self.r.lrange(q, 0, -1)])
+        lost = [(q, job_id) for q, ids in stale.items() for job_id in ids
+                if f'"{job_id}"' not in messages]
+        for kind, job_id in lost:
+            log.warning("job %s waited %g s with no task message anywhere: sending it again",
+                        job_id, self.orphan_seconds)
+            self.resend(kind, job_id)
+        return len(lost)
 
     def delete_expired_files(self, limit: int = 500) -> int:
         """Delete the stored inputs and outputs of jobs whose records have expired."""

@@ -19,6 +19,7 @@ from celery.worker.request import Request
 from workers.app import app
 from workers.batching import refusal
 from workers.events import JobFailed, report
+from workers.settings import task_name
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +141,15 @@ def _start_monitoring(sender=None, **_) -> None:
             "concurrency": getattr(sender.pool, "num_processes", 0) or 0,
             "metrics_port": port, "started": f"{time.time():.3f}"}
     reaper = Reaper(r, QUEUES, settings.lease_seconds, settings.worker_expires,
-                    open_storage(settings))
+                    open_storage(settings), resend=_resend)
     _heartbeat = monitoring.Heartbeat(r, sender.hostname, info, settings.upkeep_interval,
-                                      settings.worker_expires, reaper.run_once).start()
+                                      settings.worker_expires,
+                                      lambda: reaper.run_once(settings.upkeep_interval,
+                                                              sender.hostname)).start()
+
+
+def _resend(kind: str, job_id: str) -> None:
+    app.send_task(task_name(kind), args=[job_id], task_id=job_id)
 
 
 @signals.worker_shutdown.connect

@@ -172,3 +172,33 @@ def test_workers_gone_for_long_are_forgotten(fleet):
     assert Reaper(fleet.r, QUEUES, LEASE, worker_expires=30).forget_gone_workers() == 0
     assert fleet.r.zrange(WORKERS, 0, -1) == ["alive@host"]
     assert not any(fleet.r.exists(k) for k in worker_keys("gone@host"))
+
+
+def test_one_worker_of_the_fleet_reaps_per_interval(fleet):
+    from workers.reaper import Reaper
+    from workers.settings import QUEUES
+
+    first, second = (Reaper(fleet.r, QUEUES, LEASE, 60) for _ in range(2))
+    assert first.run_once(0.5, "a") is not None
+    assert second.run_once(0.5, "b") is None  # a's turn
+    time.sleep(0.5)
+    assert second.run_once(0.5, "b") is not None
+
+
+def test_a_message_lost_between_pop_and_unacked_is_sent_again(fleet):
+    from workers.reaper import Reaper
+    from workers.settings import QUEUES
+
+    fleet.queue("lost")
+    fleet.queue("waiting")
+    fleet.queue("taken")
+    fleet.r.rpop("tts")  # "lost": a consumer popped it and died before recording it as unacked
+    fleet.take()  # "waiting" is delivered and unacked
+    sent = []
+    reaper = Reaper(fleet.r, QUEUES, LEASE, 60, orphan_seconds=1.0,
+                    resend=lambda kind, job_id: sent.append((kind, job_id)))
+    assert reaper.resend_lost() == 0  # not waiting long enough yet
+    fleet.r.delete("speechq:reaper:lost")
+    time.sleep(1.1)
+    assert reaper.resend_lost() == 1 and sent == [("tts", "lost")]
+    assert reaper.resend_lost() == 0  # once per half orphan period, fleet-wide

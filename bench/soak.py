@@ -1,0 +1,179 @@
+"""Soak: many short jobs through three workers while one worker is SIGKILLed and replaced every
+`--kill-every` seconds and Redis (AOF on) is restarted once; then the leftovers once the jobs'
+records have expired.
+
+    .venv/bin/python bench/soak.py --json
+    .venv/bin/python bench/soak.py --json --jobs 2000 --kill-every 20
+
+Half the jobs are TTS (a tiny random model), half ASR (the test stub recogniser on 0.5 s clips,
+each uploaded into storage). A private redis-server on a free loopback port, with its data in a
+temporary folder, so the machine's Redis is never restarted. Reported: jobs lost (not in a final
+state by the end), completed twice, by final state; kills and restarts done; and after
+`--result-expires` seconds, the stored files of expired jobs still there and the Redis keys of
+killed workers still there (both should be 0). Bounded by `--max-seconds`. The last line is one
+JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:] = [str(REPO)] + [x for x in sys.path if Path(x or ".").resolve() != Path(__file__).parent]
+
+from tests.workers.conftest import (  # noqa: E402
+    WorkerProcess,
+    service_environment,
+    settings_for,
+    write_noise_wav,
+)
+
+
+class RedisServer:
+    """redis-server with AOF on, in `data`, on a free loopback port."""
+
+    def __init__(self, data: Path):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.data = data
+        data.mkdir(parents=True, exist_ok=True)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import redis
+
+        subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1",
+                        "--port", str(self.port), "--appendonly", "yes", "--appendfsync", "always",
+                        "--save", "", "--dir", str(self.data), "--logfile", str(self.data / "log")],
+                       check=True)
+        r = redis.Redis(port=self.port)
+        for _ in range(200):
+            try:
+                if r.ping():
+                    return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self, save: bool = True) -> None:
+        import redis
+
+        try:
+            redis.Redis(port=self.port).shutdown(nosave=not save)
+        except redis.ConnectionError:
+            pass  # the shutdown closes the connection it came on
+
+
+def _poll(client, ids: list[str]) -> list:
+    import redis
+
+    try:
+        return client.get_many(ids)
+    except (redis.ConnectionError, redis.TimeoutError):
+        return [None] * len(ids)  # Redis restarting
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--jobs", type=int, default=2000)
+    p.add_argument("--workers", type=int, default=3)
+    p.add_argument("--kill-every", type=float, default=20.0)
+    p.add_argument("--redis-restart-at", type=float, default=30.0, help="seconds into the soak")
+    p.add_argument("--result-expires", type=int, default=60)
+    p.add_argument("--worker-expires", type=int, default=20)
+    p.add_argument("--max-seconds", type=float, default=900.0)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+
+    import redis
+
+    from workers.client import Client
+    from workers.jobs import TERMINAL
+    from workers.monitoring import WORKERS
+
+    rng = random.Random(a.seed)
+    root = Path(tempfile.mkdtemp(prefix="speechq-soak-"))
+    server = RedisServer(root / "redis")
+    server.start()
+    env = service_environment(root, redis_url=server.url, test_hooks=0, threads=1,
+                              result_expires=a.result_expires, worker_expires=a.worker_expires)
+    for name in ("SOFT_TIME_LIMIT", "HARD_TIME_LIMIT", "VISIBILITY_TIMEOUT", "LEASE_SECONDS",
+                 "RESTORE_INTERVAL"):
+        env.pop(f"SPEECHQ_{name}")  # the shipped defaults
+    client = Client(settings_for(env))
+    clip = write_noise_wav(root / "clip.wav", 0.5)
+    started = time.monotonic()
+    workers = [WorkerProcess(env, root / f"w{i}.log").wait_ready() for i in range(a.workers)]
+    killed_names: list[str] = []
+    report = {"machine": platform.node(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
+              "jobs": a.jobs, "workers": a.workers, "kill_every_s": a.kill_every}
+    try:
+        ids = [(client.submit_tts(f"Soak job {i}.") if i % 2 else client.submit_asr(clip)).id
+               for i in range(a.jobs)]
+        report["submit_seconds"] = round(time.monotonic() - started, 1)
+        final: dict[str, object] = {}
+        next_kill = time.monotonic() + a.kill_every
+        restart_at = started + a.redis_restart_at
+        kills = restarts = 0
+        while len(final) < len(ids) and time.monotonic() - started < a.max_seconds:
+            now = time.monotonic()
+            if restarts == 0 and now >= restart_at:
+                server.stop(save=True)
+                time.sleep(1.0)
+                server.start()
+                restarts += 1
+            if now >= next_kill:
+                victim = workers.pop(rng.randrange(len(workers)))
+                victim.kill()
+                killed_names.append(victim.name)
+                workers.append(WorkerProcess(env, root / f"w{len(killed_names) + a.workers}.log"))
+                kills += 1
+                next_kill = now + a.kill_every
+            waiting = [i for i in ids if i not in final]
+            for job_id, job in zip(waiting, _poll(client, waiting)):
+                if job is not None and job.state in TERMINAL:
+                    final[job_id] = job
+            time.sleep(0.5)
+        soak_seconds = time.monotonic() - started
+        states: dict[str, int] = {}
+        for job in final.values():
+            states[job.state] = states.get(job.state, 0) + 1
+        report.update({
+            "soak_seconds": round(soak_seconds, 1), "kills": kills, "redis_restarts": restarts,
+            "lost": len(ids) - len(final), "completed_twice": sum(j.completions > 1 for j in final.values()),
+            "retried": sum(j.attempts > 1 for j in final.values()), "final_states": states,
+        })
+
+        # leftovers: wait for the records to expire and the gone workers' keys with them
+        time.sleep(max(a.result_expires, a.worker_expires) + 3 * 2.0 + 2)
+        r = redis.Redis(port=server.port, decode_responses=True)
+        storage = Path(env["SPEECHQ_STORAGE"])
+        report["stored_files_left"] = sum(1 for f in storage.rglob("*") if f.is_file())
+        report["job_records_left"] = sum(1 for _ in r.scan_iter("speechq:job:*"))
+        report["killed_worker_keys_left"] = sum(
+            1 for name in killed_names for _ in r.scan_iter(f"speechq:worker:{name}*"))
+        report["killed_workers_listed"] = sum(r.zscore(WORKERS, n) is not None for n in killed_names)
+    finally:
+        for w in workers:
+            w.terminate()
+        server.stop(save=False)
+    if not a.json:
+        for k, v in report.items():
+            print(f"{k}: {v}")
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
