@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -84,6 +85,26 @@ def _poll(client, ids: list[str]) -> list:
         return [None] * len(ids)  # Redis restarting
 
 
+def _submit_all(client, clip: Path, n: int, ids: list[str]) -> None:
+    """Queue n jobs, half TTS and half ASR, appending each id as it is queued; a submission that
+    meets the Redis restart is tried again under the same id."""
+    import redis
+    from kombu.exceptions import OperationalError
+
+    for i in range(n):
+        job_id = f"soak-{i:05d}"
+        while True:
+            try:
+                if i % 2:
+                    client.submit_tts(f"Soak job {i}.", job_id=job_id)
+                else:
+                    client.submit_asr(clip, job_id=job_id)
+                break
+            except (redis.ConnectionError, redis.TimeoutError, OperationalError):
+                time.sleep(0.5)
+        ids.append(job_id)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", action="store_true")
@@ -120,14 +141,14 @@ def main() -> None:
     report = {"machine": platform.node(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
               "jobs": a.jobs, "workers": a.workers, "kill_every_s": a.kill_every}
     try:
-        ids = [(client.submit_tts(f"Soak job {i}.") if i % 2 else client.submit_asr(clip)).id
-               for i in range(a.jobs)]
-        report["submit_seconds"] = round(time.monotonic() - started, 1)
+        ids: list[str] = []
+        submitter = threading.Thread(target=_submit_all, args=(client, clip, a.jobs, ids), daemon=True)
+        submitter.start()  # polled while it runs: a record may expire before the last is queued
         final: dict[str, object] = {}
         next_kill = time.monotonic() + a.kill_every
         restart_at = started + a.redis_restart_at
         kills = restarts = 0
-        while len(final) < len(ids) and time.monotonic() - started < a.max_seconds:
+        while (submitter.is_alive() or len(final) < len(ids)) and time.monotonic() - started < a.max_seconds:
             now = time.monotonic()
             if restarts == 0 and now >= restart_at:
                 server.stop(save=True)
@@ -141,11 +162,12 @@ def main() -> None:
                 workers.append(WorkerProcess(env, root / f"w{len(killed_names) + a.workers}.log"))
                 kills += 1
                 next_kill = now + a.kill_every
-            waiting = [i for i in ids if i not in final]
+            waiting = [i for i in list(ids) if i not in final]
             for job_id, job in zip(waiting, _poll(client, waiting)):
                 if job is not None and job.state in TERMINAL:
                     final[job_id] = job
             time.sleep(0.5)
+        report["submitted"] = len(ids)
         soak_seconds = time.monotonic() - started
         states: dict[str, int] = {}
         for job in final.values():
