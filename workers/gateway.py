@@ -109,6 +109,7 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
         """A job as its owner sees it: no storage locations, no worker hosts."""
         d = job.to_dict()
         d.pop("worker", None)
+        d["submitter"] = job.submitter
         if d.get("result"):
             d["result"] = {k: v for k, v in d["result"].items() if k != "audio"}
         if d.get("error"):
@@ -173,7 +174,8 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
         except StorageUnavailable as e:
             raise HTTPException(503, str(e)) from None
         except (AudioError, ValueError) as e:
-            raise HTTPException(422, str(e).replace(str(tmp), "the upload")) from None
+            # the temporary file is ours: its name, even its stem, is no business of the client
+            raise HTTPException(422, str(e).replace(str(tmp), "the upload").replace(tmp.stem, "upload")) from None
         finally:
             tmp.unlink(missing_ok=True)
         return JobCreated(id=job.id, state=job.state)
