@@ -396,7 +396,8 @@ def batch_tts_cmd(lines, out_dir, max_in_flight, retry_failed, no_progress, **sy
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True)
 @click.option("--workers", "processes", default=1, show_default=True, help="uvicorn worker processes")
-def serve_cmd(host, port, processes) -> None:
+@click.option("--no-auth", is_flag=True, help="listen beyond loopback without any token (anyone is admin)")
+def serve_cmd(host, port, processes, no_auth) -> None:
     """The HTTP gateway (OpenAPI docs at /docs). Its limits on slow clients, uploads and
     connections are SPEECHQ_GATEWAY_*_TIMEOUT, SPEECHQ_MAX_CONCURRENT_UPLOADS and
     SPEECHQ_MAX_CONNECTIONS, per process."""
@@ -409,6 +410,10 @@ def serve_cmd(host, port, processes) -> None:
         settings = Settings.from_env()
     except ValueError as e:
         raise click.UsageError(str(e)) from None
+    if host not in ("127.0.0.1", "localhost", "::1") and not (
+            settings.api_token or settings.api_tokens_file or no_auth):
+        raise click.UsageError(f"--host {host}: the gateway would answer anyone as an admin; set "
+                               "SPEECHQ_API_TOKENS_FILE or SPEECHQ_API_TOKEN, or pass --no-auth")
     uvicorn.run("workers.gateway:create_gateway", factory=True, host=host, port=port,
                 workers=processes, log_level="info", **uvicorn_options(settings))
 
