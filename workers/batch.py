@@ -4,15 +4,18 @@ At most `max_in_flight` jobs are queued at once, so a million files never flood 
 input ends as one JSONL line, appended as its job ends; a bad input is a `failed` line. A job's
 id is derived from its input, so a rerun with the same output file skips what is recorded and
 resubmits the rest under the same ids: jobs still running from the interrupted run are picked
-up, not started twice.
+up, not started twice. The derivation is keyed by a secret of the user's (`batch_secret`), so
+nobody else can predict the ids from the file names.
 """
 
 from __future__ import annotations
 
 import glob
 import hashlib
+import hmac
 import json
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -31,11 +34,28 @@ class Item:
     request: dict  # the job's request; for ASR `audio` is a local path the client copies in
     extra: dict = field(default_factory=dict)  # copied into the output line
 
-    def job_id(self, kind: str) -> str:
+    def job_id(self, kind: str, secret: bytes) -> str:
         """Stable across runs: the same input (same file content stamp) gets the same id."""
         stamp = json.dumps([kind, self.key, self.request, _file_stamp(self.request.get("audio"))],
                            sort_keys=True)
-        return f"batch-{kind}-{hashlib.sha1(stamp.encode()).hexdigest()[:24]}"
+        return f"batch-{kind}-{hmac.new(secret, stamp.encode(), hashlib.sha256).hexdigest()[:32]}"
+
+
+def batch_secret(environ=None) -> bytes:
+    """The user's key for batch job ids, made on first use beside the default storage
+    ($XDG_DATA_HOME/speechq/batch.key, readable by the user alone)."""
+    from workers.settings import default_storage
+
+    path = default_storage(environ).parent / "batch.key"
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError):
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+    return bytes.fromhex(path.read_text().strip())
 
 
 def _file_stamp(path) -> list | None:
@@ -150,6 +170,7 @@ def run_batch(client, kind: str, items: list[Item], out: Path,
     from tqdm import tqdm
 
     done = recorded(out, retry_failed)
+    secret = batch_secret()
     todo = [it for it in items if it.key not in done]
     report = BatchReport(len(items), skipped=len(items) - len(todo))
     report.failed = sum(1 for it in items if done.get(it.key, {}).get("state") in ("failed", "cancelled"))
@@ -167,7 +188,7 @@ def run_batch(client, kind: str, items: list[Item], out: Path,
                 if item is None:
                     exhausted = True
                     break
-                job_id, error = _submit(client, kind, item)
+                job_id, error = _submit(client, kind, item, secret)
                 if error:
                     _record(writer, report, bar, item, {"id": job_id, "state": "failed", "error": error}, on_done)
                 else:
@@ -188,8 +209,8 @@ def run_batch(client, kind: str, items: list[Item], out: Path,
     return report
 
 
-def _submit(client, kind: str, item: Item) -> tuple[str, str | None]:
-    job_id = item.job_id(kind)
+def _submit(client, kind: str, item: Item, secret: bytes) -> tuple[str, str | None]:
+    job_id = item.job_id(kind, secret)
     try:
         if kind == "asr":
             client.submit_asr(item.request["audio"], job_id=job_id, **item.request["options"])

@@ -396,12 +396,51 @@ def batch_tts_cmd(lines, out_dir, max_in_flight, retry_failed, no_progress, **sy
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True)
 @click.option("--workers", "processes", default=1, show_default=True, help="uvicorn worker processes")
-def serve_cmd(host, port, processes) -> None:
-    """The HTTP gateway (OpenAPI docs at /docs)."""
+@click.option("--no-auth", is_flag=True, help="listen beyond loopback without any token (anyone is admin)")
+def serve_cmd(host, port, processes, no_auth) -> None:
+    """The HTTP gateway (OpenAPI docs at /docs). Its limits on slow clients, uploads and
+    connections are SPEECHQ_GATEWAY_*_TIMEOUT, SPEECHQ_MAX_CONCURRENT_UPLOADS and
+    SPEECHQ_MAX_CONNECTIONS, per process."""
     import uvicorn
 
+    from workers.http_limits import uvicorn_options
+    from workers.settings import Settings
+
+    try:
+        settings = Settings.from_env()
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    if host not in ("127.0.0.1", "localhost", "::1") and not (
+            settings.api_token or settings.api_tokens_file or no_auth):
+        raise click.UsageError(f"--host {host}: the gateway would answer anyone as an admin; set "
+                               "SPEECHQ_API_TOKENS_FILE or SPEECHQ_API_TOKEN, or pass --no-auth")
     uvicorn.run("workers.gateway:create_gateway", factory=True, host=host, port=port,
-                workers=processes, log_level="info")
+                workers=processes, log_level="info", **uvicorn_options(settings))
+
+
+@main.group("token")
+def token_group() -> None:
+    """Gateway tokens (SPEECHQ_API_TOKENS_FILE)."""
+
+
+@token_group.command("new")
+@click.argument("name")
+@click.option("--scopes", default="submit,read", show_default=True,
+              help="comma-separated: submit, read, admin")
+def token_new_cmd(name, scopes) -> None:
+    """Make a token for NAME: prints the token (shown once; give it to the client) on stderr
+    and the tokens-file line (holding only its digest) on stdout."""
+    from workers.auth import new_token, parse_scopes, token_line
+
+    try:
+        chosen = sorted(parse_scopes(scopes))
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise click.UsageError("NAME: letters, digits and -_.")
+    token = new_token()
+    click.echo(f"token for {name}: {token}", err=True)
+    click.echo(token_line(name, chosen, token))
 
 
 @main.command("demo")

@@ -6,13 +6,18 @@
     curl localhost:8000/v1/jobs/ID;  curl -o out.wav localhost:8000/v1/jobs/ID/audio
     curl 'localhost:8000/v1/jobs/ID/transcript?format=srt';  curl -X DELETE localhost:8000/v1/jobs/ID
 
-Uploads are checked (size before reading, then decodability) before anything enters the storage
-(a directory or an object store: `workers.storage`); audio downloads stream from it. With SPEECHQ_API_TOKEN set, every /v1/jobs call needs `Authorization: Bearer <token>`.
+Uploads are checked (size before reading, then the audio header against the limits, with no
+decoding: the worker decodes, and a bad file is a failed job) before anything enters the storage
+(a directory or an object store: `workers.storage`); audio downloads stream from it.
+
+With tokens configured (`workers.auth`), every call but the liveness probe `/v1/live` needs
+`Authorization: Bearer <token>`; each job is its submitter's, and another token (not an admin)
+finds no such job. Job JSON names no server path or host: outputs are URLs of this gateway.
+Slow and piled-up clients are bounded by `workers.http_limits`.
 """
 
 from __future__ import annotations
 
-import hmac
 import os
 import tempfile
 from functools import partial
@@ -21,21 +26,25 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
-from pipeline.frontend.audio import AudioError, load_audio
+from pipeline.frontend.header import AudioError, AudioLimits, inspect_audio
 from pipeline.frontend.text import TextError, check_text
 from pipeline.inference.formats import FORMATS, MEDIA_TYPES, render
 from pipeline.inference.options import RecognitionOptions, TTSOptions, default_of, job_fields, spec
-from workers.client import Client, JobNotFound
+from workers import auth
+from workers.auth import Identity, require
+from workers.client import Client, JobIdConflict, JobNotFound
+from workers.http_limits import BodyDeadline, UploadSlots
 from workers.settings import Settings
 from workers.storage import StorageError, StorageUnavailable
 
 UPLOAD_SUFFIXES = {"audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav", "audio/flac": ".flac",
                    "audio/x-flac": ".flac", "audio/ogg": ".ogg", "audio/mpeg": ".mp3", "audio/mp3": ".mp3"}
 CHUNK = 1 << 16
-_JOB_ID = Field(None, description="job id; resubmitting an id returns that job")
+_JOB_ID = Field(None, description="job id; resubmitting the same request under it returns that job")
 
 
 def options_model(name: str, cls: type, **more) -> type[BaseModel]:
@@ -77,31 +86,47 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     client = Client(settings)
     max_bytes = int(settings.max_upload_mb * 2**20)
-    app = FastAPI(title="speechq", description="TTS and ASR jobs over a Celery queue", version="0.1.0")
+    uploads = UploadSlots(settings.max_concurrent_uploads)
+    app = FastAPI(title="speechq", description="TTS and ASR jobs over a Celery queue", version="0.1.0",
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BodyDeadline, body_timeout=settings.gateway_body_timeout,
+                       read_timeout=settings.gateway_read_timeout)
+    auth.install(app, settings)
+    if settings.gateway_docs:
+        _add_docs(app)
 
-    def authorize(request: Request) -> None:
-        if not settings.api_token:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), settings.api_token.encode()):
-            raise HTTPException(401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"})
-
-    def job_or_404(job_id: str):
+    def job_or_404(job_id: str, who: Identity):
+        """Another submitter's job is as absent as one that never was."""
         try:
-            return client.get(job_id)
+            job = client.get(job_id)
         except JobNotFound as e:
             raise HTTPException(404, str(e)) from None
+        if not who.owns(job.submitter):
+            raise HTTPException(404, str(JobNotFound(job_id)))
+        return job
 
     def view(job) -> dict:
+        """A job as its owner sees it: no storage locations, no worker hosts."""
         d = job.to_dict()
+        d.pop("worker", None)
+        d["submitter"] = job.submitter
+        if d.get("result"):
+            d["result"] = {k: v for k, v in d["result"].items() if k != "audio"}
+        if d.get("error"):
+            d["error"] = d["error"].replace(settings.storage.rstrip("/") + "/", "")
         if job.kind == "tts" and job.state == "succeeded":
             d["audio_url"] = f"/v1/jobs/{job.id}/audio"
         if job.kind == "asr" and job.state == "succeeded":
             d["transcript_url"] = f"/v1/jobs/{job.id}/transcript"
         return d
 
+    @app.get("/v1/live")
+    def live() -> dict:
+        """Liveness: the process answers. Needs no token and says nothing else."""
+        return {"status": "ok"}
+
     @app.get("/v1/health")
-    def health() -> dict:
+    def health(who: Identity = Depends(require("read"))) -> dict:
         from workers import monitoring
 
         if not client.ping():
@@ -111,48 +136,58 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok" if online else "no workers", "redis": True, "workers_online": online,
                 "queues": snap["queues"]}
 
-    @app.post("/v1/jobs/tts", status_code=202, response_model=JobCreated, dependencies=[Depends(authorize)])
-    def submit_tts(body: TTSJob) -> JobCreated:
+    @app.post("/v1/jobs/tts", status_code=202, response_model=JobCreated)
+    def submit_tts(body: TTSJob, who: Identity = Depends(require("submit"))) -> JobCreated:
         try:
             text = check_text(body.text, settings.max_text_chars)
             options = body.model_dump(exclude_none=True, exclude={"text", "id"})
-            job = client.submit_tts(text, job_id=body.id, **options)
+            job = client.submit_tts(text, job_id=body.id, submitter=who.name, **options)
+        except JobIdConflict as e:
+            raise HTTPException(409, str(e)) from None
         except (TextError, ValueError) as e:
             raise HTTPException(422, str(e)) from None
         return JobCreated(id=job.id, state=job.state)
 
-    @app.post("/v1/jobs/asr", status_code=202, response_model=JobCreated, dependencies=[Depends(authorize)],
+    @app.post("/v1/jobs/asr", status_code=202, response_model=JobCreated,
               openapi_extra={"requestBody": {"content": {
                   "audio/*": {"schema": {"type": "string", "format": "binary"}},
                   "multipart/form-data": {"schema": {"type": "object", "properties": {
                       "file": {"type": "string", "format": "binary"}}}}}}})
-    async def submit_asr(request: Request, query: Annotated[ASRQuery, Query()]) -> JobCreated:
+    async def submit_asr(request: Request, query: Annotated[ASRQuery, Query()],
+                         who: Identity = Depends(require("submit"))) -> JobCreated:
         """The audio file as the request body (audio/*), or as the `file` part of a form."""
         length = request.headers.get("content-length")
+        if length is not None and not length.isdigit():
+            raise HTTPException(400, "Content-Length must be a number of bytes", {"Connection": "close"})
         if length is not None and int(length) > max_bytes + (64 << 10):
-            raise HTTPException(413, f"the upload is larger than the limit of {settings.max_upload_mb:g} MB")
-        tmp = await _receive(request, max_bytes, settings.max_upload_mb)
+            raise HTTPException(413, f"the upload is larger than the limit of {settings.max_upload_mb:g} MB",
+                                {"Connection": "close"})
+        with uploads.slot():
+            tmp = await _receive(request, max_bytes, settings.max_upload_mb)
         try:
-            await run_in_threadpool(_check_audio, tmp)
+            await run_in_threadpool(inspect_audio, tmp, AudioLimits())
             options = query.model_dump(exclude_none=True, exclude={"id"})
             job = await run_in_threadpool(partial(client.submit_asr, tmp, query.id, "the upload",
-                                                  **options))
+                                                  submitter=who.name, **options))
+        except JobIdConflict as e:
+            raise HTTPException(409, str(e)) from None
         except StorageUnavailable as e:
             raise HTTPException(503, str(e)) from None
         except (AudioError, ValueError) as e:
-            raise HTTPException(422, str(e).replace(str(tmp), "the upload")) from None
+            # the temporary file is ours: its name, even its stem, is no business of the client
+            raise HTTPException(422, str(e).replace(str(tmp), "the upload").replace(tmp.stem, "upload")) from None
         finally:
             tmp.unlink(missing_ok=True)
         return JobCreated(id=job.id, state=job.state)
 
-    @app.get("/v1/jobs/{job_id}", dependencies=[Depends(authorize)])
-    def get_job(job_id: str) -> dict:
-        return view(job_or_404(job_id))
+    @app.get("/v1/jobs/{job_id}")
+    def get_job(job_id: str, who: Identity = Depends(require("read"))) -> dict:
+        return view(job_or_404(job_id, who))
 
-    @app.get("/v1/jobs/{job_id}/audio", dependencies=[Depends(authorize)],
-             response_class=StreamingResponse, responses={200: {"content": {"audio/wav": {}}}})
-    def get_audio(job_id: str):
-        job = job_or_404(job_id)
+    @app.get("/v1/jobs/{job_id}/audio", response_class=StreamingResponse,
+             responses={200: {"content": {"audio/wav": {}}}})
+    def get_audio(job_id: str, who: Identity = Depends(require("read"))):
+        job = job_or_404(job_id, who)
         if job.kind != "tts":
             raise HTTPException(409, f"job {job_id} is an {job.kind} job: it has no audio output")
         if job.state != "succeeded":
@@ -166,25 +201,44 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
         return StreamingResponse(_stream(f), media_type="audio/wav",
                                  headers={"Content-Disposition": f'attachment; filename="{job_id}.wav"'})
 
-    @app.get("/v1/jobs/{job_id}/transcript", dependencies=[Depends(authorize)])
-    def get_transcript(job_id: str, format: str = Query("json", description=", ".join(FORMATS))):
+    @app.get("/v1/jobs/{job_id}/transcript")
+    def get_transcript(job_id: str, format: str = Query("json", description=", ".join(FORMATS)),
+                       who: Identity = Depends(require("read"))):
         if format not in FORMATS:
             raise HTTPException(422, f"format must be one of {', '.join(FORMATS)}")
-        job = job_or_404(job_id)
+        job = job_or_404(job_id, who)
         if job.kind != "asr":
             raise HTTPException(409, f"job {job_id} is a {job.kind} job: it has no transcript")
         if job.state != "succeeded":
             raise HTTPException(409, f"job {job_id} is {job.state}" + (f": {job.error}" if job.error else ""))
         return PlainTextResponse(render(job.result, format), media_type=MEDIA_TYPES[format])
 
-    @app.delete("/v1/jobs/{job_id}", dependencies=[Depends(authorize)])
-    def cancel_job(job_id: str) -> dict:
+    @app.delete("/v1/jobs/{job_id}")
+    def cancel_job(job_id: str, who: Identity = Depends(require("read"))) -> dict:
+        job_or_404(job_id, who)
         try:
             return view(client.cancel(job_id))
         except JobNotFound as e:
             raise HTTPException(404, str(e)) from None
 
     return app
+
+
+def _add_docs(app: FastAPI) -> None:
+    """The schema and its two viewers, behind the token like everything else."""
+    reader = [Depends(require("read"))]
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=reader)
+    def openapi() -> dict:
+        return app.openapi()
+
+    @app.get("/docs", include_in_schema=False, dependencies=reader)
+    def swagger():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="speechq")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=reader)
+    def redoc():
+        return get_redoc_html(openapi_url="/openapi.json", title="speechq")
 
 
 async def _receive(request: Request, max_bytes: int, max_mb: float) -> Path:
@@ -209,7 +263,8 @@ async def _receive(request: Request, max_bytes: int, max_mb: float) -> Path:
             async for chunk in chunks:
                 size += len(chunk)
                 if size > max_bytes:
-                    raise HTTPException(413, f"the upload is larger than the limit of {max_mb:g} MB")
+                    raise HTTPException(413, f"the upload is larger than the limit of {max_mb:g} MB",
+                                        {"Connection": "close"})
                 f.write(chunk)
     except BaseException:
         Path(name).unlink(missing_ok=True)
@@ -232,7 +287,3 @@ def _stream(f):
 async def _read_upload(upload):
     while chunk := await upload.read(CHUNK):
         yield chunk
-
-
-def _check_audio(path: Path) -> None:
-    load_audio(path, 16_000)

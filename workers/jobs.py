@@ -19,6 +19,7 @@ and ended jobs' stored files are listed by when they expire (`EXPIRING`), for th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -82,6 +83,11 @@ def unreachable(url: str, error: BaseException) -> str:
     return f"cannot reach Redis at {redacted(url)}: {error}"
 
 
+def request_digest(kind: str, request: dict) -> str:
+    """A job's request in one string, to tell a retried submission from a different one."""
+    return hashlib.sha256(json.dumps([kind, request], sort_keys=True).encode()).hexdigest()
+
+
 def redacted(url: str) -> str:
     """The URL without its password."""
     return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
@@ -103,6 +109,8 @@ class Job:
     worker: str | None = None
     batch_size: int | None = None
     completions: int = 0  # successful finishes recorded; exactly-once means this is 0 or 1
+    submitter: str = ""  # the identity that submitted it (workers.auth); "" for a local client
+    digest: str = ""  # what was asked for (`request_digest`): a resubmission must match it
 
     @property
     def done(self) -> bool:
@@ -134,16 +142,18 @@ class Job:
             started_at=num("started_at"), finished_at=num("finished_at"),
             worker=h.get("worker") or None, batch_size=num("batch_size", int),
             completions=int(h.get("completions", 0)),
+            submitter=h.get("submitter", ""), digest=h.get("digest", ""),
         )
 
 
 # Lua: one script per transition. KEYS and ARGV are listed above each.
 
-# KEYS job, queued; ARGV id, kind, request, now
+# KEYS job, queued; ARGV id, kind, request, now, submitter, digest
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'kind', ARGV[2], 'request', ARGV[3],
-           'state', 'queued', 'attempts', 0, 'submitted_at', ARGV[4], 'completions', 0)
+           'state', 'queued', 'attempts', 0, 'submitted_at', ARGV[4], 'completions', 0,
+           'submitter', ARGV[5], 'digest', ARGV[6])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 return 1
 """
@@ -329,9 +339,10 @@ class JobStore:
 
     # ------------------------------------------------------------ clients
 
-    def create(self, job_id: str, kind: str, request: dict) -> bool:
+    def create(self, job_id: str, kind: str, request: dict, submitter: str = "",
+               digest: str = "") -> bool:
         """Record a new queued job; False (and nothing changed) when the id exists."""
-        args = [job_id, kind, json.dumps(request), f"{time.time():.6f}"]
+        args = [job_id, kind, json.dumps(request), f"{time.time():.6f}", submitter, digest]
         return bool(self._create(keys=[job_key(job_id), queued_key(kind)], args=args))
 
     def get(self, job_id: str) -> Job | None:

@@ -62,7 +62,14 @@ class Settings:
     preload: str = ""  # comma-separated kinds whose models a pool process loads when it starts
     metrics_port: int = 9800  # worker Prometheus endpoint: the first free port from here
     metrics_addr: str = "127.0.0.1"  # ... on this address (0.0.0.0 to let other hosts scrape)
-    api_token: str = ""  # gateway: required bearer token when set
+    api_token: str = ""  # gateway: a shared bearer token, an admin's (workers.auth)
+    api_tokens_file: str = ""  # gateway: named tokens with scopes, stored as digests (workers.auth)
+    gateway_docs: bool = True  # gateway: /docs, /redoc, /openapi.json (behind the token when set)
+    gateway_header_timeout: float = 10.0  # gateway: seconds for a request's headers to arrive
+    gateway_body_timeout: float = 120.0  # gateway: seconds for a whole request body to arrive
+    gateway_read_timeout: float = 15.0  # gateway: longest pause in a request body
+    max_concurrent_uploads: int = 32  # gateway: uploads received at once per process (503 beyond)
+    max_connections: int = 1_000  # gateway: open connections per process (503 beyond)
     test_hooks: bool = False  # honour fault-injection fields in requests (tests only)
 
     def __post_init__(self) -> None:
@@ -85,6 +92,14 @@ class Settings:
             raise ValueError("need 0 < upkeep_interval < lease_seconds")
         if self.redis_patience < 0 or self.worker_expires <= 0:
             raise ValueError("redis_patience must be >= 0 and worker_expires positive")
+        if min(self.gateway_header_timeout, self.gateway_body_timeout, self.gateway_read_timeout) <= 0:
+            raise ValueError("the gateway timeouts must be positive")
+        if not 0 < self.max_concurrent_uploads < self.max_connections:
+            raise ValueError("need 0 < max_concurrent_uploads < max_connections, or uploads "
+                             "could take every connection and leave none for reads")
+        if self.api_tokens_file:
+            object.__setattr__(self, "api_tokens_file",
+                               str(Path(self.api_tokens_file).expanduser().resolve()))
         # resolved once, here: no later step depends on the working directory
         object.__setattr__(self, "storage", resolve_storage(self.storage))
 

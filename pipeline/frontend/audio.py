@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,82 +18,32 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-MIN_SAMPLE_RATE = 4_000
-MAX_SAMPLE_RATE = 384_000
-MAX_CHANNELS = 32
+from pipeline.frontend.header import (  # noqa: F401  (the errors and limits are this module's API too)
+    MAX_CHANNELS,
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
+    AudioError,
+    AudioInfo,
+    AudioLimits,
+    AudioNotFoundError,
+    AudioTooLargeError,
+    AudioTooLongError,
+    AudioTooShortError,
+    CorruptAudioError,
+    DecodeTimeoutError,
+    EmptyAudioError,
+    FormatMismatchError,
+    InvalidSamplesError,
+    SilentAudioError,
+    UnsupportedFormatError,
+    inspect_audio,
+    probe,
+    sniff_format,
+    too_large,
+    too_long,
+)
 
-
-class AudioError(ValueError):
-    """Base class of every audio input error; the message is meant for the user."""
-
-
-class AudioNotFoundError(AudioError):
-    pass
-
-
-class EmptyAudioError(AudioError):
-    pass
-
-
-class CorruptAudioError(AudioError):
-    pass
-
-
-class SilentAudioError(AudioError):
-    pass
-
-
-class InvalidSamplesError(AudioError):
-    """NaN or infinite samples."""
-
-
-class AudioTooShortError(AudioError):
-    pass
-
-
-class AudioTooLongError(AudioError):
-    pass
-
-
-class UnsupportedFormatError(AudioError):
-    """Absurd sample rate or channel count."""
-
-
-class FormatMismatchError(CorruptAudioError):
-    """The file's name says one format, its bytes another (an mp3 renamed .wav, say)."""
-
-
-@dataclass(frozen=True)
-class AudioLimits:
-    """What `load_audio` accepts."""
-
-    min_seconds: float = 0.1  # shorter clips carry no recognisable speech
-    max_seconds: float = 30 * 60.0  # checked from the header before decoding where possible
-    silence_peak: float = 1e-4  # peak amplitude below which a clip counts as silent
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.min_seconds < self.max_seconds:
-            raise ValueError("need 0 <= min_seconds < max_seconds")
-
-
-@dataclass(frozen=True)
-class AudioInfo:
-    sample_rate: int
-    channels: int
-    frames: int
-
-    @property
-    def duration(self) -> float:
-        return self.frames / self.sample_rate
-
-
-def probe(path: str | os.PathLike) -> AudioInfo | None:
-    """Header information without decoding, or None when soundfile cannot read the header."""
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, TypeError):
-        return None
-    return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames))
+BLOCK_FRAMES = 1 << 16  # frames decoded at a time: at most 32 channels x 64 Ki x 4 bytes = 8 MiB
 
 
 def load_audio(
@@ -103,23 +54,19 @@ def load_audio(
 ) -> torch.Tensor:
     """Read an audio file as a mono float32 waveform at `sample_rate`.
 
-    wav/flac/ogg go through soundfile; what it cannot read (mp3, odd containers)
-    through librosa. Raises an `AudioError` subclass for anything unusable.
+    wav/flac/ogg/mp3/aiff through soundfile; anything else is refused. The header is checked
+    first (`inspect_audio`); the decode then runs in blocks, each down-mixed as it arrives, so
+    memory stays near the mono result however many channels the file has, and stops at the
+    sample, duration and time limits whatever the header said. Raises an `AudioError` subclass
+    for anything unusable.
 
     Returns:
         (N,) float32 waveform, peak-normalised to 0.95 when `normalize`.
     """
     path = Path(path)
-    if not path.is_file():
-        raise AudioNotFoundError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise EmptyAudioError(f"{path}: the file is empty (0 bytes)")
-    _check_container(path)
-    info = probe(path)
-    if info is not None:
-        _check_header(path, info, limits)
-    samples, file_rate = _decode(path, info)
-    return _prepare(path, samples, file_rate, sample_rate, limits, normalize)
+    info = inspect_audio(path, limits)
+    samples = _decode(path, info, limits)
+    return _prepare(path, samples, info.sample_rate, sample_rate, limits, normalize)
 
 
 def decode_bytes(
@@ -137,76 +84,42 @@ def decode_bytes(
             raise type(e)(str(e).replace(f.name, name)) from None
 
 
-def sniff_format(head: bytes) -> str | None:
-    """The container a file's first bytes announce: "wav", "flac", "ogg", "mp3", "aiff" or None."""
-    if head[:4] in (b"RIFF", b"RIFX", b"RF64") and head[8:12] == b"WAVE":
-        return "wav"
-    if head[:4] == b"fLaC":
-        return "flac"
-    if head[:4] == b"OggS":
-        return "ogg"
-    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
-        return "aiff"
-    # an ID3 tag, or an MPEG audio frame sync (11 set bits) with layer bits != 00
-    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0
-                              and head[1] & 0x06):
-        return "mp3"
-    return None
+def _decode(path: Path, info: AudioInfo, limits: AudioLimits) -> np.ndarray:
+    """The mono down-mix at the file's rate, decoded block by block.
 
-
-_SUFFIX_FORMATS = {".wav": "wav", ".wave": "wav", ".flac": "flac", ".ogg": "ogg", ".oga": "ogg",
-                   ".opus": "ogg", ".mp3": "mp3", ".aif": "aiff", ".aiff": "aiff"}
-
-
-def _check_container(path: Path) -> None:
-    """A file whose name and contents disagree is refused rather than guessed at."""
-    named = _SUFFIX_FORMATS.get(path.suffix.lower())
-    with path.open("rb") as f:
-        actual = sniff_format(f.read(12))
-    if named is not None and actual is not None and named != actual:
-        raise FormatMismatchError(
-            f"{path}: the name says {named.upper()} but the file holds {actual.upper()} data; "
-            f"rename it to {path.stem}.{actual} or convert it"
-        )
-
-
-def _check_header(path: Path, info: AudioInfo, limits: AudioLimits) -> None:
-    if not MIN_SAMPLE_RATE <= info.sample_rate <= MAX_SAMPLE_RATE:
-        raise UnsupportedFormatError(
-            f"{path}: sample rate {info.sample_rate} Hz is outside "
-            f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz"
-        )
-    if not 1 <= info.channels <= MAX_CHANNELS:
-        raise UnsupportedFormatError(f"{path}: {info.channels} channels (1-{MAX_CHANNELS} accepted)")
-    if info.frames == 0:
-        raise EmptyAudioError(f"{path}: the file holds no audio samples")
-    if info.duration > limits.max_seconds:
-        raise AudioTooLongError(
-            f"{path}: {info.duration:.1f} s is longer than the limit of {limits.max_seconds:.0f} s"
-        )
-
-
-def _decode(path: Path, info: AudioInfo | None) -> tuple[np.ndarray, int]:
-    if info is not None:
-        try:
-            data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-            return data.mean(axis=1), int(rate)
-        except (sf.LibsndfileError, RuntimeError) as e:
-            raise CorruptAudioError(f"{path}: the audio data is damaged ({e})") from None
-    # soundfile could not even read a header: mp3 or a non-audio file
-    import warnings
-
-    import librosa
-
+    The header's frame count is a claim, not a bound (a FLAC stream may hold more than its
+    STREAMINFO says): the count of frames actually decoded is checked after every block.
+    """
+    deadline = time.monotonic() + limits.max_decode_seconds
+    max_frames = min(limits.max_samples // info.channels,
+                     int(limits.max_seconds * info.sample_rate) + 1)
+    parts, frames = [], 0
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            data, rate = librosa.load(str(path), sr=None, mono=True)
-    except Exception:  # librosa and audioread raise a zoo of types here
-        raise CorruptAudioError(
-            f"{path}: not a readable audio file (wav, flac, ogg or mp3 expected)"
-        ) from None
-    return data.astype(np.float32), int(rate)
+        with sf.SoundFile(str(path)) as f:
+            while True:
+                block = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)  # (n, C)
+                if not len(block):
+                    break
+                frames += len(block)
+                if frames > max_frames:
+                    _refuse_overrun(path, info, frames, limits)
+                parts.append(block.mean(axis=1))  # (n, C) -> (n,)
+                if time.monotonic() > deadline:
+                    raise DecodeTimeoutError(f"{path}: decoding took longer than the limit of "
+                                             f"{limits.max_decode_seconds:g} s")
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise CorruptAudioError(f"{path}: the audio data is damaged ({e})") from None
+    if not parts:
+        return np.zeros(0, np.float32)
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def _refuse_overrun(path: Path, info: AudioInfo, frames: int, limits: AudioLimits) -> None:
+    if frames > limits.max_seconds * info.sample_rate:
+        raise AudioTooLongError(
+            too_long(path, frames / info.sample_rate, limits) + " (more than its header says)")
+    raise AudioTooLargeError(too_large(path, info.channels, frames, limits)
+                             + " (more than its header says)")
 
 
 def _prepare(

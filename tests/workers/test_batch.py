@@ -68,7 +68,7 @@ def test_a_folder_with_a_corrupt_file_and_a_resumed_rerun(service, recordings, t
     good = next(x for x in lines if x["state"] == "succeeded")
     assert {"audio", "text", "words", "id"} <= set(good)
     jobs = service.client.get_many([x["id"] for x in lines])
-    assert all(j.completions == 1 for j in jobs if j.state == "succeeded")
+    assert all(j.completions == 1 for j in jobs if j is not None and j.state == "succeeded")
 
     again = _run(service, "batch", "asr", str(recordings), "-o", str(out), "--no-progress")
     assert json.loads(again.stdout.strip().splitlines()[-1])["skipped"] == 201

@@ -28,7 +28,10 @@ def test_real_recognizer_jobs(tmp_path, start_worker):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio at all" * 50)
     ids = [client.submit_asr(c, beam_size=2, decoder=("attention", "ctc")[i % 2]).id for i, c in enumerate(clips)]
-    bad_id = client.submit_asr(bad).id
+    with pytest.raises(ValueError, match="bad.wav"):  # refused before it is copied
+        client.submit_asr(bad)
+    ref = client.storage.put_file(bad, "bad")  # past the client: the worker refuses it too
+    bad_id = client.submit("asr", {"audio": ref, "name": str(bad)}).id
     jobs = [client.wait(i, 120) for i in ids]
     assert [j.state for j in jobs] == ["succeeded"] * len(ids), [j.error for j in jobs]
     assert all(isinstance(j.result["text"], str) and "words" in j.result for j in jobs)

@@ -48,15 +48,23 @@ def test_waiting_jobs_run_as_batches(service, tmp_path):
 
 
 def test_a_resubmitted_id_returns_the_existing_job(service):
+    """The same request under the same id is a retry: the job that exists. Another request, or
+    another submitter, under it is refused."""
+    from workers.client import JobIdConflict
+
     c = service.client
     job_id = f"idem-{uuid.uuid4().hex}"
     first = c.wait(c.submit_tts("Once only.", job_id=job_id).id, 60)
-    again = c.submit_tts("Something else entirely.", job_id=job_id)
+    again = c.submit_tts("Once only.", job_id=job_id)
     assert again.state == "succeeded" and again.request == first.request
     time.sleep(0.5)
     assert c.get(job_id).completions == 1 and c.get(job_id).finished_at == first.finished_at
-    with pytest.raises(ValueError, match="is a tts job"):
+    with pytest.raises(JobIdConflict, match="different request"):
+        c.submit_tts("Something else entirely.", job_id=job_id)
+    with pytest.raises(JobIdConflict, match="different request"):
         c.submit("asr", {"audio": "x.wav"}, job_id=job_id)
+    with pytest.raises(JobIdConflict, match="cannot be used"):
+        c.submit_tts("Once only.", job_id=job_id, submitter="someone")
 
 
 def _wait_running(c, job_id, timeout=30):
@@ -101,10 +109,20 @@ def test_bad_audio_fails_the_job_with_a_clear_message(service, tmp_path):
     text_file.write_text("this is not audio at all\n" * 20)
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
+    from pipeline.frontend.audio import AudioError
+
+    for path in (corrupt, text_file, empty):  # the client refuses them before copying
+        with pytest.raises(AudioError, match=path.name):
+            c.submit_asr(path)
+
+    def stored(path):  # past the client, as a careless one would send it
+        ref = c.storage.put_file(path, f"bad-{uuid.uuid4().hex}")
+        return c.submit("asr", {"audio": ref, "name": path.name}).id
+
     cases = {
-        c.submit_asr(corrupt).id: "corrupt.wav",
-        c.submit_asr(text_file).id: "not a readable audio file",
-        c.submit_asr(empty).id: "empty",
+        stored(corrupt): "corrupt.wav",
+        stored(text_file): "not a readable audio file",
+        stored(empty): "empty",
         c.submit("asr", {"audio": "../../../etc/passwd"}).id: "outside the storage directory",
         c.submit("asr", {"audio": "/etc/hostname"}).id: "outside the storage directory",
         c.submit("asr", {"audio": "inputs/missing.wav"}).id: "no such file",
@@ -179,8 +197,10 @@ def test_cli_submit_status_result_cancel(service, tmp_path):
     rc, last, _ = _cli(service, "result", tts["id"])
     assert json.loads(last)["audio"] == tts["result"]["audio"]
 
-    rc, last, _ = _cli(service, "submit", "tts", "", "--wait", "--json")
-    assert rc == 1 and json.loads(last)["error"] == "the text is empty"
+    rc, last, _ = _cli(service, "submit", "tts", "", "--wait", "--json")  # refused, never queued
+    assert rc == 2 and json.loads(last)["error"] == "the text is empty"
+    rc, last, _ = _cli(service, "submit", "tts", "a" * 2001, "--json")
+    assert rc == 2 and json.loads(last)["error"] == "the text has 2001 characters; the limit is 2000"
     rc, last, _ = _cli(service, "submit", "asr", str(tmp_path / "missing.wav"), "--json")
     assert rc == 2 and json.loads(last)["state"] == "failed" and "no such file" in json.loads(last)["error"]
     rc, last, _ = _cli(service, "status", "no-such-job", "--json")

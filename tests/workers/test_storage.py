@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -225,7 +226,8 @@ def test_workers_and_clients_in_other_folders_share_a_storage_directory(tmp_path
     rc, last, err = _speechq(env, client_dir, "submit", "asr", "fetched.wav", "--wait", "--json")
     asr = json.loads(last)
     assert rc == 0 and asr["state"] == "succeeded" and isinstance(asr["result"]["text"], str), err
-    assert client.get(asr["id"]).request["audio"] == f"inputs/{asr['id']}.wav"
+    # a key of its own per submission: inputs/<id>.<12 hex>.wav
+    assert re.fullmatch(rf"inputs/{asr['id']}\.[0-9a-f]{{12}}\.wav", client.get(asr["id"]).request["audio"])
 
     rc, last, err = _speechq(env, client_dir, "submit", "asr", ref, "--wait", "--json")  # by reference
     by_ref = json.loads(last)
@@ -277,7 +279,8 @@ def test_workers_and_clients_share_an_object_store(tmp_path, start_worker, s3_en
     assert client.get(json.loads(last)["id"]).request["audio"] == tts.result["audio_ref"]
 
     keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]}
-    assert {f"speechq/outputs/{tts.id}.wav", f"speechq/inputs/{asr['id']}.wav"} <= keys
+    assert f"speechq/outputs/{tts.id}.wav" in keys
+    assert any(re.fullmatch(rf"speechq/inputs/{asr['id']}\.[0-9a-f]{{12}}\.wav", k) for k in keys)
 
     http = TestClient(create_gateway(settings_for(env)))  # the gateway: uploads, streamed audio
     r = http.post("/v1/jobs/asr", content=wav.read_bytes(), headers={"content-type": "audio/wav"})

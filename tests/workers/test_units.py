@@ -181,7 +181,38 @@ def test_batch_asr_requests_carry_only_the_options_given():
     (named,) = asr_items(["a.wav"], hotwords=["okonkwo", "new york"])
     assert named.request["options"] == {"hotwords": ["okonkwo", "new york"]}
     (default,) = asr_items(["a.wav"])
-    assert default.job_id("asr") != item.job_id("asr")  # other options, another job
+    key = b"k" * 32
+    assert default.job_id("asr", key) != item.job_id("asr", key)  # other options, another job
+    assert item.job_id("asr", key) == item.job_id("asr", key)  # a rerun finds its jobs
+    assert item.job_id("asr", b"another user's key") != item.job_id("asr", key)  # not guessable
+
+
+def test_the_batch_key_is_made_once_and_private(tmp_path):
+    from workers.batch import batch_secret
+
+    env = {"XDG_DATA_HOME": str(tmp_path)}
+    key = batch_secret(env)
+    assert len(key) == 32 and batch_secret(env) == key
+    assert (tmp_path / "speechq" / "batch.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_tokens_file(tmp_path):
+    from workers.auth import Tokens, new_token, token_line
+
+    alice, ops = new_token(), new_token()
+    path = tmp_path / "tokens"
+    path.write_text(f"# comment\n{token_line('alice', ['submit', 'read'], alice)}\n"
+                    f"{token_line('ops', ['admin'], ops)}  # the on-call\n")
+    tokens = Tokens(tokens_file=str(path))
+    assert tokens.identify(alice).name == "alice" and not tokens.identify(alice).admin
+    assert tokens.identify(ops).admin and tokens.identify("sq_guess") is None
+    assert alice not in path.read_text()
+    path.write_text(token_line("ops", ["admin"], ops) + "\n")  # alice revoked, no restart
+    assert tokens.identify(alice) is None
+    path.write_text("alice submit,fly sha256:" + "0" * 64 + "\n")
+    with pytest.raises(ValueError, match="tokens:1: scopes"):
+        tokens.identify(ops)
+    assert Tokens(shared_token="s").identify("s").admin
 
 
 def test_submit_and_batch_asr_take_the_hotwords_flags():
