@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -106,6 +107,7 @@ def _submit_all(client, clip: Path, n: int, ids: list[str]) -> None:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop the workers and Redis
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", action="store_true")
     p.add_argument("--jobs", type=int, default=2000)

@@ -27,7 +27,7 @@ from typing import Annotated, Literal
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
 from pipeline.frontend.header import AudioError, AudioLimits, inspect_audio
@@ -82,6 +82,21 @@ class JobCreated(BaseModel):
     state: str
 
 
+def _answer_outages(app: FastAPI, redis_url: str) -> None:
+    """Redis unreachable: a 503 naming it, in the client's few seconds of patience, not a 500. The
+    gateway's connections reconnect by themselves when Redis is back."""
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import ConnectionError, TimeoutError
+
+    from workers.jobs import unreachable
+
+    async def outage(request: Request, e: Exception) -> JSONResponse:
+        return JSONResponse({"detail": unreachable(redis_url, e)}, status_code=503)
+
+    for error in (ConnectionError, TimeoutError, OperationalError):
+        app.add_exception_handler(error, outage)
+
+
 def create_gateway(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     client = Client(settings)
@@ -92,6 +107,7 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyDeadline, body_timeout=settings.gateway_body_timeout,
                        read_timeout=settings.gateway_read_timeout)
     auth.install(app, settings)
+    _answer_outages(app, settings.redis_url)
     if settings.gateway_docs:
         _add_docs(app)
 

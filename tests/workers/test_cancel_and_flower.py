@@ -79,8 +79,8 @@ def test_a_cancelled_long_job_stops_the_shipped_recognizer(tmp_path, start_worke
     assert _wait_state(client, job.id, "running").state == "running"
     time.sleep(3.0)  # well into the decoding (alone, it runs for tens of seconds)
     busy_before = _pool_cpu_seconds(worker)
-    time.sleep(0.5)
-    assert _pool_cpu_seconds(worker) - busy_before > 0.3, "the job was not computing"
+    time.sleep(1.0)
+    assert _pool_cpu_seconds(worker) - busy_before > 0.1, "the job was not computing"
     assert client.cancel(job.id).state == "running"
     cancelled_at, cancelled_wall = time.monotonic(), time.time()
     samples = []  # (seconds after the cancel, pool CPU seconds)

@@ -194,3 +194,46 @@ def test_client_commands_without_redis_fail_fast_with_one_line(tmp_path):
         lines = (out.stdout + out.stderr).strip().splitlines()
         assert out.returncode == 3 and took < 5, (args, took, lines)
         assert len(lines) == 1 and url in lines[0] and "Traceback" not in lines[0], lines
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+def test_the_gateway_answers_503_without_redis_and_reconnects(tmp_path):
+    import httpx
+
+    from tests.workers.conftest import REPO, speechq_command
+
+    port, data, http_port = _free_port(), tmp_path / "redis", _free_port()
+    data.mkdir()
+    _redis_server(port, data)
+    url = f"redis://127.0.0.1:{port}/0"
+    env = {**__import__("os").environ, **service_environment(tmp_path, redis_url=url),
+           "SPEECHQ_API_TOKEN": "t0ken"}
+    gateway = subprocess.Popen(speechq_command() + ["serve", "--port", str(http_port)], cwd=REPO,
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=30,
+                          headers={"Authorization": "Bearer t0ken"}) as http:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if http.get("/v1/live").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.2)
+            assert http.post("/v1/jobs/tts", json={"text": "Before."}).status_code == 202
+            redis.Redis(port=port).shutdown()
+            started = time.monotonic()
+            down = http.post("/v1/jobs/tts", json={"text": "During."})
+            assert down.status_code == 503 and time.monotonic() - started < 5
+            assert url in down.json()["detail"]
+            _redis_server(port, data)
+            back = http.post("/v1/jobs/tts", json={"text": "After."})
+            assert back.status_code == 202, back.text
+    finally:
+        gateway.terminate()
+        gateway.wait(20)
+        try:
+            redis.Redis(port=port).shutdown(nosave=True)
+        except redis.RedisError:
+            pass
