@@ -22,8 +22,6 @@ import os
 import platform
 import random
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,47 +32,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(REPO)] + [x for x in sys.path if Path(x or ".").resolve() != Path(__file__).parent]
 
 from tests.workers.conftest import (  # noqa: E402
+    RedisServer,
     WorkerProcess,
     service_environment,
     settings_for,
     write_noise_wav,
 )
-
-
-class RedisServer:
-    """redis-server with AOF on, in `data`, on a free loopback port."""
-
-    def __init__(self, data: Path):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.data = data
-        data.mkdir(parents=True, exist_ok=True)
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        import redis
-
-        subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1",
-                        "--port", str(self.port), "--appendonly", "yes", "--appendfsync", "always",
-                        "--save", "", "--dir", str(self.data), "--logfile", str(self.data / "log")],
-                       check=True)
-        r = redis.Redis(port=self.port)
-        for _ in range(200):
-            try:
-                if r.ping():
-                    return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self, save: bool = True) -> None:
-        import redis
-
-        try:
-            redis.Redis(port=self.port).shutdown(nosave=not save)
-        except redis.ConnectionError:
-            pass  # the shutdown closes the connection it came on
 
 
 def _poll(client, ids: list[str]) -> list:
@@ -128,8 +91,7 @@ def main() -> None:
 
     rng = random.Random(a.seed)
     root = Path(tempfile.mkdtemp(prefix="speechq-soak-"))
-    server = RedisServer(root / "redis")
-    server.start()
+    server = RedisServer(root / "redis").start()
     env = service_environment(root, redis_url=server.url, test_hooks=0, threads=1,
                               result_expires=a.result_expires, worker_expires=a.worker_expires)
     for name in ("SOFT_TIME_LIMIT", "HARD_TIME_LIMIT", "VISIBILITY_TIMEOUT", "LEASE_SECONDS",

@@ -68,7 +68,8 @@ local function restore(job_state_queued, reason)
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('RPUSH', routing_key, text)  -- consumers pop from the right: it runs next
   if job_state_queued then
-    redis.call('HSET', job, 'state', 'queued', 'last_loss', reason)
+    redis.call('HSET', job, 'state', 'queued')
+    redis.call('HSETNX', job, 'last_loss', reason)  -- a worker's own word on the loss comes first
     redis.call('HDEL', job, 'lapsed_at')
     redis.call('ZADD', 'PREFIX:queued:' .. redis.call('HGET', job, 'kind'),
                redis.call('HGET', job, 'submitted_at'), id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -128,6 +129,50 @@ class WorkerProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)  # pool processes left behind, if any
         except ProcessLookupError:
             pass
+
+
+class RedisServer:
+    """A private redis-server with AOF on (as in docker-compose), on a free loopback port, its
+    data in `data`: for the tests and benches that stop or restart Redis, so that the shared one
+    never is."""
+
+    def __init__(self, data: Path):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.data = data
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        data.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> "RedisServer":
+        subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1",
+                        "--port", str(self.port), "--appendonly", "yes", "--appendfsync", "always",
+                        "--save", "", "--dir", str(self.data), "--logfile", str(self.data / "log")],
+                       check=True)
+        r = redis.Redis(port=self.port)
+        for _ in range(200):
+            try:
+                if r.ping():
+                    return self
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self, save: bool = True) -> None:
+        """SHUTDOWN: with `save` the AOF is written first, as on a clean restart."""
+        try:
+            redis.Redis(port=self.port).shutdown(nosave=not save)
+        except redis.ConnectionError:
+            pass  # not running, or the shutdown closed the connection it came on
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A started RedisServer, stopped after the test (ask for it before `start_worker`, so the
+    workers stop while their Redis is still there)."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop(save=False)
 
 
 @pytest.fixture

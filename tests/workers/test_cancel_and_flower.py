@@ -190,7 +190,8 @@ def test_flower_shows_cancelled_failed_and_batched_jobs_as_they_ended(tmp_path, 
                                  "_test": {"sleep": 30}})
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio at all" * 50)
-    broken = client.submit_asr(bad)
+    # stored as it is: the client would refuse it before queuing, the worker is what we test
+    broken = client.submit("asr", {"audio": client.storage.put_file(bad, "broken-input")})
     _wait_state(client, slow.id, "running")
     client.cancel(slow.id)
     jobs = {j.id: j for j in (client.wait(i, 60) for i in [first.id, *good, slow.id, broken.id])}

@@ -7,15 +7,14 @@ recovery: the jobs come back through the workers' reaper, within seconds."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
-import redis
 
 from tests.workers.conftest import flush, service_environment, settings_for
 
@@ -102,90 +101,50 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _redis_server(port: int, data: Path) -> None:
-    subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", str(port),
-                    "--appendonly", "yes", "--save", "", "--dir", str(data),
-                    "--logfile", str(data / "redis.log")], check=True)
-    r = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            if r.ping():
-                return
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    raise RuntimeError("redis-server did not start")
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+def test_workers_reconnect_after_a_redis_restart(tmp_path, private_redis, start_worker):
+    env = service_environment(tmp_path, redis_url=private_redis.url)
+    client = _client(env)
+    start_worker(env, queues="tts")
+    assert client.wait(client.submit_tts("Warm.").id, 60).state == "succeeded"
+    ids = [client.submit("tts", {"text": f"Queued {i}.", "_test": {"sleep": 0.3}}).id for i in range(6)]
+    private_redis.stop()  # writes the AOF and exits
+    time.sleep(1.0)
+    private_redis.start()
+    jobs = _wait_all(client, ids, 120)
+    assert [j.state for j in jobs] == ["succeeded"] * len(ids), [j.error for j in jobs]
+    after = client.wait(client.submit_tts("After the restart.").id, 60)
+    assert after.state == "succeeded"
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
-def test_workers_reconnect_after_a_redis_restart(tmp_path, start_worker):
-    """A private Redis (AOF on, as in docker-compose), so the shared one is never restarted."""
-    port, data = _free_port(), tmp_path / "redis"
-    data.mkdir()
-    _redis_server(port, data)
-    worker = None
-    try:
-        env = service_environment(tmp_path, redis_url=f"redis://127.0.0.1:{port}/0")
-        client = _client(env)
-        worker = start_worker(env, queues="tts")
-        assert client.wait(client.submit_tts("Warm.").id, 60).state == "succeeded"
-        ids = [client.submit("tts", {"text": f"Queued {i}.", "_test": {"sleep": 0.3}}).id for i in range(6)]
-        redis.Redis(port=port).shutdown()  # writes the AOF and exits
-        time.sleep(1.0)
-        _redis_server(port, data)
-        jobs = _wait_all(client, ids, 120)
-        assert [j.state for j in jobs] == ["succeeded"] * len(ids), [j.error for j in jobs]
-        after = client.wait(client.submit_tts("After the restart.").id, 60)
-        assert after.state == "succeeded"
-    finally:
-        if worker is not None:
-            worker.terminate()  # while its Redis is still there to say goodbye to
-        try:
-            redis.Redis(port=port).shutdown(nosave=True)
-        except redis.RedisError:
-            pass
-
-
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
-def test_a_batch_outlives_a_minute_without_redis(tmp_path, start_worker):
+def test_a_batch_outlives_a_minute_without_redis(tmp_path, private_redis, start_worker):
     """Redis stopped for 60 s while a worker runs a batch: the results wait for it, and every job
     of the batch succeeds once, on its first attempt."""
-    port, data = _free_port(), tmp_path / "redis"
-    data.mkdir()
-    _redis_server(port, data)
-    worker = None
-    try:
-        env = service_environment(tmp_path, redis_url=f"redis://127.0.0.1:{port}/0")
-        client = _client(env)
-        worker = start_worker(env, queues="tts")
-        assert client.wait(client.submit_tts("Warm.").id, 60).state == "succeeded"
-        client.submit("tts", {"text": "Hold.", "_test": {"sleep": 1.0}})  # the rest batch behind it
-        ids = [client.submit("tts", {"text": f"Batched {i}.", "_test": {"sleep": 1.0}}).id
-               for i in range(4)]
-        deadline = time.monotonic() + 30
-        while not all(j.state == "running" for j in client.get_many(ids)):
-            assert time.monotonic() < deadline, [j.state for j in client.get_many(ids)]
-            time.sleep(0.05)
-        redis.Redis(port=port).shutdown()  # writes the AOF and exits
-        time.sleep(60)
-        _redis_server(port, data)
-        jobs = _wait_all(client, ids, 120)
-        assert [j.state for j in jobs] == ["succeeded"] * len(ids), [j.error for j in jobs]
-        assert all(j.completions == 1 and j.attempts == 1 for j in jobs)
-        assert client.wait(client.submit_tts("After.").id, 60).state == "succeeded"
-    finally:
-        if worker is not None:
-            worker.terminate()
-        try:
-            redis.Redis(port=port).shutdown(nosave=True)
-        except redis.RedisError:
-            pass
+    env = service_environment(tmp_path, redis_url=private_redis.url)
+    client = _client(env)
+    # queued before the worker starts, so its first task takes them all as one batch
+    ids = [client.submit("tts", {"text": f"Batched {i}.", "_test": {"sleep": 1.5}}).id
+           for i in range(4)]
+    start_worker(env, queues="tts")
+    deadline = time.monotonic() + 60
+    while not all(j.state == "running" for j in client.get_many(ids)):
+        assert time.monotonic() < deadline, [j.state for j in client.get_many(ids)]
+        time.sleep(0.05)
+    private_redis.stop()  # writes the AOF and exits
+    time.sleep(60)
+    private_redis.start()
+    jobs = _wait_all(client, ids, 120)
+    assert [j.state for j in jobs] == ["succeeded"] * len(ids), [j.error for j in jobs]
+    assert all(j.completions == 1 and j.attempts == 1 and j.batch_size == 4 for j in jobs)
+    assert client.wait(client.submit_tts("After.").id, 60).state == "succeeded"
 
 
 def test_client_commands_without_redis_fail_fast_with_one_line(tmp_path):
     from tests.workers.conftest import REPO, speechq_command
 
     url = f"redis://127.0.0.1:{_free_port()}/0"  # nothing listens there
-    env = {**service_environment(tmp_path, redis_url=url), "PATH": __import__("os").environ["PATH"]}
+    env = {**service_environment(tmp_path, redis_url=url), "PATH": os.environ["PATH"]}
     for args in (["submit", "tts", "Hello."], ["status", "some-id"], ["monitor", "--once"]):
         started = time.monotonic()
         out = subprocess.run(speechq_command() + args, cwd=REPO, env=env, capture_output=True,
@@ -197,16 +156,13 @@ def test_client_commands_without_redis_fail_fast_with_one_line(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
-def test_the_gateway_answers_503_without_redis_and_reconnects(tmp_path):
+def test_the_gateway_answers_503_without_redis_and_reconnects(tmp_path, private_redis):
     import httpx
 
     from tests.workers.conftest import REPO, speechq_command
 
-    port, data, http_port = _free_port(), tmp_path / "redis", _free_port()
-    data.mkdir()
-    _redis_server(port, data)
-    url = f"redis://127.0.0.1:{port}/0"
-    env = {**__import__("os").environ, **service_environment(tmp_path, redis_url=url),
+    http_port = _free_port()
+    env = {**os.environ, **service_environment(tmp_path, redis_url=private_redis.url),
            "SPEECHQ_API_TOKEN": "t0ken"}
     gateway = subprocess.Popen(speechq_command() + ["serve", "--port", str(http_port)], cwd=REPO,
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -222,18 +178,14 @@ def test_the_gateway_answers_503_without_redis_and_reconnects(tmp_path):
                     assert time.monotonic() < deadline
                     time.sleep(0.2)
             assert http.post("/v1/jobs/tts", json={"text": "Before."}).status_code == 202
-            redis.Redis(port=port).shutdown()
+            private_redis.stop()
             started = time.monotonic()
             down = http.post("/v1/jobs/tts", json={"text": "During."})
             assert down.status_code == 503 and time.monotonic() - started < 5
-            assert url in down.json()["detail"]
-            _redis_server(port, data)
+            assert private_redis.url in down.json()["detail"]
+            private_redis.start()
             back = http.post("/v1/jobs/tts", json={"text": "After."})
             assert back.status_code == 202, back.text
     finally:
         gateway.terminate()
         gateway.wait(20)
-        try:
-            redis.Redis(port=port).shutdown(nosave=True)
-        except redis.RedisError:
-            pass
