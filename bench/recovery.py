@@ -27,7 +27,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(REPO)] + [x for x in sys.path if Path(x or ".").resolve() != Path(__file__).parent]
 
-from tests.workers.conftest import WorkerProcess, flush, service_environment, settings_for  # noqa: E402
+from tests.workers.conftest import (  # noqa: E402
+    WorkerProcess,
+    flush,
+    service_environment,
+    settings_for,
+)
 
 REAL_RECOGNIZER = "pipeline.inference.recognizer:Recognizer"
 
@@ -41,8 +46,8 @@ def spoken_clips(folder: Path, n: int) -> list[Path]:
     for i in range(n):
         path = folder / f"{i:03d}.wav"
         if not path.exists():
-            subprocess.run(["flite", "-voice", "slt", "-t", sentences[i % len(sentences)], "-o", str(path)],
-                           check=True)
+            text = sentences[i % len(sentences)]
+            subprocess.run(["flite", "-voice", "slt", "-t", text, "-o", str(path)], check=True)
         clips.append(path)
     return clips
 
@@ -60,7 +65,8 @@ def one_run(env: dict, root: Path, clips: list[Path], run: int) -> dict:
         ids = [client.submit_asr(c).id for c in clips]
         deadline = time.monotonic() + 120
         while True:
-            held = [j for j in client.get_many(ids) if j.state == "running" and j.worker == victim.name]
+            held = [j for j in client.get_many(ids)
+                    if j.state == "running" and j.worker == victim.name]
             if held or time.monotonic() > deadline:
                 break
             time.sleep(0.01)
@@ -114,7 +120,8 @@ def main() -> None:
         "lease_seconds": defaults.lease_seconds, "visibility_timeout": defaults.visibility_timeout,
         "runs": runs,
         "recovery_p50_s": statistics.median(r["seconds"] for r in runs),
-        "all_succeeded_once": all(r["succeeded"] == a.jobs and not r["completed_twice"] for r in runs),
+        "all_succeeded_once": all(r["succeeded"] == a.jobs and not r["completed_twice"]
+                                  for r in runs),
     }
     flush(a.redis_url)
     if not a.json:

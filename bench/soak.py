@@ -106,13 +106,17 @@ def main() -> None:
               "jobs": a.jobs, "workers": a.workers, "kill_every_s": a.kill_every}
     try:
         ids: list[str] = []
-        submitter = threading.Thread(target=_submit_all, args=(client, clip, a.jobs, ids), daemon=True)
+        submitter = threading.Thread(target=_submit_all, args=(client, clip, a.jobs, ids),
+                                     daemon=True)
         submitter.start()  # polled while it runs: a record may expire before the last is queued
         final: dict[str, object] = {}
         next_kill = time.monotonic() + a.kill_every
         restart_at = started + a.redis_restart_at
         kills = restarts = 0
-        while (submitter.is_alive() or len(final) < len(ids)) and time.monotonic() - started < a.max_seconds:
+        def going() -> bool:
+            return submitter.is_alive() or len(final) < len(ids)
+
+        while going() and time.monotonic() - started < a.max_seconds:
             now = time.monotonic()
             if restarts == 0 and now >= restart_at:
                 server.stop(save=True)
@@ -138,7 +142,8 @@ def main() -> None:
             states[job.state] = states.get(job.state, 0) + 1
         report.update({
             "soak_seconds": round(soak_seconds, 1), "kills": kills, "redis_restarts": restarts,
-            "lost": len(ids) - len(final), "completed_twice": sum(j.completions > 1 for j in final.values()),
+            "lost": len(ids) - len(final),
+            "completed_twice": sum(j.completions > 1 for j in final.values()),
             "retried": sum(j.attempts > 1 for j in final.values()), "final_states": states,
         })
 
@@ -150,7 +155,8 @@ def main() -> None:
         report["job_records_left"] = sum(1 for _ in r.scan_iter("speechq:job:*"))
         report["killed_worker_keys_left"] = sum(
             1 for name in killed_names for _ in r.scan_iter(f"speechq:worker:{name}*"))
-        report["killed_workers_listed"] = sum(r.zscore(WORKERS, n) is not None for n in killed_names)
+        report["killed_workers_listed"] = sum(r.zscore(WORKERS, n) is not None
+                                              for n in killed_names)
     finally:
         for w in workers:
             w.terminate()

@@ -180,12 +180,14 @@ local function end_job(state, now, expires)
   redis.call('HINCRBY', KEYS[3], kind .. ':' .. state, 1)
   local submitted = tonumber(redis.call('HGET', KEYS[1], 'submitted_at'))
   if state == 'succeeded' and submitted then
-    redis.call('LPUSH', KEYS[4], string.format('%.3f %.4f', tonumber(now), tonumber(now) - submitted))
+    local line = string.format('%.3f %.4f', tonumber(now), tonumber(now) - submitted)
+    redis.call('LPUSH', KEYS[4], line)
     redis.call('LTRIM', KEYS[4], 0, LATENCY_LAST)
   end
   local gone = tonumber(now) + tonumber(expires)
   local input = stored_file(redis.call('HGET', KEYS[1], 'request'), 'audio', 'inputs/' .. id .. '.')
-  local output = stored_file(redis.call('HGET', KEYS[1], 'result'), 'audio_ref', 'outputs/' .. id .. '.')
+  local output = stored_file(redis.call('HGET', KEYS[1], 'result'), 'audio_ref',
+                             'outputs/' .. id .. '.')
   if input then redis.call('ZADD', 'EXPIRING', gone, input) end
   if output then redis.call('ZADD', 'EXPIRING', gone, output) end
   redis.call('PUBLISH', 'PREFIX:done:' .. id, state)
@@ -216,7 +218,8 @@ end
 attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'state', 'running', 'owner', ARGV[3], 'started_at', ARGV[1], 'worker', ARGV[6])
 redis.call('HDEL', KEYS[1], 'lapsed_at')
-redis.call('ZREM', 'PREFIX:queued:' .. redis.call('HGET', KEYS[1], 'kind'), redis.call('HGET', KEYS[1], 'id'))
+redis.call('ZREM', 'PREFIX:queued:' .. redis.call('HGET', KEYS[1], 'kind'),
+           redis.call('HGET', KEYS[1], 'id'))
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
 return {'claimed', attempts, redis.call('HGET', KEYS[1], 'request'),
         redis.call('HGET', KEYS[1], 'run_alone') or '0'}
@@ -227,7 +230,8 @@ return {'claimed', attempts, redis.call('HGET', KEYS[1], 'request'),
 # was away, say) as long as no other worker has claimed it since.
 _FINISH = _END + """
 local state = redis.call('HGET', KEYS[1], 'state')
-if (state ~= 'running' and state ~= 'queued') or redis.call('HGET', KEYS[1], 'owner') ~= ARGV[3] then
+local ours = redis.call('HGET', KEYS[1], 'owner') == ARGV[3]
+if (state ~= 'running' and state ~= 'queued') or not ours then
   return 0
 end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[5]) end

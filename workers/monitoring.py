@@ -249,7 +249,8 @@ def render(snap: dict) -> str:
     for w in snap["workers"]:
         load = f"{w['busy_processes']}/{w['concurrency'] or w['processes']}"
         lines.append(f"{w['hostname'][:32]:32} {'yes' if w['online'] else 'no':3} "
-                     f"{(w['device'] or '-')[:8]:8} {w['gpu_memory_mb']:>7} {load:>5} {w['active']:>6} "
+                     f"{(w['device'] or '-')[:8]:8} {w['gpu_memory_mb']:>7} {load:>5} "
+                     f"{w['active']:>6} "
                      f"{w['processed']:>7} {int(w['jobs_failed']):>6} {w['audio_seconds_per_second']:>9}")
     if not snap["workers"]:
         lines.append("(no workers)")

@@ -54,7 +54,8 @@ end
 local entry = cjson.decode(raw)
 local routing_key = entry[3]
 local id = (entry[1]['headers'] or {})['id']
-if type(id) ~= 'string' or not string.find(',' .. ARGV[5] .. ',', ',' .. routing_key .. ',', 1, true) then
+local ours = string.find(',' .. ARGV[5] .. ',', ',' .. routing_key .. ',', 1, true)
+if type(id) ~= 'string' or not ours then
   return 'skipped'
 end
 local job = 'PREFIX:job:' .. id
@@ -144,7 +145,8 @@ class Reaper:
         counts: dict[str, int] = {}
         for tag in tags:
             outcome = self._reap(keys=[UNACKED, UNACKED_INDEX],
-                                 args=[tag, f"{now:.3f}", self.grace, self.orphan_seconds, self.queues])
+                                 args=[tag, f"{now:.3f}", self.grace, self.orphan_seconds,
+                                       self.queues])
             counts[outcome] = counts.get(outcome, 0) + 1
         if counts.get("restored") or counts.get("orphan"):
             log.warning("put back in their queues: %d jobs of lapsed leases, %d orphaned messages",
@@ -164,7 +166,8 @@ class Reaper:
         stale = {q: ids for q, ids in stale.items() if ids}
         if not stale:
             return 0
-        messages = "\n".join(self.r.hvals(UNACKED) + [m for q in stale for m in self.r.lrange(q, 0, -1)])
+        waiting = [m for q in stale for m in self.r.lrange(q, 0, -1)]
+        messages = "\n".join(self.r.hvals(UNACKED) + waiting)
         lost = [(q, job_id) for q, ids in stale.items() for job_id in ids
                 if f'"{job_id}"' not in messages]
         for kind, job_id in lost:
