@@ -4,10 +4,15 @@
     curl -X POST localhost:8000/v1/jobs/tts -H 'content-type: application/json' -d '{"text": "Hi."}'
     curl -X POST localhost:8000/v1/jobs/asr -H 'content-type: audio/wav' --data-binary @speech.wav
     curl localhost:8000/v1/jobs/ID;  curl -o out.wav localhost:8000/v1/jobs/ID/audio
+    curl -X POST 'localhost:8000/v1/jobs/tts?wait=30' -H 'content-type: application/json' -d '{"text": "Hi."}'
     curl 'localhost:8000/v1/jobs/ID/transcript?format=srt';  curl -X DELETE localhost:8000/v1/jobs/ID
 
 Uploads are checked (size before reading, then decodability) before anything enters the storage
-(a directory or an object store: `workers.storage`); audio downloads stream from it. With SPEECHQ_API_TOKEN set, every /v1/jobs call needs `Authorization: Bearer <token>`.
+(a directory or an object store: `workers.storage`); audio downloads stream from it. With
+`?wait=SECONDS` a submission answers with the finished job when it ends in time (200), and
+with its id otherwise (202). A job's JSON holds storage references and URLs, never a server's
+file paths. OpenAI's audio API is served beside the job API (`workers.openai_api`). With
+SPEECHQ_API_TOKEN set, every /v1/jobs and /v1/audio call needs `Authorization: Bearer <token>`.
 """
 
 from __future__ import annotations
@@ -16,26 +21,32 @@ import hmac
 import os
 import tempfile
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
 from pipeline.frontend.audio import AudioError, load_audio
 from pipeline.frontend.text import TextError, check_text
+from pipeline.frontend.codecs import MEDIA_TYPES as AUDIO_MEDIA_TYPES
 from pipeline.inference.formats import FORMATS, MEDIA_TYPES, render
 from pipeline.inference.options import RecognitionOptions, TTSOptions, default_of, job_fields, spec
 from workers.client import Client, JobNotFound
+from workers.jobs import TERMINAL
+from workers.openai_api import openai_router
 from workers.settings import Settings
 from workers.storage import StorageError, StorageUnavailable
 
 UPLOAD_SUFFIXES = {"audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav", "audio/flac": ".flac",
                    "audio/x-flac": ".flac", "audio/ogg": ".ogg", "audio/mpeg": ".mp3", "audio/mp3": ".mp3"}
 CHUNK = 1 << 16
+MAX_WAIT_SECONDS = 600
 _JOB_ID = Field(None, description="job id; resubmitting an id returns that job")
+_WAIT = Query(None, ge=0, le=MAX_WAIT_SECONDS, description="answer with the finished job if it "
+              "ends within this many seconds (200), else with its id (202)")
 
 
 def options_model(name: str, cls: type, **more) -> type[BaseModel]:
@@ -65,7 +76,9 @@ TTSJob = options_model("TTSJob", TTSOptions,
                        text=(str, Field(description="what to say (the length limit is "
                                                     "SPEECHQ_MAX_TEXT_CHARS)")),
                        id=(str | None, _JOB_ID))
-ASRQuery = options_model("ASRQuery", RecognitionOptions, id=(str | None, _JOB_ID))
+ASRQuery = options_model("ASRQuery", RecognitionOptions, id=(str | None, _JOB_ID),
+                         wait=(float | None, Field(None, ge=0, le=MAX_WAIT_SECONDS,
+                                                   description=_WAIT.description)))
 
 
 class JobCreated(BaseModel):
@@ -93,13 +106,31 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, str(e)) from None
 
     def view(job) -> dict:
+        """A job as clients see it: references and URLs, not the server's paths."""
         d = job.to_dict()
+        if d.get("result"):
+            d["result"] = {k: v for k, v in d["result"].items() if k != "audio"}
+        if d.get("request"):
+            d["request"] = {k: v for k, v in d["request"].items() if k != "name"}
         if job.kind == "tts" and job.state == "succeeded":
             d["audio_url"] = f"/v1/jobs/{job.id}/audio"
         if job.kind == "asr" and job.state == "succeeded":
             d["transcript_url"] = f"/v1/jobs/{job.id}/transcript"
         return d
 
+    def created(job, wait: float | None):
+        """202 with the id, or with `wait`, the job once it ends within it (200)."""
+        if wait:
+            job = client.wait(job.id, timeout=wait)
+            if job.state in TERMINAL:
+                return JSONResponse(view(job), status_code=200)
+        return JSONResponse(JobCreated(id=job.id, state=job.state).model_dump(), status_code=202)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    @app.get("/health", include_in_schema=False)
     @app.get("/v1/health")
     def health() -> dict:
         from workers import monitoring
@@ -111,22 +142,24 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok" if online else "no workers", "redis": True, "workers_online": online,
                 "queues": snap["queues"]}
 
-    @app.post("/v1/jobs/tts", status_code=202, response_model=JobCreated, dependencies=[Depends(authorize)])
-    def submit_tts(body: TTSJob) -> JobCreated:
+    @app.post("/v1/jobs/tts", status_code=202, response_model=JobCreated, dependencies=[Depends(authorize)],
+              responses={200: {"description": "the finished job (with ?wait=)"}})
+    def submit_tts(body: TTSJob, wait: float | None = _WAIT):
         try:
             text = check_text(body.text, settings.max_text_chars)
             options = body.model_dump(exclude_none=True, exclude={"text", "id"})
             job = client.submit_tts(text, job_id=body.id, **options)
         except (TextError, ValueError) as e:
             raise HTTPException(422, str(e)) from None
-        return JobCreated(id=job.id, state=job.state)
+        return created(job, wait)
 
     @app.post("/v1/jobs/asr", status_code=202, response_model=JobCreated, dependencies=[Depends(authorize)],
+              responses={200: {"description": "the finished job (with ?wait=)"}},
               openapi_extra={"requestBody": {"content": {
                   "audio/*": {"schema": {"type": "string", "format": "binary"}},
                   "multipart/form-data": {"schema": {"type": "object", "properties": {
                       "file": {"type": "string", "format": "binary"}}}}}}})
-    async def submit_asr(request: Request, query: Annotated[ASRQuery, Query()]) -> JobCreated:
+    async def submit_asr(request: Request, query: Annotated[ASRQuery, Query()]):
         """The audio file as the request body (audio/*), or as the `file` part of a form."""
         length = request.headers.get("content-length")
         if length is not None and int(length) > max_bytes + (64 << 10):
@@ -134,7 +167,7 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
         tmp = await _receive(request, max_bytes, settings.max_upload_mb)
         try:
             await run_in_threadpool(_check_audio, tmp)
-            options = query.model_dump(exclude_none=True, exclude={"id"})
+            options = query.model_dump(exclude_none=True, exclude={"id", "wait"})
             job = await run_in_threadpool(partial(client.submit_asr, tmp, query.id, "the upload",
                                                   **options))
         except StorageUnavailable as e:
@@ -143,14 +176,15 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(422, str(e).replace(str(tmp), "the upload")) from None
         finally:
             tmp.unlink(missing_ok=True)
-        return JobCreated(id=job.id, state=job.state)
+        return await run_in_threadpool(created, job, query.wait)
 
     @app.get("/v1/jobs/{job_id}", dependencies=[Depends(authorize)])
     def get_job(job_id: str) -> dict:
         return view(job_or_404(job_id))
 
     @app.get("/v1/jobs/{job_id}/audio", dependencies=[Depends(authorize)],
-             response_class=StreamingResponse, responses={200: {"content": {"audio/wav": {}}}})
+             response_class=StreamingResponse,
+             responses={200: {"content": {t: {} for t in AUDIO_MEDIA_TYPES.values()}}})
     def get_audio(job_id: str):
         job = job_or_404(job_id)
         if job.kind != "tts":
@@ -163,8 +197,11 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(503, str(e)) from None
         except StorageError as e:  # removed since (retention), or never stored
             raise HTTPException(410, str(e)) from None
-        return StreamingResponse(_stream(f), media_type="audio/wav",
-                                 headers={"Content-Disposition": f'attachment; filename="{job_id}.wav"'})
+        ref = job.result["audio_ref"]
+        media_type = job.result.get("media_type", "audio/wav")
+        name = f"{job_id}{PurePosixPath(ref).suffix}"
+        return StreamingResponse(_stream(f), media_type=media_type,
+                                 headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     @app.get("/v1/jobs/{job_id}/transcript", dependencies=[Depends(authorize)])
     def get_transcript(job_id: str, format: str = Query("json", description=", ".join(FORMATS))):
@@ -184,6 +221,7 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
         except JobNotFound as e:
             raise HTTPException(404, str(e)) from None
 
+    app.include_router(openai_router(settings, client, authorize))
     return app
 
 
