@@ -31,6 +31,8 @@ SUFFIXES = {"wav": ".wav", "flac": ".flac", "mp3": ".mp3", "opus": ".ogg", "aac"
 # libsndfile's (format, subtype) for the formats it writes
 _SOUNDFILE = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"),
               "mp3": ("MP3", "MPEG_LAYER_III"), "opus": ("OGG", "OPUS")}
+# libsndfile's mp3 default is a low bit rate (about 16 kbit/s); this is about 56 kbit/s
+_SOUNDFILE_SETTINGS = {"mp3": {"compression_level": 0.7, "bitrate_mode": "CONSTANT"}}
 # ffmpeg's encoder and muxer for each format (speech bit rates)
 _FFMPEG = {"wav": ["-c:a", "pcm_s16le", "-f", "wav"], "flac": ["-c:a", "flac", "-f", "flac"],
            "mp3": ["-c:a", "libmp3lame", "-b:a", "64k", "-f", "mp3"],
@@ -82,7 +84,8 @@ def encode(samples, rate: int, format: str = "wav", sample_rate: int | None = No
 
         buffer = io.BytesIO()
         container, subtype = _SOUNDFILE[format]
-        sf.write(buffer, samples, sample_rate, format=container, subtype=subtype)
+        sf.write(buffer, samples, sample_rate, format=container, subtype=subtype,
+                 **_SOUNDFILE_SETTINGS.get(format, {}))
         return buffer.getvalue()
     return _ffmpeg_whole(pcm16(samples), sample_rate, format)
 
