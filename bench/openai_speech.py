@@ -43,31 +43,45 @@ def _texts(n: int, offset: int) -> list[str]:
     return [TEXTS[i % len(TEXTS)].format(offset + i) for i in range(n)]
 
 
-def through_client(client, texts: list[str], fmt: str) -> float:
+def through_client(client, texts: list[str], fmt: str) -> tuple[float, list[str]]:
     start = time.perf_counter()
-    ids = [client.submit_tts(t, format=fmt).id for t in texts]
+    # the options the speech endpoint gives its jobs: the voice, the format, OpenAI's 24 kHz
+    ids = [client.submit_tts(t, voice="slt", format=fmt, sample_rate=24_000).id for t in texts]
     for job_id in ids:
         job = client.wait(job_id, 600)
         assert job.state == "succeeded", job.error
-    return time.perf_counter() - start
+    return time.perf_counter() - start, ids
 
 
-async def _through_http(base: str, texts: list[str], fmt: str) -> float:
+def mean_batch(client, ids: list[str]) -> float:
+    sizes = [job.batch_size or 1 for job in client.get_many(ids)]
+    return round(sum(sizes) / len(sizes), 2)
+
+
+async def _through_http(base: str, texts: list[str], fmt: str) -> tuple[float, list[str]]:
     import httpx
 
     limits = httpx.Limits(max_connections=len(texts), max_keepalive_connections=len(texts))
     async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as http:
-        async def one(text: str) -> int:
+        async def one(text: str) -> str:
             body = {"model": "speechq-tts", "voice": "alloy", "input": text,
                     "response_format": fmt}
             async with http.stream("POST", "/v1/audio/speech", json=body) as r:
                 assert r.status_code == 200, await r.aread()
-                return len(await r.aread())
+                assert len(await r.aread())
+                return r.headers["x-speechq-job"]
 
         start = time.perf_counter()
-        sizes = await asyncio.gather(*(one(t) for t in texts))
-        assert all(sizes)
-        return time.perf_counter() - start
+        ids = await asyncio.gather(*(one(t) for t in texts))
+        return time.perf_counter() - start, list(ids)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process and its reaped children (Linux /proc)."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -91,7 +105,8 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     gateway = subprocess.Popen(speechq_command() + ["serve", "--port", str(port)], cwd=REPO,
-                               env=worker.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               env=worker.env, stdout=subprocess.DEVNULL,
+                               stderr=(root / "gateway.log").open("wb"))
     from workers.client import Client
 
     client = Client(settings_for(env))
@@ -110,17 +125,26 @@ def main() -> None:
                 raise RuntimeError("the gateway did not start")
         through_client(client, ["Warm up."], args.format)
         asyncio.run(_through_http(base, ["Warm up."], args.format))
-        client_runs, http_runs = [], []
+        client_runs, http_runs, client_batch, http_batch, gateway_cpu = [], [], [], [], []
         for r in range(args.rounds):
-            client_runs.append(through_client(client, _texts(args.jobs, 2 * r * args.jobs),
-                                              args.format))
-            http_runs.append(asyncio.run(_through_http(
-                base, _texts(args.jobs, (2 * r + 1) * args.jobs), args.format)))
+            seconds, ids = through_client(client, _texts(args.jobs, 2 * r * args.jobs), args.format)
+            client_runs.append(seconds)
+            client_batch.append(mean_batch(client, ids))
+            cpu_before = _cpu_seconds(gateway.pid)
+            seconds, ids = asyncio.run(_through_http(
+                base, _texts(args.jobs, (2 * r + 1) * args.jobs), args.format))
+            http_runs.append(seconds)
+            http_batch.append(mean_batch(client, ids))
+            gateway_cpu.append(round(_cpu_seconds(gateway.pid) - cpu_before, 2))
             if not args.json:
-                print(f"round {r}: client {client_runs[-1]:.2f} s, http {http_runs[-1]:.2f} s")
+                print(f"round {r}: client {client_runs[-1]:.2f} s (mean batch {client_batch[-1]}), "
+                      f"http {http_runs[-1]:.2f} s (mean batch {http_batch[-1]})")
     finally:
         gateway.terminate()
-        gateway.wait(20)
+        try:
+            gateway.wait(20)
+        except subprocess.TimeoutExpired:
+            gateway.kill()
         worker.terminate()
     best_client, best_http = min(client_runs), min(http_runs)
     result = {
@@ -128,6 +152,8 @@ def main() -> None:
         "machine": platform.machine(), "rounds": args.rounds,
         "client_seconds": [round(x, 2) for x in client_runs],
         "http_seconds": [round(x, 2) for x in http_runs],
+        "client_mean_batch": client_batch, "http_mean_batch": http_batch,
+        "gateway_cpu_seconds": gateway_cpu,
         "client_jobs_per_s": round(args.jobs / best_client, 2),
         "http_jobs_per_s": round(args.jobs / best_http, 2),
         "http_to_client_throughput": round(best_client / best_http, 3),

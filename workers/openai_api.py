@@ -70,6 +70,7 @@ ENGLISH = {"en", "eng", "english", "en-us", "en-gb"}
 SPEECH_SAMPLE_RATE = 24_000  # OpenAI's speech output rate (raw pcm is read at it)
 SPEECH_DEFAULTS = {"response_format": "mp3", "speed": 1.0}
 CHUNK = 1 << 15
+MAX_STREAM_CONNECTIONS = 1024
 
 
 class OpenAIError(Exception):
@@ -366,13 +367,17 @@ def _suffix(fmt: str) -> str:
 
 
 def _async_redis(settings: Settings):
-    """One redis.asyncio client per event loop and URL, shared by the streaming responses."""
+    """One redis.asyncio client per event loop and URL, shared by the streaming responses. A
+    response waiting for its next part holds one connection in a blocking XREAD; past
+    MAX_STREAM_CONNECTIONS of them, a response waits for a free connection instead of failing."""
     import redis.asyncio as aioredis
 
     loop = asyncio.get_running_loop()
     key = (id(loop), settings.redis_url)
     if key not in _REDIS:
-        _REDIS[key] = aioredis.Redis.from_url(settings.redis_url)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=MAX_STREAM_CONNECTIONS, timeout=None)
+        _REDIS[key] = aioredis.Redis(connection_pool=pool)
     return _REDIS[key]
 
 
@@ -400,14 +405,17 @@ async def _first_part(stream: AsyncIterator, client: Client, job_id: str, settin
     """The job's first sentence, looking at the job between waits: OpenAIError if it ends
     without one."""
     deadline = time.monotonic() + settings.hard_time_limit + 60
+    ended = False
     async for part in stream:
         if part is not None:
             return part
+        if ended:  # parts are published before a job ends: one more read has them all
+            raise OpenAIError(500, f"job {job_id} ended without streaming its audio", None,
+                              None, "server_error")
         job = await run_in_threadpool(client.get, job_id)
         if job.state in TERMINAL:
             await _wait(client, job_id, settings)  # raises for a failed job
-            raise OpenAIError(500, f"job {job_id} ended without streaming its audio", None,
-                              None, "server_error")
+            ended = True
         if time.monotonic() > deadline:
             raise OpenAIError(504, f"job {job_id} did not start in time", None, "timeout",
                               "server_error")

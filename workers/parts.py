@@ -44,7 +44,7 @@ def publish(r, job_id: str, index: int, count: int, pcm: bytes, sample_rate: int
     pipe.execute()
 
 
-async def read(r, job_id: str, block_ms: int = 500) -> AsyncIterator[Part | None]:
+async def read(r, job_id: str, block_ms: int = 2000) -> AsyncIterator[Part | None]:
     """The job's parts in order, from the first; None after each `block_ms` without one, so the
     caller can look at the job meanwhile. Ends after the last part. `r` is a redis.asyncio
     client."""
