@@ -101,6 +101,13 @@ def main() -> None:
         (root / "checkpoints" / "tts-nat.pt").symlink_to(REPO / "checkpoints" / "tts-nat.pt")
     env = service_environment(root, args.redis_url)
     worker = WorkerProcess(env, root / "worker.log").wait_ready()
+    try:
+        run(args, env, root, worker)
+    finally:
+        worker.terminate()
+
+
+def run(args, env: dict, root: Path, worker: WorkerProcess) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -145,7 +152,6 @@ def main() -> None:
             gateway.wait(20)
         except subprocess.TimeoutExpired:
             gateway.kill()
-        worker.terminate()
     best_client, best_http = min(client_runs), min(http_runs)
     result = {
         "jobs": args.jobs, "format": args.format, "model": "tiny" if args.tiny else "tts-nat.pt",
