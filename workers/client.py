@@ -73,8 +73,8 @@ class Client:
         return job
 
     def submit_tts(self, text: str, job_id: str | None = None, **options) -> Job:
-        """`options`: TTSOptions fields (decoder, attention, speed); those left out or None are
-        the worker's defaults."""
+        """`options`: TTSOptions fields (decoder, attention, speed, voice, format,
+        sample_rate); those left out or None are the worker's defaults."""
         return self.submit("tts", {"text": text, "options": requested(TTSOptions, options)},
                            job_id)
 
