@@ -110,8 +110,6 @@ def evaluate_voice(synth: Synthesizer, voice: str, sentences: list[str], recogni
     if recognizer is not None:
         out["our_asr_wer"] = round(wer(sentences, [
             t.text for t in recognizer.transcribe_batch([r.wav for r in results])]), 4)
-        out["teacher_our_asr_wer"] = round(wer(sentences, [
-            t.text for t in recognizer.transcribe_batch([i.audio for i in teacher])]), 4)
     return out
 
 
@@ -142,8 +140,9 @@ def main() -> None:
                         help="passes over the hard sentences, each with its own dropout noise")
     parser.add_argument("--voices", default="all",
                         help="the NAT model's voices to score one by one: all, none, or a,b")
-    parser.add_argument("--no-models", action="store_true",
-                        help="score the voices only (not each model's slt and hard sentences)")
+    parser.add_argument("--models", default=None,
+                        help="score only these of nat, ar-NAME, ar-NAME-unconstrained "
+                             "(comma-separated; default all, '' none: the voices only)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -185,7 +184,9 @@ def main() -> None:
         result["voices"][voice] = evaluate_voice(nat, voice, sentences, recognizer)
         if not args.json:
             print(voice, json.dumps(result["voices"][voice]))
-    for name, (path, options) in ({} if args.no_models else models).items():
+    chosen = models if args.models is None else {
+        m: models[m] for m in filter(None, args.models.split(","))}
+    for name, (path, options) in chosen.items():
         synth = Synthesizer.load(path, options=options)
         scores = evaluate_model(synth, sentences, recognizer, teacher_durations, args.hard_runs)
         scores["checkpoint"] = str(path)
