@@ -132,14 +132,18 @@ def run(args, env: dict, root: Path, worker: WorkerProcess) -> None:
                 raise RuntimeError("the gateway did not start")
         through_client(client, ["Warm up."], args.format)
         asyncio.run(_through_http(base, ["Warm up."], args.format))
-        client_runs, http_runs, client_batch, http_batch, gateway_cpu = [], [], [], [], []
+        client_runs, http_runs, client_batch, http_batch = [], [], [], []
+        gateway_cpu, client_cpu, http_client_cpu = [], [], []
         for r in range(args.rounds):
+            cpu = time.process_time()
             seconds, ids = through_client(client, _texts(args.jobs, 2 * r * args.jobs), args.format)
+            client_cpu.append(round(time.process_time() - cpu, 2))
             client_runs.append(seconds)
             client_batch.append(mean_batch(client, ids))
-            cpu_before = _cpu_seconds(gateway.pid)
+            cpu_before, cpu = _cpu_seconds(gateway.pid), time.process_time()
             seconds, ids = asyncio.run(_through_http(
                 base, _texts(args.jobs, (2 * r + 1) * args.jobs), args.format))
+            http_client_cpu.append(round(time.process_time() - cpu, 2))
             http_runs.append(seconds)
             http_batch.append(mean_batch(client, ids))
             gateway_cpu.append(round(_cpu_seconds(gateway.pid) - cpu_before, 2))
@@ -159,7 +163,8 @@ def run(args, env: dict, root: Path, worker: WorkerProcess) -> None:
         "client_seconds": [round(x, 2) for x in client_runs],
         "http_seconds": [round(x, 2) for x in http_runs],
         "client_mean_batch": client_batch, "http_mean_batch": http_batch,
-        "gateway_cpu_seconds": gateway_cpu,
+        "gateway_cpu_seconds": gateway_cpu, "caller_cpu_seconds": {
+            "client": client_cpu, "http": http_client_cpu},
         "client_jobs_per_s": round(args.jobs / best_client, 2),
         "http_jobs_per_s": round(args.jobs / best_http, 2),
         "http_to_client_throughput": round(best_client / best_http, 3),
