@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable
 from functools import partial
 from pathlib import Path
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -114,8 +114,6 @@ class OpenAIRoute(APIRoute):
 def openai_router(settings: Settings, client: Client, authorize: Callable) -> APIRouter:
     """The OpenAI-compatible endpoints; `authorize(request)` raises HTTPException(401) for a
     request without a valid token."""
-    from fastapi import Depends
-
     router = APIRouter(prefix="/v1", route_class=OpenAIRoute, tags=["OpenAI-compatible"],
                        dependencies=[Depends(authorize)])
     max_bytes = int(settings.max_upload_mb * 2**20)
