@@ -204,7 +204,7 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
                                  headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     @app.get("/v1/jobs/{job_id}/transcript", dependencies=[Depends(authorize)])
-    def get_transcript(job_id: str, format: str = Query("json", description=", ".join(FORMATS))):
+    def get_transcript(job_id: str, format: str = Query("txt", description=", ".join(FORMATS))):
         if format not in FORMATS:
             raise HTTPException(422, f"format must be one of {', '.join(FORMATS)}")
         job = job_or_404(job_id)

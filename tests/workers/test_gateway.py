@@ -66,6 +66,9 @@ def test_tts_then_asr_of_its_wav(gateway):
         t = gateway.get(f"/v1/jobs/{asr['id']}/transcript", params={"format": fmt})
         assert t.status_code == 200 and marker in t.text
     assert gateway.get(f"/v1/jobs/{asr['id']}/transcript", params={"format": "doc"}).status_code == 422
+    plain = gateway.get(f"/v1/jobs/{asr['id']}/transcript")  # the text by default
+    assert plain.headers["content-type"].startswith("text/plain")
+    assert plain.text == asr["result"]["text"] + "\n"
 
     r = gateway.post("/v1/jobs/asr", files={"file": ("speech.wav", wav.content, "audio/wav")})
     assert r.status_code == 202, r.text
