@@ -2,7 +2,7 @@
 
     speechq train tts-nat --manifest data/corpus/manifest.jsonl --speaker flite-slt --out runs/tts-nat
     speechq train tts-nat ... --teacher runs/tts-ar/best.pt     # durations from AR attention
-    speechq train tts-nat ... --speaker flite-slt,flite-awb --init-from checkpoints/tts-nat.pt
+    speechq train tts-nat ... --speaker flite-slt,flite-awb --init-from checkpoints/tts-nat-slt.pt
 
 The autoregressive Transformer-TTS recipe is in `pipeline.train.tts_ar`.
 """

@@ -41,3 +41,14 @@ def test_voices_are_named_and_differ(synth):
     assert torch.equal(synth.mels(["Hello world."])[0], slt)  # the first voice by default
     with pytest.raises(ValueError, match="voice must be one of slt, awb"):
         synth.synthesize("Hello.", voice="rms")
+
+
+def test_the_shipped_nat_model_speaks_the_declared_voices():
+    """TTSOptions' voice choices (torch-free, for flags and schemas) are the shipped model's."""
+    from pipeline.checkpoints import default_checkpoint, load_checkpoint
+    from pipeline.inference.options import TTS_VOICES
+    from pipeline.inference.synthesizer import checkpoint_voices, voice_records
+
+    ckpt = load_checkpoint(default_checkpoint("tts-nat"), kinds=("tts-nat",))
+    assert checkpoint_voices(ckpt) == list(TTS_VOICES)
+    assert all(r["pocketsphinx_wer"] is not None for r in voice_records(ckpt))
