@@ -19,7 +19,7 @@ TORCH_PIP_ARGS ?=
 # Debian/Ubuntu packages: voices for the corpus, Festival's held-out voices, PocketSphinx's
 # test clips, WordNet's text, and the service's Redis and compose file
 APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-us-slt-hts \
-	pocketsphinx-testdata wordnet-base sox docker-compose
+	pocketsphinx-testdata wordnet-base sox ffmpeg docker-compose
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 REDIS_HOST := 127.0.0.1
 REDIS_PORT := 6379

@@ -1,7 +1,8 @@
 """TTS intelligibility, robustness and speed, per model.
 
     python bench/tts_quality.py [--nat checkpoints/tts-nat.pt] [--ar dot=checkpoints/tts-ar-dot.pt,...]
-                                [--asr checkpoints/asr.pt] [--lists 1-6] [--hard-runs 3] [--json]
+                                [--asr checkpoints/asr.pt] [--lists 1-6] [--hard-runs 3]
+                                [--voices all|slt,awb] [--json]
 
 - Intelligibility: Harvard sentences (never in training text) synthesised by each model and
   read back by PocketSphinx (an independent recogniser) and by our ASR; the teacher voice's own
@@ -12,6 +13,10 @@
   counted over `--hard-runs` passes with different seeds (AR prenet dropout stays on).
   Autoregressive models run with the monotonic constraint at inference and, for comparison,
   without it (`ar-NAME-unconstrained`).
+- Voices (`--voices`, default every voice of the NAT model): each voice's Harvard sentences
+  read by PocketSphinx, against the same flite voice's own recordings (the voice it learnt
+  from), and by our ASR, with the real-time factor; the JSON's `voices` is what `speechq
+  export --scores` stores and `speechq voices` shows.
 - Alignment: the boundary error (ms) against flite's phone segmentation that each
   autoregressive checkpoint recorded at its last validation.
 - Speed on this CPU, one thread: real-time factor with Griffin-Lim, mel generation (text in,
@@ -93,6 +98,21 @@ def evaluate_model(synth: Synthesizer, sentences: list[str], recognizer, teacher
     return out
 
 
+def evaluate_voice(synth: Synthesizer, voice: str, sentences: list[str], recognizer) -> dict:
+    """One voice of a (multi-speaker) model against the flite voice it learnt from."""
+    teacher = speak_set(sentences, f"flite:{voice}")
+    results, seconds = _timed(lambda: [synth.synthesize(s, voice=voice) for s in sentences])
+    ours = wer(sentences, [pocketsphinx_transcribe(r.wav) for r in results])
+    theirs = wer(sentences, [pocketsphinx_transcribe(i.audio) for i in teacher])
+    out = {"pocketsphinx_wer": round(ours, 4), "teacher_pocketsphinx_wer": round(theirs, 4),
+           "pocketsphinx_wer_ratio_to_teacher": round(ours / max(theirs, 1e-9), 3),
+           "rtf": round(seconds / sum(r.duration for r in results), 4)}
+    if recognizer is not None:
+        out["our_asr_wer"] = round(wer(sentences, [
+            t.text for t in recognizer.transcribe_batch([r.wav for r in results])]), 4)
+    return out
+
+
 def hard_sentences(synth: Synthesizer, teacher_durations: dict, runs: int = 1) -> dict:
     """Failures on the hard sentences over `runs` passes, each with its own seed: AR models
     keep prenet dropout at inference, so one pass is one draw of their noise."""
@@ -118,6 +138,11 @@ def main() -> None:
     parser.add_argument("--lists", default="1-6")
     parser.add_argument("--hard-runs", type=int, default=3,
                         help="passes over the hard sentences, each with its own dropout noise")
+    parser.add_argument("--voices", default="all",
+                        help="the NAT model's voices to score one by one: all, none, or a,b")
+    parser.add_argument("--models", default=None,
+                        help="score only these of nat, ar-NAME, ar-NAME-unconstrained "
+                             "(comma-separated; default all, '' none: the voices only)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -150,7 +175,18 @@ def main() -> None:
         models[f"ar-{attention}"] = (Path(path), SynthesisOptions(monotonic=True))
         models[f"ar-{attention}-unconstrained"] = (Path(path), SynthesisOptions(monotonic=False))
     result["models"] = {}
-    for name, (path, options) in models.items():
+    nat = Synthesizer.load(models["nat"][0])
+    voices = {"all": nat.voices, "none": []}.get(args.voices, args.voices.split(","))
+    if voices:
+        result["voices"] = {}
+        result["voices_checkpoint"] = str(models["nat"][0])
+    for voice in voices:
+        result["voices"][voice] = evaluate_voice(nat, voice, sentences, recognizer)
+        if not args.json:
+            print(voice, json.dumps(result["voices"][voice]))
+    chosen = models if args.models is None else {
+        m: models[m] for m in filter(None, args.models.split(","))}
+    for name, (path, options) in chosen.items():
         synth = Synthesizer.load(path, options=options)
         scores = evaluate_model(synth, sentences, recognizer, teacher_durations, args.hard_runs)
         scores["checkpoint"] = str(path)

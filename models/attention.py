@@ -307,33 +307,58 @@ class LocationCrossAttention(CrossAttention):
         prev[:, :, 0] = 1.0
         return LocationState.start(keys, values, window, max_dwell, prev=prev, cum=prev.clone())
 
-    def location_features(self, prev: Tensor, cum: Tensor) -> Tensor:
-        """prev, cum (B, H, S) -> (B, H, S, A)."""
+    def location_features(self, prev: Tensor, cum: Tensor, lo: int = 0, hi: int | None = None) -> Tensor:
+        """prev, cum (B, H, S) -> (B, H, hi - lo, A): the location layer at positions lo..hi-1,
+        reading the alignment only within the kernel's reach of them."""
         B, H, S = prev.size()
-        f = torch.stack([prev, cum], dim=2).view(B * H, 2, S)  # heads share the location layer
-        f = self.location_conv(f).transpose(1, 2)  # (B*H, C, S) -> (B*H, S, C)
-        return self.location_dense(f).view(B, H, S, self.attention_dim)
+        hi = S if hi is None else hi
+        half = self.location_conv.kernel_size[0] // 2
+        a, b = max(0, lo - half), min(S, hi + half)
+        f = torch.stack([prev[..., a:b], cum[..., a:b]], dim=2).view(B * H, 2, b - a)  # heads share it
+        f = F.pad(f, (half - (lo - a), half - (b - hi)))  # the zeros a full-length conv pads with
+        f = F.conv1d(f, self.location_conv.weight).transpose(1, 2)  # (B*H, C, n) -> (B*H, n, C)
+        return self.location_dense(f).view(B, H, hi - lo, self.attention_dim)
+
+    def energies(self, q: Tensor, state: LocationState, lo: int = 0, hi: int | None = None) -> Tensor:
+        """q (B, H, A) one step's projected queries -> (B, H, hi - lo) energies of positions
+        lo..hi-1 (default: all)."""
+        hi = state.keys.size(2) if hi is None else hi
+        loc = self.location_features(state.prev, state.cum, lo, hi)
+        processed = torch.tanh(q[:, :, None, :] + state.keys[:, :, lo:hi] + loc)  # (B, H, n, A)
+        return (processed * self.energy[None, :, None, :]).sum(-1)
 
     def forward(self, query, memory, memory_mask, state=None):
         state = state or self.init_state(memory, memory_mask)
-        if state.window is not None and query.size(1) != 1:
-            raise ValueError("the monotonic window applies to one step at a time")
+        if state.window is not None:
+            if query.size(1) != 1:
+                raise ValueError("the monotonic window applies to one step at a time")
+            return self._windowed_step(query, memory_mask, state)
         queries = _split_heads(self.query(query), self.n_heads)  # (B, H, T, A)
         contexts, all_weights = [], []
         for t in range(query.size(1)):
-            processed = torch.tanh(
-                queries[:, :, t, None, :] + state.keys + self.location_features(state.prev, state.cum)
-            )  # (B, H, S, A)
-            energies = (processed * self.energy[None, :, None, :]).sum(-1)  # (B, H, S)
-            mask = memory_mask if state.window is None else self._window_mask(state, memory_mask)
-            weights = energies.masked_fill(~mask[:, None, :], NEG_INF).softmax(dim=-1)
+            energies = self.energies(queries[:, :, t], state)  # (B, H, S)
+            weights = energies.masked_fill(~memory_mask[:, None, :], NEG_INF).softmax(dim=-1)
             contexts.append(weights[:, :, None, :] @ state.values)  # (B, H, 1, dh)
             all_weights.append(weights)
             state = replace(state, prev=weights, cum=state.cum + weights)
-            if state.window is not None:
-                state = self._moved(state, weights)
         context = _merge_heads(torch.cat(contexts, dim=2))
         return self.out(self.drop(context)), torch.stack(all_weights, dim=2), state
+
+    def _windowed_step(self, query: Tensor, memory_mask: Tensor, state: LocationState):
+        """One inference step under the monotonic window: energies, the location layer and the
+        context only over the window's positions (outside it every weight is exactly zero), so
+        a step costs the window's width, not the input's length."""
+        allowed = self._window_mask(state, memory_mask)  # (B, S)
+        columns = allowed.any(dim=0).nonzero()
+        lo, hi = int(columns[0]), int(columns[-1]) + 1
+        q = _split_heads(self.query(query), self.n_heads)[:, :, 0]  # (B, H, 1, A) -> (B, H, A)
+        part = self.energies(q, state, lo, hi).masked_fill(~allowed[:, None, lo:hi], NEG_INF)
+        part = part.softmax(dim=-1)  # (B, H, n)
+        weights = torch.zeros_like(state.prev)
+        weights[..., lo:hi] = part
+        context = part[:, :, None, :] @ state.values[:, :, lo:hi]  # (B, H, 1, dh)
+        state = self._moved(replace(state, prev=weights, cum=state.cum + weights), weights)
+        return self.out(self.drop(_merge_heads(context))), weights[:, :, None, :], state
 
 
 @dataclass

@@ -33,6 +33,7 @@ class FastSpeechDims:
     postnet_channels: int = 128
     postnet_layers: int = 3
     pad: int = 0
+    n_speakers: int = 0  # > 0: a speaker embedding added to the encoder's output
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -118,6 +119,10 @@ class FastSpeech(nn.Module):
         self.encoder_pos = ScaledPositionalEncoding(D)
         self.encoder = Encoder(D, dims.n_heads, dims.d_ff, dims.n_encoder_layers, dims.dropout,
                                dims.ffn_kernel)
+        # zero at the start, so a single-speaker model warm-starts every voice as its own
+        self.speaker = nn.Embedding(dims.n_speakers, D) if dims.n_speakers else None
+        if self.speaker is not None:
+            nn.init.zeros_(self.speaker.weight)
         self.duration = DurationPredictor(D, dims.duration_channels, dropout=dims.dropout)
         self.decoder_pos = ScaledPositionalEncoding(D)
         self.decoder = Encoder(D, dims.n_heads, dims.d_ff, dims.n_decoder_layers, dims.dropout,
@@ -126,11 +131,19 @@ class FastSpeech(nn.Module):
         self.postnet = Postnet(dims.n_mels, dims.postnet_channels, dims.postnet_layers,
                                dropout=dims.dropout)
 
-    def forward(self, tokens: Tensor, durations: Tensor | None = None, speed: float = 1.0) -> FastSpeechOutput:
+    def forward(self, tokens: Tensor, durations: Tensor | None = None, speed: float = 1.0,
+                speakers: Tensor | None = None) -> FastSpeechOutput:
         """tokens (B, S) padded with `pad`; durations (B, S) in frames (teacher forcing) or None
-        to use the predictor's, divided by `speed`."""
+        to use the predictor's, divided by `speed`; speakers (B,) indices, with n_speakers > 0
+        (None: speaker 0)."""
         mask = tokens != self.dims.pad
         h = self.encoder(self.encoder_pos(self.embed(tokens)), mask)
+        if self.speaker is not None:
+            if speakers is None:
+                speakers = tokens.new_zeros(tokens.size(0))
+            h = h + self.speaker(speakers)[:, None, :]  # (B, D) -> (B, 1, D)
+        elif speakers is not None and bool((speakers != 0).any()):
+            raise ValueError("this model has one speaker")
         log_durations = self.duration(h, mask)
         if durations is None:
             durations = self.predict_durations(log_durations, mask, speed)
@@ -148,9 +161,11 @@ class FastSpeech(nn.Module):
         frames = (torch.expm1(log_durations.float()).clamp_min(0.0) / speed).round().long()
         return frames.clamp_min(1).masked_fill(~mask, 0)
 
-    def loss(self, tokens: Tensor, durations: Tensor, mel: Tensor, mel_lengths: Tensor) -> dict[str, Tensor]:
-        """mel (B, T, n_mels) normalised targets; durations (B, S) sum to mel_lengths."""
-        out = self(tokens, durations)
+    def loss(self, tokens: Tensor, durations: Tensor, mel: Tensor, mel_lengths: Tensor,
+             speakers: Tensor | None = None) -> dict[str, Tensor]:
+        """mel (B, T, n_mels) normalised targets; durations (B, S) sum to mel_lengths;
+        speakers (B,) or None."""
+        out = self(tokens, durations, speakers=speakers)
         mask = lengths_to_mask(mel_lengths, mel.size(1))[..., None]
         n = mask.sum() * mel.size(-1)
         mel_loss = ((out.mel_before - mel).abs() * mask).sum() / n

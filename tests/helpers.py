@@ -14,9 +14,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def make_tiny_tts_checkpoint(path: Path, frames_per_phone: int = 4) -> Path:
+def make_tiny_tts_checkpoint(path: Path, frames_per_phone: int = 4,
+                             speakers: list[str] | None = None) -> Path:
     """A random FastSpeech saved with the payload keys `Synthesizer.load` reads; every phone
-    lasts `frames_per_phone` frames, so outputs have a realistic length."""
+    lasts `frames_per_phone` frames, so outputs have a realistic length. `speakers`: a
+    multi-speaker model with these voices ("flite-slt", ...)."""
     from models.fastspeech import FastSpeech, FastSpeechDims
     from pipeline.frontend.features import TTS_FEATURES
     from pipeline.frontend.text import PhoneVocab
@@ -25,7 +27,7 @@ def make_tiny_tts_checkpoint(path: Path, frames_per_phone: int = 4) -> Path:
     vocab = PhoneVocab()
     dims = FastSpeechDims(vocab_size=len(vocab), d_model=32, n_heads=2, d_ff=64, n_encoder_layers=1,
                           n_decoder_layers=1, duration_channels=32, postnet_channels=32,
-                          postnet_layers=2, dropout=0.0)
+                          postnet_layers=2, dropout=0.0, n_speakers=len(speakers or ()))
     model = FastSpeech(dims)
     with torch.no_grad():
         model.duration.proj.weight.zero_()
@@ -35,6 +37,7 @@ def make_tiny_tts_checkpoint(path: Path, frames_per_phone: int = 4) -> Path:
         "kind": "tts-nat", "dims": dims.to_dict(), "state_dict": model.state_dict(),
         "features": TTS_FEATURES.to_dict(), "vocab": vocab.to_dict(),
         "stats": {"mean": [-4.0] * n, "std": [1.5] * n}, "frontend": "flite-phones",
+        **({"speakers": list(speakers)} if speakers else {}),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(payload, path)

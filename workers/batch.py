@@ -19,7 +19,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from pipeline.inference.formats import render
 from workers.storage import StorageError
@@ -250,9 +250,10 @@ def write_subtitles(formats: list[str]) -> Callable[[Item, dict], dict]:
 
 
 def copy_wavs(client, out_dir: Path) -> Callable[[Item, dict], dict]:
-    """on_done for TTS: fetch each wav from the storage as <out_dir>/<line>.wav."""
+    """on_done for TTS: fetch each output from the storage as <out_dir>/<line>.<its format's
+    suffix> (.wav unless --format says otherwise)."""
     def on_done(item: Item, line: dict) -> dict:
-        dst = client.storage.copy_out(line["audio_ref"], out_dir / f"{item.key}.wav")
+        dst = client.storage.copy_out(line["audio_ref"], out_dir / f"{item.key}{PurePosixPath(line['audio_ref']).suffix}")
         line["audio"] = str(dst)
         return line
     return on_done

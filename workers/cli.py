@@ -175,7 +175,8 @@ def _job_options(f):
 @option_flags(TTSOptions)
 @_job_options
 def submit_tts_cmd(text, wait, timeout, as_json, job_id, **synthesis) -> None:
-    """Synthesise TEXT; the result is a wav in the storage (`speechq result ID -o out.wav`)."""
+    """Synthesise TEXT; the result is a file in the storage in --format, wav by default
+    (`speechq result ID -o out.wav`)."""
     try:
         job = _client().submit_tts(text, job_id=job_id, **chosen(TTSOptions, synthesis))
     except ValueError as e:
@@ -374,7 +375,7 @@ def batch_asr_cmd(source, out, formats, max_in_flight, retry_failed, no_progress
 @batch_group.command("tts")
 @click.argument("lines", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="one <line>.wav per line, and results.jsonl")
+              help="one <line>.wav (or the --format's suffix) per line, and results.jsonl")
 @option_flags(TTSOptions)
 @_batch_options
 def batch_tts_cmd(lines, out_dir, max_in_flight, retry_failed, no_progress, **synthesis) -> None:

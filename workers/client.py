@@ -95,8 +95,8 @@ class Client:
 
     def submit_tts(self, text: str, job_id: str | None = None, submitter: str = "",
                    **options) -> Job:
-        """`options`: TTSOptions fields (decoder, attention, speed); those left out or None are
-        the worker's defaults."""
+        """`options`: TTSOptions fields (decoder, attention, speed, voice, format,
+        sample_rate); those left out or None are the worker's defaults."""
         text = check_text(text, self.settings.max_text_chars)
         return self.submit("tts", {"text": text, "options": requested(TTSOptions, options)},
                            job_id, submitter)

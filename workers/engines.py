@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.frontend.audio import AudioError, load_audio, probe, wav_bytes
+from pipeline.frontend.audio import AudioError, load_audio, probe
+from pipeline.frontend.codecs import MEDIA_TYPES, SUFFIXES, encode, pcm16, resample
 from pipeline.frontend.text import TextError, check_text
 from pipeline.inference.options import RecognitionOptions, TTSOptions, with_overrides
 from workers.cancellation import Cancelled, CancelWatch
@@ -59,6 +60,7 @@ class Engines:
         self.settings = settings
         self.storage = open_storage(settings)
         self._models: dict[tuple, Any] = {}  # ("asr",) or ("tts", decoder, attention)
+        self._redis = None  # for streamed jobs' parts (workers.parts), opened on first use
 
     def model(self, kind: str, options: TTSOptions | None = None):
         """The recogniser, or the synthesiser that `options` (decoder, attention) ask for."""
@@ -116,6 +118,7 @@ class Engines:
     def _prepare_tts(self, work: Work) -> None:
         work.inputs = check_text(work.request.get("text"), self.settings.max_text_chars)
         work.options = with_overrides(TTSOptions(), _requested(work.request))
+        self.model("tts", work.options).voice_index(work.options.voice)  # a voice it has
 
     def _prepare_asr(self, work: Work) -> None:
         model = self.model("asr")
@@ -182,7 +185,8 @@ class Engines:
     def _run_group(self, kind: str, options, group: list[Work], should_stop=None) -> None:
         if kind == "tts":
             outputs = self.model("tts", options).synthesize_batch(
-                [w.inputs for w in group], speed=options.speed, should_stop=should_stop)
+                [w.inputs for w in group], speed=options.speed, voice=options.voice,
+                on_sentence=self._part_publisher(group), should_stop=should_stop)
             for w, out in zip(group, outputs):
                 w.extra["synthesis"] = out
                 w.audio_seconds = out.duration
@@ -195,18 +199,39 @@ class Engines:
     def write(self, kind: str, work: Work) -> None:
         """Store one finished job's output and set its result."""
         if kind == "tts":
-            out = work.extra.pop("synthesis")
-            data = wav_bytes(out.wav, out.sample_rate)
+            out, options = work.extra.pop("synthesis"), work.options
+            data = encode(out.wav.numpy(), out.sample_rate, options.format, options.sample_rate)
             try:
-                ref = self.storage.put_bytes(output_ref(work.job_id), data)
+                ref = self.storage.put_bytes(output_ref(work.job_id, SUFFIXES[options.format]), data)
             except StorageError as e:  # the runner fails the job, "could not store the output"
                 raise OSError(str(e)) from None
             work.result = {"audio": self.storage.location_of(ref), "audio_ref": ref,
-                           "duration": round(out.duration, 4), "sample_rate": out.sample_rate,
+                           "format": options.format, "media_type": MEDIA_TYPES[options.format],
+                           "duration": round(out.duration, 4), "sample_rate": options.sample_rate,
                            "sentences": out.sentences}
         else:
             t = work.extra.pop("transcript")
             work.result = {**t.to_dict(), "audio_duration": round(work.audio_seconds, 4)}
+
+
+    def _part_publisher(self, group: list[Work]):
+        """The synthesiser's `on_sentence` for a group with streamed jobs (workers.parts): each
+        sentence's audio at its job's rate, published as it is made; None when none streams."""
+        if not any(w.request.get("stream") for w in group):
+            return None
+        from workers import parts
+        from workers.jobs import connect
+
+        if self._redis is None:
+            self._redis = connect(self.settings.redis_url)
+
+        def publish(i: int, j: int, count: int, wav) -> None:
+            w = group[i]
+            if w.request.get("stream"):
+                rate = w.options.sample_rate
+                audio = resample(wav.numpy(), self.model("tts", w.options).sample_rate, rate)
+                parts.publish(self._redis, w.job_id, j, count, pcm16(audio), rate)
+        return publish
 
 
 def _group_key(kind: str, work: Work) -> tuple:

@@ -4,16 +4,19 @@
     curl -X POST localhost:8000/v1/jobs/tts -H 'content-type: application/json' -d '{"text": "Hi."}'
     curl -X POST localhost:8000/v1/jobs/asr -H 'content-type: audio/wav' --data-binary @speech.wav
     curl localhost:8000/v1/jobs/ID;  curl -o out.wav localhost:8000/v1/jobs/ID/audio
+    curl -X POST 'localhost:8000/v1/jobs/tts?wait=30' -H 'content-type: application/json' -d '{"text": "Hi."}'
     curl 'localhost:8000/v1/jobs/ID/transcript?format=srt';  curl -X DELETE localhost:8000/v1/jobs/ID
 
 Uploads are checked (size before reading, then the audio header against the limits, with no
 decoding: the worker decodes, and a bad file is a failed job) before anything enters the storage
-(a directory or an object store: `workers.storage`); audio downloads stream from it.
+(a directory or an object store: `workers.storage`); audio downloads stream from it. With
+`?wait=SECONDS` a submission answers with the finished job when it ends in time (200), and with
+its id otherwise (202). OpenAI's audio API is served beside the job API (`workers.openai_api`).
 
-With tokens configured (`workers.auth`), every call but the liveness probe `/v1/live` needs
-`Authorization: Bearer <token>`; each job is its submitter's, and another token (not an admin)
-finds no such job. Job JSON names no server path or host: outputs are URLs of this gateway.
-Slow and piled-up clients are bounded by `workers.http_limits`.
+With tokens configured (`workers.auth`), every call but the liveness probes `/v1/live` and
+`/health` needs `Authorization: Bearer <token>`; each job is its submitter's, and another token
+(not an admin) finds no such job. Job JSON names no server path or host: outputs are URLs of this
+gateway. Slow and piled-up clients are bounded by `workers.http_limits`.
 """
 
 from __future__ import annotations
@@ -21,30 +24,36 @@ from __future__ import annotations
 import os
 import tempfile
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
 from pipeline.frontend.header import AudioError, AudioLimits, inspect_audio
 from pipeline.frontend.text import TextError, check_text
+from pipeline.frontend.codecs import MEDIA_TYPES as AUDIO_MEDIA_TYPES
 from pipeline.inference.formats import FORMATS, MEDIA_TYPES, render
 from pipeline.inference.options import RecognitionOptions, TTSOptions, default_of, job_fields, spec
 from workers import auth
 from workers.auth import Identity, require
 from workers.client import Client, JobIdConflict, JobNotFound
 from workers.http_limits import BodyDeadline, UploadSlots
+from workers.jobs import TERMINAL
+from workers.openai_api import openai_router
 from workers.settings import Settings
 from workers.storage import StorageError, StorageUnavailable
 
 UPLOAD_SUFFIXES = {"audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav", "audio/flac": ".flac",
                    "audio/x-flac": ".flac", "audio/ogg": ".ogg", "audio/mpeg": ".mp3", "audio/mp3": ".mp3"}
 CHUNK = 1 << 16
+MAX_WAIT_SECONDS = 600
 _JOB_ID = Field(None, description="job id; resubmitting the same request under it returns that job")
+_WAIT = Query(None, ge=0, le=MAX_WAIT_SECONDS, description="answer with the finished job if it "
+              "ends within this many seconds (200), else with its id (202)")
 
 
 def options_model(name: str, cls: type, **more) -> type[BaseModel]:
@@ -74,7 +83,9 @@ TTSJob = options_model("TTSJob", TTSOptions,
                        text=(str, Field(description="what to say (the length limit is "
                                                     "SPEECHQ_MAX_TEXT_CHARS)")),
                        id=(str | None, _JOB_ID))
-ASRQuery = options_model("ASRQuery", RecognitionOptions, id=(str | None, _JOB_ID))
+ASRQuery = options_model("ASRQuery", RecognitionOptions, id=(str | None, _JOB_ID),
+                         wait=(float | None, Field(None, ge=0, le=MAX_WAIT_SECONDS,
+                                                   description=_WAIT.description)))
 
 
 class JobCreated(BaseModel):
@@ -122,12 +133,15 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
         return job
 
     def view(job) -> dict:
-        """A job as its owner sees it: no storage locations, no worker hosts."""
+        """A job as its owner sees it: references and URLs, no storage locations, no worker
+        hosts."""
         d = job.to_dict()
         d.pop("worker", None)
         d["submitter"] = job.submitter
         if d.get("result"):
             d["result"] = {k: v for k, v in d["result"].items() if k != "audio"}
+        if d.get("request"):
+            d["request"] = {k: v for k, v in d["request"].items() if k != "name"}
         if d.get("error"):
             d["error"] = d["error"].replace(settings.storage.rstrip("/") + "/", "")
         if job.kind == "tts" and job.state == "succeeded":
@@ -136,7 +150,20 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
             d["transcript_url"] = f"/v1/jobs/{job.id}/transcript"
         return d
 
+    def created(job, wait: float | None):
+        """202 with the id, or with `wait`, the job once it ends within it (200)."""
+        if wait:
+            job = client.wait(job.id, timeout=wait)
+            if job.state in TERMINAL:
+                return JSONResponse(view(job), status_code=200)
+        return JSONResponse(JobCreated(id=job.id, state=job.state).model_dump(), status_code=202)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
     @app.get("/v1/live")
+    @app.get("/health", include_in_schema=False)
     def live() -> dict:
         """Liveness: the process answers. Needs no token and says nothing else."""
         return {"status": "ok"}
@@ -152,8 +179,10 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok" if online else "no workers", "redis": True, "workers_online": online,
                 "queues": snap["queues"]}
 
-    @app.post("/v1/jobs/tts", status_code=202, response_model=JobCreated)
-    def submit_tts(body: TTSJob, who: Identity = Depends(require("submit"))) -> JobCreated:
+    @app.post("/v1/jobs/tts", status_code=202, response_model=JobCreated,
+              responses={200: {"description": "the finished job (with ?wait=)"}})
+    def submit_tts(body: TTSJob, wait: float | None = _WAIT,
+                   who: Identity = Depends(require("submit"))):
         try:
             text = check_text(body.text, settings.max_text_chars)
             options = body.model_dump(exclude_none=True, exclude={"text", "id"})
@@ -162,15 +191,16 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(409, str(e)) from None
         except (TextError, ValueError) as e:
             raise HTTPException(422, str(e)) from None
-        return JobCreated(id=job.id, state=job.state)
+        return created(job, wait)
 
     @app.post("/v1/jobs/asr", status_code=202, response_model=JobCreated,
+              responses={200: {"description": "the finished job (with ?wait=)"}},
               openapi_extra={"requestBody": {"content": {
                   "audio/*": {"schema": {"type": "string", "format": "binary"}},
                   "multipart/form-data": {"schema": {"type": "object", "properties": {
                       "file": {"type": "string", "format": "binary"}}}}}}})
     async def submit_asr(request: Request, query: Annotated[ASRQuery, Query()],
-                         who: Identity = Depends(require("submit"))) -> JobCreated:
+                         who: Identity = Depends(require("submit"))):
         """The audio file as the request body (audio/*), or as the `file` part of a form."""
         length = request.headers.get("content-length")
         if length is not None and not length.isdigit():
@@ -182,7 +212,7 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
             tmp = await _receive(request, max_bytes, settings.max_upload_mb)
         try:
             await run_in_threadpool(inspect_audio, tmp, AudioLimits())
-            options = query.model_dump(exclude_none=True, exclude={"id"})
+            options = query.model_dump(exclude_none=True, exclude={"id", "wait"})
             job = await run_in_threadpool(partial(client.submit_asr, tmp, query.id, "the upload",
                                                   submitter=who.name, **options))
         except JobIdConflict as e:
@@ -194,14 +224,14 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(422, str(e).replace(str(tmp), "the upload").replace(tmp.stem, "upload")) from None
         finally:
             tmp.unlink(missing_ok=True)
-        return JobCreated(id=job.id, state=job.state)
+        return await run_in_threadpool(created, job, query.wait)
 
     @app.get("/v1/jobs/{job_id}")
     def get_job(job_id: str, who: Identity = Depends(require("read"))) -> dict:
         return view(job_or_404(job_id, who))
 
     @app.get("/v1/jobs/{job_id}/audio", response_class=StreamingResponse,
-             responses={200: {"content": {"audio/wav": {}}}})
+             responses={200: {"content": {t: {} for t in AUDIO_MEDIA_TYPES.values()}}})
     def get_audio(job_id: str, who: Identity = Depends(require("read"))):
         job = job_or_404(job_id, who)
         if job.kind != "tts":
@@ -214,11 +244,14 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(503, str(e)) from None
         except StorageError as e:  # removed since (retention), or never stored
             raise HTTPException(410, str(e)) from None
-        return StreamingResponse(_stream(f), media_type="audio/wav",
-                                 headers={"Content-Disposition": f'attachment; filename="{job_id}.wav"'})
+        ref = job.result["audio_ref"]
+        media_type = job.result.get("media_type", "audio/wav")
+        name = f"{job_id}{PurePosixPath(ref).suffix}"
+        return StreamingResponse(_stream(f), media_type=media_type,
+                                 headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     @app.get("/v1/jobs/{job_id}/transcript")
-    def get_transcript(job_id: str, format: str = Query("json", description=", ".join(FORMATS)),
+    def get_transcript(job_id: str, format: str = Query("txt", description=", ".join(FORMATS)),
                        who: Identity = Depends(require("read"))):
         if format not in FORMATS:
             raise HTTPException(422, f"format must be one of {', '.join(FORMATS)}")
@@ -237,6 +270,7 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
         except JobNotFound as e:
             raise HTTPException(404, str(e)) from None
 
+    app.include_router(openai_router(settings, client))
     return app
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from pipeline.cli.options import chosen, option_flags
+from pipeline.frontend.codecs import SUFFIXES, EncoderError
 from pipeline.inference.formats import render
 from pipeline.inference.options import RecognitionOptions, TTSOptions, with_overrides
 
@@ -99,12 +100,13 @@ def _emit(path: Path, transcript: dict, fmt: str, output_dir: Path | None, n_inp
 
 @click.command("tts")
 @click.argument("text", required=False)
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("out.wav"),
-              show_default=True, help="wav to write for TEXT")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="file to write for TEXT (default: out.wav, or out.<format>)")
 @click.option("--file", "lines_file", type=click.Path(exists=True, path_type=Path), default=None,
               help="synthesise every line of this file instead")
 @click.option("--out-dir", type=click.Path(path_type=Path), default=None,
-              help="with --file: DIR/0001.wav ... (1-based line numbers) and DIR/manifest.jsonl")
+              help="with --file: DIR/0001.wav ... (1-based line numbers, the --format's "
+                   "suffix) and DIR/manifest.jsonl")
 @click.option("--model", type=click.Path(exists=True, path_type=Path), default=None,
               help="TTS checkpoint (default: the shipped one for --decoder and --attention)")
 @option_flags(TTSOptions)
@@ -113,7 +115,6 @@ def _emit(path: Path, transcript: dict, fmt: str, output_dir: Path | None, n_inp
 def tts_cmd(text, output, lines_file, out_dir, model, griffin_lim_iters, device, **synthesis):
     """Synthesise TEXT into a wav, or every line of --file into --out-dir."""
     from pipeline.checkpoints import CheckpointError
-    from pipeline.frontend.audio import save_wav
     from pipeline.frontend.text import TextError
     from pipeline.inference.synthesizer import Synthesizer
 
@@ -125,45 +126,79 @@ def tts_cmd(text, output, lines_file, out_dir, model, griffin_lim_iters, device,
         options = with_overrides(TTSOptions(), chosen(TTSOptions, synthesis))
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    speed = options.speed
     try:
         synth = Synthesizer.load(model, device, griffin_lim_iters, decoder=options.decoder,
                                  attention=options.attention)
+        synth.voice_index(options.voice)
     except (CheckpointError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     if text is not None:
+        output = output or Path("out" + SUFFIXES[options.format])
         try:
-            result = synth.synthesize(text, speed)
-        except (TextError, ValueError) as e:
+            result = synth.synthesize(text, options.speed, options.voice)
+            _write_audio(output, result, options)
+        except (TextError, ValueError, EncoderError) as e:
             raise click.ClickException(str(e)) from None
-        save_wav(output, result.wav, result.sample_rate)
         click.echo(json.dumps({"audio": str(output), "duration": round(result.duration, 3),
                                "hit_length_cap": result.hit_length_cap}))
         return
-    failed = _synthesize_lines(synth, lines_file, out_dir, speed)
+    failed = _synthesize_lines(synth, lines_file, out_dir, options)
     sys.exit(1 if failed else 0)
 
 
-def _synthesize_lines(synth, lines_file: Path, out_dir: Path, speed: float) -> int:
-    from pipeline.frontend.audio import save_wav
+def _write_audio(path: Path, result, options: TTSOptions) -> None:
+    """The synthesis in the options' format and rate, written whole (a rename) or not at all."""
+    from pipeline.frontend.codecs import encode
+
+    data = encode(result.wav.numpy(), result.sample_rate, options.format, options.sample_rate)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+@click.command("voices")
+@click.option("--model", type=click.Path(exists=True, path_type=Path), default=None,
+              help="TTS checkpoint (default: the shipped NAT model)")
+@click.option("--json", "as_json", is_flag=True, help="one JSON list instead of lines")
+def voices_cmd(model, as_json):
+    """The voices, one a line: the name, then its measured intelligibility (PocketSphinx WER
+    on the Harvard sentences, and that of the voice it learnt from), from the checkpoint."""
+    from pipeline.checkpoints import CheckpointError, default_checkpoint, load_checkpoint
+    from pipeline.inference.synthesizer import voice_records
+
+    try:
+        ckpt = load_checkpoint(model or default_checkpoint("tts-nat"), kinds=("tts-nat", "tts-ar"))
+    except CheckpointError as e:
+        raise click.ClickException(str(e)) from None
+    records = voice_records(ckpt)
+    if as_json:
+        click.echo(json.dumps(records))
+        return
+    for r in records:
+        scores = " ".join(f"{k}={v}" for k, v in r.items() if k != "voice" and v is not None)
+        click.echo(f"{r['voice']}\t{scores}".rstrip())
+
+
+def _synthesize_lines(synth, lines_file: Path, out_dir: Path, options: TTSOptions) -> int:
     from pipeline.frontend.text import TextError
 
     out_dir.mkdir(parents=True, exist_ok=True)
     records, failed = [], 0
     for number, line in enumerate(lines_file.read_text().splitlines(), 1):
-        wav_path = out_dir / f"{number:04d}.wav"
+        wav_path = out_dir / f"{number:04d}{SUFFIXES[options.format]}"
         try:
-            result = synth.synthesize(line, speed)
-        except (TextError, ValueError) as e:
+            result = synth.synthesize(line, options.speed, options.voice)
+            _write_audio(wav_path, result, options)
+        except (TextError, ValueError, EncoderError) as e:
             failed += 1
             records.append({"line": number, "text": line, "error": str(e)})
             _echo_error(f"line {number}: {e}")
             continue
-        save_wav(wav_path, result.wav, result.sample_rate)
         records.append({"line": number, "text": line, "audio": wav_path.name,
                         "duration": round(result.duration, 3), "hit_length_cap": result.hit_length_cap})
     (out_dir / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return failed
 
 
-COMMANDS = [asr_cmd, tts_cmd]
+COMMANDS = [asr_cmd, tts_cmd, voices_cmd]

@@ -161,21 +161,32 @@ def train_group() -> None:
 
 @train_group.command("tts-nat")
 @click.option("--manifest", type=click.Path(exists=True), required=True)
-@click.option("--speaker", default="flite-slt", show_default=True)
+@click.option("--speaker", default="flite-slt", show_default=True,
+              help="the voice; several, comma-separated, train one multi-speaker model")
 @click.option("--teacher", type=click.Path(exists=True), default=None,
               help="take durations from this autoregressive model's attention instead of flite's phones")
 @click.option("--batch-frames", default=12_000, show_default=True)
 @click.option("--limit", type=int, default=None, help="train on the first N utterances only")
+@click.option("--init-from", type=click.Path(exists=True, path_type=Path), default=None,
+              help="start from this NAT checkpoint's weights and normalisation (the same units "
+                   "and sizes; new speakers start as its voice)")
 @_train_options
-def train_tts_nat_cmd(manifest, speaker, teacher, batch_frames, limit, out, no_resume, **kwargs):
+def train_tts_nat_cmd(manifest, speaker, teacher, batch_frames, limit, init_from, out, no_resume,
+                      **kwargs):
     """Train the non-autoregressive (FastSpeech) TTS model."""
+    from pipeline.checkpoints import load_checkpoint
     from pipeline.train.loop import Trainer
     from pipeline.train.tts_data import TTSDataConfig
     from pipeline.train.tts_nat import FastSpeechTask
 
     config = _train_config(kwargs)
     data = TTSDataConfig(manifest=manifest, speaker=speaker, max_batch_frames=batch_frames, limit=limit)
-    task = FastSpeechTask(data, seed=config.seed, device=config.device, teacher=teacher)
+    init = load_checkpoint(init_from, kinds=("tts-nat",)) if init_from is not None else None
+    try:
+        task = FastSpeechTask(data, seed=config.seed, device=config.device, teacher=teacher,
+                              init=init)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
     metrics = Trainer(task, config, out).fit(resume=not no_resume)
     click.echo(json.dumps({"out": str(out), "eval": metrics, **task.duration_source}))
 

@@ -26,6 +26,12 @@ SPEAKER_ADAPT_STEPS = 100
 DECODERS = ("attention", "ctc")
 TTS_DECODERS = ("nat", "ar")
 TTS_ATTENTIONS = ("dot", "location", "monotonic")
+# the shipped voices (the multi-speaker model's speakers, flite's voices without "flite-")
+TTS_VOICES = ("slt", "awb", "rms", "kal16")
+# kept in step with pipeline.frontend.codecs, which this torch- and numpy-free module cannot import
+TTS_FORMATS = ("wav", "flac", "mp3", "opus", "aac", "pcm")
+TTS_SAMPLE_RATES = (8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000)
+OPUS_SAMPLE_RATES = (8_000, 12_000, 16_000, 24_000, 48_000)
 MAX_HOTWORDS, MAX_HOTWORD_CHARS = 1_000, 100
 
 Options = TypeVar("Options")
@@ -231,9 +237,25 @@ class TTSOptions:
                                          "cross-attention (default: monotonic)",
                                    choices=TTS_ATTENTIONS)
     speed: float = option(1.0, "speaking rate (decoder nat)", low=0.25, high=4)
+    voice: str | None = option(None, "the voice (decoder nat; default: the model's first, "
+                                     "slt)", choices=TTS_VOICES)
+    format: str = option("wav", "audio format: wav (16-bit), flac, mp3, opus (in Ogg), aac "
+                                "(ADTS) or pcm (raw 16-bit little-endian mono)",
+                         choices=TTS_FORMATS)
+    sample_rate: int = option(16_000, "sample rate of the audio in Hz: "
+                                      + ", ".join(map(str, TTS_SAMPLE_RATES)),
+                              low=TTS_SAMPLE_RATES[0], high=TTS_SAMPLE_RATES[-1])
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.sample_rate not in TTS_SAMPLE_RATES:
+            raise ValueError("sample_rate must be one of "
+                             + ", ".join(map(str, TTS_SAMPLE_RATES)) + f", not {self.sample_rate}")
+        if self.format == "opus" and self.sample_rate not in OPUS_SAMPLE_RATES:
+            raise ValueError("format opus runs at sample_rate "
+                             + ", ".join(map(str, OPUS_SAMPLE_RATES)) + f", not {self.sample_rate}")
+        if self.voice not in (None, TTS_VOICES[0]) and self.decoder != "nat":
+            raise ValueError("voice needs decoder 'nat' (the autoregressive models speak slt only)")
         if self.attention is not None and self.decoder != "ar":
             raise ValueError("attention applies to decoder 'ar'")
         if self.speed != 1 and self.decoder != "nat":

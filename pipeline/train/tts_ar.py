@@ -204,10 +204,11 @@ def warm_start(model: TransformerTTS, init: dict) -> None:
 
     `dot` and `monotonic` attention share their query, key/value and output projections, so a
     model trained with `dot` attention starts a `monotonic` one with only the stay bias fresh;
+    a `location` one takes the value and output projections (its additive energy is new);
     cross-attention parameters the two variants do not share start fresh. Any other difference
     (width, layers, vocabulary) is an error.
     """
-    state = float_state_dict(init["state_dict"])
+    state = _carried_projections(float_state_dict(init["state_dict"]), model.state_dict())
     own = model.state_dict()
     fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     left_out = sorted(set(state) - set(fits)) + sorted(set(own) - set(fits))
@@ -215,6 +216,21 @@ def warm_start(model: TransformerTTS, init: dict) -> None:
         raise ValueError("the checkpoint does not fit this model: "
                          f"{[k for k in left_out if '.cross_attn.' not in k][:5]} differ")
     model.load_state_dict(fits, strict=False)
+
+
+def _carried_projections(state: dict, own: dict) -> dict:
+    """A dot model's fused key/value projection, split where the new attention has a value
+    projection of its own (location-aware attention), so what the decoder reads stays the same."""
+    state = dict(state)
+    for name in list(state):
+        if ".cross_attn.kv." not in name:
+            continue
+        value = name.replace(".cross_attn.kv.", ".cross_attn.value.")
+        if value in own and value not in state:
+            half = state[name].size(0) // 2  # (2D, D) rows: keys, then values
+            if own[value].size(0) == half:
+                state[value] = state[name][half:]
+    return state
 
 
 # ---------------------------------------------------------------------- AR -> NAT durations

@@ -220,3 +220,30 @@ def test_kv_cache_reorder_selects_hypotheses():
 def test_unknown_variant_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown attention"):
         build_cross_attention("bahdanau", D, H)
+
+
+def test_location_window_step_equals_the_full_length_computation():
+    """Under the window, a step computes energies, the location layer and the context over the
+    window's positions only; the same step over every position, masked to the window, gives
+    the same weights, context and next state."""
+    from dataclasses import replace
+
+    from models.attention import NEG_INF, _merge_heads, _split_heads
+
+    torch.manual_seed(0)
+    attn = LocationCrossAttention(D, H, location_kernel=5).double().eval()
+    memory, mask = _memory([40, 25])
+    memory = memory.double()
+    state = attn.init_state(memory, mask, window=(1, 2), max_dwell=4)
+    for _ in range(30):
+        query = torch.randn(2, 1, D, dtype=torch.float64)
+        allowed = attn._window_mask(state, mask)
+        q = _split_heads(attn.query(query), H)[:, :, 0]
+        full = attn.energies(q, state).masked_fill(~allowed[:, None, :], NEG_INF).softmax(-1)
+        context = attn.out(_merge_heads(full[:, :, None, :] @ state.values))
+        expected = attn._moved(replace(state, prev=full, cum=state.cum + full), full)
+        out, weights, state = attn(query, memory, mask, state)
+        assert torch.allclose(weights[:, :, 0], full, atol=1e-12)
+        assert torch.allclose(out, context, atol=1e-12)
+        assert torch.equal(state.focus, expected.focus) and torch.allclose(state.cum, expected.cum)
+    assert (state.focus > 5).all()  # it moved along the input

@@ -66,6 +66,9 @@ def test_tts_then_asr_of_its_wav(gateway):
         t = gateway.get(f"/v1/jobs/{asr['id']}/transcript", params={"format": fmt})
         assert t.status_code == 200 and marker in t.text
     assert gateway.get(f"/v1/jobs/{asr['id']}/transcript", params={"format": "doc"}).status_code == 422
+    plain = gateway.get(f"/v1/jobs/{asr['id']}/transcript")  # the text by default
+    assert plain.headers["content-type"].startswith("text/plain")
+    assert plain.text == asr["result"]["text"] + "\n"
 
     r = gateway.post("/v1/jobs/asr", files={"file": ("speech.wav", wav.content, "audio/wav")})
     assert r.status_code == 202, r.text
@@ -169,3 +172,34 @@ def test_cancel_over_http(gateway, service):
     assert r.status_code == 200
     assert _wait(gateway, job.id)["state"] == "cancelled"
     assert gateway.get(f"/v1/jobs/{job.id}/audio").status_code == 409
+
+
+def test_wait_answers_with_the_finished_job(gateway, service, tmp_path):
+    """?wait= : the finished job (200) when it ends in time, its id (202) otherwise; the job's
+    JSON holds references and URLs, not the server's paths."""
+    from tests.helpers import write_noise_wav
+
+    r = gateway.post("/v1/jobs/tts", params={"wait": 60}, json={"text": "Waited for."})
+    assert r.status_code == 200, r.text
+    job = r.json()
+    assert job["state"] == "succeeded" and job["audio_url"] == f"/v1/jobs/{job['id']}/audio"
+    assert "audio" not in job["result"] and job["result"]["audio_ref"] == f"outputs/{job['id']}.wav"
+    assert str(service.storage) not in r.text
+
+    wav = write_noise_wav(tmp_path / "clip.wav", 1.0).read_bytes()
+    r = gateway.post("/v1/jobs/asr", params={"wait": 60}, content=wav,
+                     headers={"content-type": "audio/wav"})
+    assert r.status_code == 200 and r.json()["state"] == "succeeded", r.text
+    assert str(service.storage) not in r.text and "/tmp" not in r.text
+
+    slow = service.client.submit("tts", {"text": "Slow.", "_test": {"sleep": 2}})
+    assert slow.state == "queued"
+    r = gateway.post("/v1/jobs/tts", params={"wait": 0.5}, json={"text": "Behind a slow one."})
+    assert r.status_code == 202 and set(r.json()) == {"id", "state"}
+    assert gateway.post("/v1/jobs/tts", params={"wait": -1}, json={"text": "Hi."}).status_code == 422
+
+
+def test_root_redirects_to_the_docs_and_health_answers(gateway):
+    r = gateway.get("/", follow_redirects=False)
+    assert r.status_code in (302, 307) and r.headers["location"] == "/docs"
+    assert gateway.get("/health").json()["redis"] is True

@@ -93,7 +93,11 @@ def test_cancel_a_queued_job_and_a_running_one(service):
     ({"text": 42}, "text must be a string"),
     ({"text": "Fine text.", "options": {"speed": 0}}, "speed must be a number from 0.25 to 4, not 0"),
     ({"text": "Fine text.", "options": {"decoder": "ar", "speed": 2}}, "speed control needs decoder 'nat'"),
-    ({"text": "Fine text.", "options": {"voice": "x"}}, "unknown option voice"),
+    ({"text": "Fine text.", "options": {"pitch": 2}}, "unknown option pitch"),
+    ({"text": "Fine text.", "options": {"voice": "x"}}, "voice must be one of 'slt', 'awb'"),
+    ({"text": "Fine text.", "options": {"voice": "awb"}}, "voice must be one of slt for this model"),
+    ({"text": "Fine text.", "options": {"format": "opus", "sample_rate": 22050}},
+     "format opus runs at sample_rate"),
     ({"text": "Fine text.", "options": "fast"}, "options are an object"),
 ])
 def test_bad_text_fails_the_job_with_a_clear_message(service, request_, message):

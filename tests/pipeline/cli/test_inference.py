@@ -138,3 +138,25 @@ def test_asr_hotwords_flags_reach_the_recogniser(tmp_path, monkeypatch):
     assert seen[-1].hotwords == ("birch", "canoe", "Okonkwo", "new york") and seen[-1].hotword_weight == 4
     bad = runner.invoke(asr_cmd, [str(wav), "--model", str(model), "--decoder", "ctc", "--hotwords", "birch"])
     assert bad.exit_code == 2 and "hotwords need decoder 'attention'" in bad.output
+
+
+def test_tts_writes_the_format_and_voice_asked_for(tmp_path):
+    from pipeline.cli.inference import voices_cmd
+
+    model = make_tiny_tts_checkpoint(tmp_path / "multi.pt", speakers=["flite-slt", "flite-awb"])
+    out = tmp_path / "hi.mp3"
+    result = CliRunner().invoke(tts_cmd, ["Hello there.", "--model", str(model), "--voice", "awb",
+                                          "--format", "mp3", "--sample-rate", "24000", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    info = sf.info(out)
+    assert info.format == "MP3" and info.samplerate == 24000
+    result = CliRunner().invoke(tts_cmd, ["Hello there.", "--model", str(model), "--voice", "rms"])
+    assert result.exit_code != 0 and "voice must be one of slt, awb" in result.output
+    result = CliRunner().invoke(tts_cmd, ["Hi.", "--model", str(model), "--format", "opus",
+                                          "--sample-rate", "22050"])
+    assert result.exit_code != 0 and "opus" in result.output
+
+    lines = CliRunner().invoke(voices_cmd, ["--model", str(model)]).output.splitlines()
+    assert [line.split()[0] for line in lines] == ["slt", "awb"]
+    listed = json.loads(CliRunner().invoke(voices_cmd, ["--model", str(model), "--json"]).output)
+    assert [v["voice"] for v in listed] == ["slt", "awb"]

@@ -126,3 +126,55 @@ def test_a_trained_model_warm_starts_another_attention_variant(trained, tmp_path
     wider = TTSDims(**{**init["dims"], "d_model": 48})
     with pytest.raises(ValueError, match="does not fit"):
         TransformerTTSTask(data, wider, init=init)
+
+
+def test_a_dot_model_starts_a_location_one_with_its_value_projection(trained):
+    root, data, _ = trained
+    init = torch.load(root / "run" / "best.pt", map_location="cpu", weights_only=False)
+    dot = TransformerTTS(TTSDims(**{**init["dims"], "cross_attention": "dot"}))
+    location = TransformerTTS(TTSDims(**{**init["dims"], "cross_attention": "location"}))
+    warm_start(location, {"state_dict": dot.state_dict()})
+    for a, b in zip(location.decoder.layers, dot.decoder.layers):
+        d = b.cross_attn.kv.weight.size(1)
+        assert torch.equal(a.cross_attn.value.weight, b.cross_attn.kv.weight[d:])
+        assert torch.equal(a.cross_attn.out.weight, b.cross_attn.out.weight)
+
+
+def _write_two_speakers(root):
+    """The corpus twice, as speakers a and b (b's tones an octave up)."""
+    manifest = _write_corpus(root)
+    lines = [json.loads(x) for x in manifest.read_text().splitlines()]
+    with manifest.open("a") as f:
+        for line in lines:
+            f.write(json.dumps({**line, "id": line["id"].replace("slt", "b"), "speaker": "b"}) + "\n")
+    return manifest
+
+
+def test_a_multi_speaker_nat_model_warm_starts_from_a_single_speaker_one(tmp_path):
+    torch.set_num_threads(1)
+    manifest = _write_two_speakers(tmp_path)
+    dims = dict(vocab_size=len(PhoneVocab()), d_model=32, n_heads=2, d_ff=64, n_encoder_layers=1,
+                n_decoder_layers=1, duration_channels=16, postnet_channels=16)
+    single = FastSpeechTask(TTSDataConfig(manifest=str(manifest), speaker="slt", valid_size=2,
+                                          max_batch_frames=400), FastSpeechDims(**dims))
+    Trainer(single, TrainConfig(max_steps=2, warmup_steps=1, eval_every=2), tmp_path / "one").fit()
+    init = torch.load(tmp_path / "one" / "best.pt", map_location="cpu", weights_only=False)
+
+    data = TTSDataConfig(manifest=str(manifest), speaker="slt,b", valid_size=2, max_batch_frames=400)
+    task = FastSpeechTask(data, FastSpeechDims(**dims, n_speakers=2), init=init)
+    assert len(task.valid) == 2 and {u.speaker for u in task.valid} == {"slt", "b"}
+    assert task.stats.to_dict() == init["stats"]  # the start's normalisation
+    tokens = torch.tensor([[3, 4, 5]])
+    with torch.no_grad():  # every speaker starts as the single-speaker model's voice
+        single.model.load_state_dict({k: v.float() for k, v in init["state_dict"].items()})
+        single.model.eval(), task.model.eval()
+        expected = single.model(tokens).mel
+        for speaker in (0, 1):
+            got = task.model(tokens, speakers=torch.tensor([speaker])).mel
+            assert torch.allclose(got, expected, atol=1e-5)
+    Trainer(task, TrainConfig(max_steps=2, warmup_steps=1, eval_every=2), tmp_path / "two").fit()
+    synth = Synthesizer.load(tmp_path / "two" / "best.pt")
+    assert synth.voices == ["slt", "b"]
+    assert synth.synthesize("Hello world.", voice="b").duration > 0
+    with pytest.raises(ValueError, match="voice must be one of slt, b"):
+        synth.synthesize("Hello world.", voice="awb")

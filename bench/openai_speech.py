@@ -1,0 +1,176 @@
+"""Does the OpenAI-compatible speech endpoint cost throughput? N short TTS jobs through
+`POST /v1/audio/speech` (all in flight at once, each response streamed to its end) against the
+same jobs through the Python client, as `speechq submit tts` sends them (all submitted, then
+each waited for), on one worker with dynamic batching.
+
+    .venv/bin/python bench/openai_speech.py --json [--jobs 200] [--format wav] [--tiny]
+
+A worker and a gateway are started on Redis db 11 (flushed); the model is the shipped NAT
+model unless --tiny (a random tiny one: the queue and HTTP costs alone). The two paths run
+alternately, `--rounds` times each, and the best round of each counts. The last line is one
+JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:] = [str(REPO)] + [x for x in sys.path if Path(x or ".").resolve() != Path(__file__).parent]
+
+from tests.workers.conftest import (  # noqa: E402  (the test helpers start real workers)
+    WorkerProcess,
+    flush,
+    service_environment,
+    settings_for,
+    speechq_command,
+)
+
+TEXTS = ["Please call number {} when you are ready.", "The train to gate {} leaves soon.",
+         "Order {} has been shipped today.", "Room {} is on the second floor."]
+
+
+def _texts(n: int, offset: int) -> list[str]:
+    return [TEXTS[i % len(TEXTS)].format(offset + i) for i in range(n)]
+
+
+def through_client(client, texts: list[str], fmt: str) -> tuple[float, list[str]]:
+    start = time.perf_counter()
+    # the options the speech endpoint gives its jobs: the voice, the format, OpenAI's 24 kHz
+    ids = [client.submit_tts(t, voice="slt", format=fmt, sample_rate=24_000).id for t in texts]
+    for job_id in ids:
+        job = client.wait(job_id, 600)
+        assert job.state == "succeeded", job.error
+    return time.perf_counter() - start, ids
+
+
+def mean_batch(client, ids: list[str]) -> float:
+    sizes = [job.batch_size or 1 for job in client.get_many(ids)]
+    return round(sum(sizes) / len(sizes), 2)
+
+
+async def _through_http(base: str, texts: list[str], fmt: str) -> tuple[float, list[str]]:
+    import httpx
+
+    limits = httpx.Limits(max_connections=len(texts), max_keepalive_connections=len(texts))
+    async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as http:
+        async def one(text: str) -> str:
+            body = {"model": "speechq-tts", "voice": "alloy", "input": text,
+                    "response_format": fmt}
+            async with http.stream("POST", "/v1/audio/speech", json=body) as r:
+                assert r.status_code == 200, await r.aread()
+                assert len(await r.aread())
+                return r.headers["x-speechq-job"]
+
+        start = time.perf_counter()
+        ids = await asyncio.gather(*(one(t) for t in texts))
+        return time.perf_counter() - start, list(ids)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process and its reaped children (Linux /proc)."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--format", default="wav", help="the response format of both paths")
+    parser.add_argument("--tiny", action="store_true", help="a random tiny model")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/11")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    flush(args.redis_url)
+    root = Path(tempfile.mkdtemp(prefix="speechq-openai-bench-"))
+    if not args.tiny:
+        (root / "checkpoints").mkdir()
+        (root / "checkpoints" / "tts-nat.pt").symlink_to(REPO / "checkpoints" / "tts-nat.pt")
+    env = service_environment(root, args.redis_url)
+    worker = WorkerProcess(env, root / "worker.log").wait_ready()
+    try:
+        run(args, env, root, worker)
+    finally:
+        worker.terminate()
+
+
+def run(args, env: dict, root: Path, worker: WorkerProcess) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gateway = subprocess.Popen(speechq_command() + ["serve", "--port", str(port)], cwd=REPO,
+                               env=worker.env, stdout=subprocess.DEVNULL,
+                               stderr=(root / "gateway.log").open("wb"))
+    from workers.client import Client
+
+    client = Client(settings_for(env))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+            if time.monotonic() > deadline:
+                raise RuntimeError("the gateway did not start")
+        through_client(client, ["Warm up."], args.format)
+        asyncio.run(_through_http(base, ["Warm up."], args.format))
+        client_runs, http_runs, client_batch, http_batch = [], [], [], []
+        gateway_cpu, client_cpu, http_client_cpu = [], [], []
+        for r in range(args.rounds):
+            cpu = time.process_time()
+            seconds, ids = through_client(client, _texts(args.jobs, 2 * r * args.jobs), args.format)
+            client_cpu.append(round(time.process_time() - cpu, 2))
+            client_runs.append(seconds)
+            client_batch.append(mean_batch(client, ids))
+            cpu_before, cpu = _cpu_seconds(gateway.pid), time.process_time()
+            seconds, ids = asyncio.run(_through_http(
+                base, _texts(args.jobs, (2 * r + 1) * args.jobs), args.format))
+            http_client_cpu.append(round(time.process_time() - cpu, 2))
+            http_runs.append(seconds)
+            http_batch.append(mean_batch(client, ids))
+            gateway_cpu.append(round(_cpu_seconds(gateway.pid) - cpu_before, 2))
+            if not args.json:
+                print(f"round {r}: client {client_runs[-1]:.2f} s (mean batch {client_batch[-1]}), "
+                      f"http {http_runs[-1]:.2f} s (mean batch {http_batch[-1]})")
+    finally:
+        gateway.terminate()
+        try:
+            gateway.wait(20)
+        except subprocess.TimeoutExpired:
+            gateway.kill()
+    best_client, best_http = min(client_runs), min(http_runs)
+    result = {
+        "jobs": args.jobs, "format": args.format, "model": "tiny" if args.tiny else "tts-nat.pt",
+        "machine": platform.machine(), "rounds": args.rounds,
+        "client_seconds": [round(x, 2) for x in client_runs],
+        "http_seconds": [round(x, 2) for x in http_runs],
+        "client_mean_batch": client_batch, "http_mean_batch": http_batch,
+        "gateway_cpu_seconds": gateway_cpu, "caller_cpu_seconds": {
+            "client": client_cpu, "http": http_client_cpu},
+        "client_jobs_per_s": round(args.jobs / best_client, 2),
+        "http_jobs_per_s": round(args.jobs / best_http, 2),
+        "http_to_client_throughput": round(best_client / best_http, 3),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
