@@ -11,10 +11,10 @@ monitoring, limits and retries apply as to any job. Speech is streamed: the job 
 sentence's audio as it is made (`workers.parts`) and the response sends it on at once, through
 one ffmpeg process for the encoded formats. Errors have OpenAI's shape,
 `{"error": {"message", "type", "param", "code"}}`. The models are English-only: a `language`
-other than English and the translations endpoint are refused. The bearer token
-(SPEECHQ_API_TOKEN) is the `api_key`.
+other than English and the translations endpoint are refused. A gateway token (`workers.auth`)
+is the `api_key`.
 
-OpenAI's voice names map to speechq's (`OPENAI_VOICES`, docs/api.md); a speechq voice name
+OpenAI's voice names map to speechq's (`OPENAI_VOICES`, the table in README.md); a speechq voice name
 (`speechq voices`) is taken as it is.
 """
 
