@@ -17,8 +17,6 @@ import argparse
 import asyncio
 import json
 import platform
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,11 +26,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(REPO)] + [x for x in sys.path if Path(x or ".").resolve() != Path(__file__).parent]
 
 from tests.workers.conftest import (  # noqa: E402  (the test helpers start real workers)
+    GatewayProcess,
     WorkerProcess,
     flush,
     service_environment,
     settings_for,
-    speechq_command,
 )
 
 TEXTS = ["Please call number {} when you are ready.", "The train to gate {} leaves soon.",
@@ -108,28 +106,13 @@ def main() -> None:
 
 
 def run(args, env: dict, root: Path, worker: WorkerProcess) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    gateway = subprocess.Popen(speechq_command() + ["serve", "--port", str(port)], cwd=REPO,
-                               env=worker.env, stdout=subprocess.DEVNULL,
-                               stderr=(root / "gateway.log").open("wb"))
     from workers.client import Client
 
+    gateway = GatewayProcess(worker.env, root / "gateway.log")
     client = Client(settings_for(env))
-    base = f"http://127.0.0.1:{port}"
+    base = gateway.base_url
     try:
-        import httpx
-
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-            if time.monotonic() > deadline:
-                raise RuntimeError("the gateway did not start")
+        gateway.wait_ready()
         through_client(client, ["Warm up."], args.format)
         asyncio.run(_through_http(base, ["Warm up."], args.format))
         client_runs, http_runs, client_batch, http_batch = [], [], [], []
@@ -140,22 +123,18 @@ def run(args, env: dict, root: Path, worker: WorkerProcess) -> None:
             client_cpu.append(round(time.process_time() - cpu, 2))
             client_runs.append(seconds)
             client_batch.append(mean_batch(client, ids))
-            cpu_before, cpu = _cpu_seconds(gateway.pid), time.process_time()
+            cpu_before, cpu = _cpu_seconds(gateway.proc.pid), time.process_time()
             seconds, ids = asyncio.run(_through_http(
                 base, _texts(args.jobs, (2 * r + 1) * args.jobs), args.format))
             http_client_cpu.append(round(time.process_time() - cpu, 2))
             http_runs.append(seconds)
             http_batch.append(mean_batch(client, ids))
-            gateway_cpu.append(round(_cpu_seconds(gateway.pid) - cpu_before, 2))
+            gateway_cpu.append(round(_cpu_seconds(gateway.proc.pid) - cpu_before, 2))
             if not args.json:
                 print(f"round {r}: client {client_runs[-1]:.2f} s (mean batch {client_batch[-1]}), "
                       f"http {http_runs[-1]:.2f} s (mean batch {http_batch[-1]})")
     finally:
-        gateway.terminate()
-        try:
-            gateway.wait(20)
-        except subprocess.TimeoutExpired:
-            gateway.kill()
+        gateway.stop()
     best_client, best_http = min(client_runs), min(http_runs)
     result = {
         "jobs": args.jobs, "format": args.format, "model": "tiny" if args.tiny else "tts-nat.pt",

@@ -131,6 +131,46 @@ class WorkerProcess:
             pass
 
 
+class GatewayProcess:
+    """`speechq serve` on a free loopback port in its own process; ready once `/v1/live`
+    answers."""
+
+    def __init__(self, env: dict, log_path: Path | None = None, args: tuple = ()):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = open(log_path, "wb") if log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(speechq_command() + ["serve", "--port", str(self.port), *args],
+                                     cwd=REPO, env={**os.environ, **env}, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 60.0) -> "GatewayProcess":
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(f"{self.base_url}/v1/live", timeout=5).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                log = self.log_path.read_text(errors="replace") if self.log_path else ""
+                raise RuntimeError(f"the gateway did not start\n{log}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        if self.log_path:
+            self._log.close()
+
+
 class RedisServer:
     """A private redis-server with AOF on (as in docker-compose), on a free loopback port, its
     data in `data`: for the tests and benches that stop or restart Redis, so that the shared one

@@ -159,24 +159,13 @@ def test_client_commands_without_redis_fail_fast_with_one_line(tmp_path):
 def test_the_gateway_answers_503_without_redis_and_reconnects(tmp_path, private_redis):
     import httpx
 
-    from tests.workers.conftest import REPO, speechq_command
+    from tests.workers.conftest import GatewayProcess
 
-    http_port = _free_port()
-    env = {**os.environ, **service_environment(tmp_path, redis_url=private_redis.url),
-           "SPEECHQ_API_TOKEN": "t0ken"}
-    gateway = subprocess.Popen(speechq_command() + ["serve", "--port", str(http_port)], cwd=REPO,
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**service_environment(tmp_path, redis_url=private_redis.url), "SPEECHQ_API_TOKEN": "t0ken"}
+    gateway = GatewayProcess(env).wait_ready()
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=30,
+        with httpx.Client(base_url=gateway.base_url, timeout=30,
                           headers={"Authorization": "Bearer t0ken"}) as http:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if http.get("/v1/live").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    assert time.monotonic() < deadline
-                    time.sleep(0.2)
             assert http.post("/v1/jobs/tts", json={"text": "Before."}).status_code == 202
             private_redis.stop()
             started = time.monotonic()
@@ -187,5 +176,4 @@ def test_the_gateway_answers_503_without_redis_and_reconnects(tmp_path, private_
             back = http.post("/v1/jobs/tts", json={"text": "After."})
             assert back.status_code == 202, back.text
     finally:
-        gateway.terminate()
-        gateway.wait(20)
+        gateway.stop()

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import time
 
 import httpx
 import pytest
 
-from tests.workers.conftest import REPO, speechq_command
+from tests.workers.conftest import GatewayProcess
 
 pytestmark = pytest.mark.slow
 TOKEN = "test-token"
@@ -17,28 +15,13 @@ TOKEN = "test-token"
 
 @pytest.fixture(scope="module")
 def gateway(service):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {**service.worker.env, "SPEECHQ_MAX_UPLOAD_MB": "0.2", "SPEECHQ_API_TOKEN": TOKEN}
-    proc = subprocess.Popen(speechq_command() + ["serve", "--port", str(port)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"authorization": f"Bearer {TOKEN}"},
+    process = GatewayProcess(env).wait_ready()
+    http = httpx.Client(base_url=process.base_url, headers={"authorization": f"Bearer {TOKEN}"},
                         timeout=30)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if http.get("/v1/health").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise RuntimeError("the gateway did not start")
-        time.sleep(0.2)
     yield http
     http.close()
-    proc.terminate()
-    proc.wait(20)
+    process.stop()
 
 
 def _wait(http, job_id, timeout=60):

@@ -20,7 +20,7 @@ import pytest
 
 from tests.bombs import flac_bomb, wav_channels_bomb
 from tests.helpers import write_noise_wav
-from tests.workers.conftest import REPO, speechq_command
+from tests.workers.conftest import REPO, GatewayProcess, speechq_command
 
 pytestmark = pytest.mark.slow
 TIMEOUTS = {"header": 2.0, "body": 4.0, "read": 2.0}
@@ -71,34 +71,16 @@ def gateway(service, tmp_path_factory):
         token_line(name, scopes[name], tokens[name]) + "\n" for name in tokens))
     tmp = root / "tmp"
     tmp.mkdir()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {**service.worker.env, "SPEECHQ_API_TOKENS_FILE": str(root / "tokens"), "TMPDIR": str(tmp),
            "SPEECHQ_GATEWAY_HEADER_TIMEOUT": str(TIMEOUTS["header"]),
            "SPEECHQ_GATEWAY_BODY_TIMEOUT": str(TIMEOUTS["body"]),
            "SPEECHQ_GATEWAY_READ_TIMEOUT": str(TIMEOUTS["read"]),
            "SPEECHQ_MAX_CONCURRENT_UPLOADS": str(UPLOAD_SLOTS), "SPEECHQ_MAX_CONNECTIONS": "700"}
     env.pop("SPEECHQ_API_TOKEN", None)
-    log = open(root / "gateway.log", "wb")
-    proc = subprocess.Popen(speechq_command() + ["serve", "--port", str(port)], cwd=REPO, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    gw = Gateway(proc, port, tokens, tmp)
-    deadline = time.monotonic() + 60
-    with gw.http(None) as http:
-        while True:
-            try:
-                if http.get("/v1/live").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("the gateway did not start:\n" + (root / "gateway.log").read_text())
-            time.sleep(0.2)
+    process = GatewayProcess(env, root / "gateway.log").wait_ready()
+    gw = Gateway(process.proc, process.port, tokens, tmp)
     yield gw
-    proc.terminate()
-    proc.wait(20)
-    log.close()
+    process.stop()
 
 
 @pytest.fixture(scope="module")

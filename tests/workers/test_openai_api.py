@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import subprocess
 import time
 
@@ -17,7 +16,7 @@ import soundfile as sf
 
 from pipeline.inference.options import TTS_VOICES
 from tests.helpers import make_tiny_tts_checkpoint, write_noise_wav
-from tests.workers.conftest import REPO, WorkerProcess, flush, service_environment, settings_for, speechq_command
+from tests.workers.conftest import GatewayProcess, WorkerProcess, flush, service_environment
 
 openai = pytest.importorskip("openai")
 pytestmark = pytest.mark.slow
@@ -41,23 +40,8 @@ def api(tmp_path_factory):
                              speakers=[f"flite-{v}" for v in TTS_VOICES])
     env = service_environment(root, MAX_UPLOAD_MB="0.2", API_TOKEN=TOKEN)
     worker = WorkerProcess(env, root / "worker.log").wait_ready()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    gateway = subprocess.Popen(speechq_command() + ["serve", "--port", str(port)], cwd=REPO,
-                               env=worker.env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/health").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline or gateway.poll() is not None:
-            raise RuntimeError("the gateway did not start")
-        time.sleep(0.2)
+    gateway = GatewayProcess(worker.env).wait_ready()
+    base = gateway.base_url
     client = openai.OpenAI(base_url=f"{base}/v1", api_key=TOKEN, max_retries=0, timeout=120)
     http = httpx.Client(base_url=base, headers={"authorization": f"Bearer {TOKEN}"}, timeout=120)
     wav = write_noise_wav(root / "speech.wav", 1.5)
@@ -68,8 +52,7 @@ def api(tmp_path_factory):
         yield Api(client, http, base, wav, env, worker)
     finally:
         http.close()
-        gateway.terminate()
-        gateway.wait(20)
+        gateway.stop()
         worker.terminate()
 
 
