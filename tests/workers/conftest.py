@@ -131,6 +131,16 @@ class WorkerProcess:
             pass
 
 
+def wait_over_http(http, job_id: str, timeout: float = 60.0) -> dict:
+    """Poll a job through the gateway (`http` an httpx client) until it ends or time is up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = http.get(f"/v1/jobs/{job_id}").json()
+        if job["state"] in ("succeeded", "failed", "cancelled") or time.monotonic() > deadline:
+            return job
+        time.sleep(0.1)
+
+
 class GatewayProcess:
     """`speechq serve` on a free loopback port in its own process; ready once `/v1/live`
     answers."""

@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from tests.workers.conftest import GatewayProcess
+from tests.workers.conftest import GatewayProcess, wait_over_http
 
 pytestmark = pytest.mark.slow
 TOKEN = "test-token"
@@ -24,26 +24,17 @@ def gateway(service):
     process.stop()
 
 
-def _wait(http, job_id, timeout=60):
-    deadline = time.monotonic() + timeout
-    while True:
-        job = http.get(f"/v1/jobs/{job_id}").json()
-        if job["state"] in ("succeeded", "failed", "cancelled") or time.monotonic() > deadline:
-            return job
-        time.sleep(0.1)
-
-
 def test_tts_then_asr_of_its_wav(gateway):
     r = gateway.post("/v1/jobs/tts", json={"text": "The birch canoe slid on the smooth planks."})
     assert r.status_code == 202, r.text
-    tts = _wait(gateway, r.json()["id"])
+    tts = wait_over_http(gateway, r.json()["id"])
     assert tts["state"] == "succeeded" and tts["audio_url"].endswith("/audio")
     wav = gateway.get(tts["audio_url"])
     assert wav.status_code == 200 and wav.headers["content-type"] == "audio/wav" and wav.content[:4] == b"RIFF"
 
     r = gateway.post("/v1/jobs/asr", content=wav.content, headers={"content-type": "audio/wav"})
     assert r.status_code == 202, r.text
-    asr = _wait(gateway, r.json()["id"])
+    asr = wait_over_http(gateway, r.json()["id"])
     assert asr["state"] == "succeeded" and isinstance(asr["result"]["text"], str)
     for fmt, marker in (("txt", ""), ("json", '"text"'), ("srt", ""), ("vtt", "WEBVTT")):
         t = gateway.get(f"/v1/jobs/{asr['id']}/transcript", params={"format": fmt})
@@ -55,7 +46,7 @@ def test_tts_then_asr_of_its_wav(gateway):
 
     r = gateway.post("/v1/jobs/asr", files={"file": ("speech.wav", wav.content, "audio/wav")})
     assert r.status_code == 202, r.text
-    assert _wait(gateway, r.json()["id"])["state"] == "succeeded"
+    assert wait_over_http(gateway, r.json()["id"])["state"] == "succeeded"
 
 
 def test_asr_hotwords_are_the_query_parameter_repeated(gateway, service, tmp_path):
@@ -68,7 +59,7 @@ def test_asr_hotwords_are_the_query_parameter_repeated(gateway, service, tmp_pat
     assert r.status_code == 202, r.text
     assert service.client.get(r.json()["id"]).request["options"] == {
         "hotwords": ["Okonkwo", "new york, ny"], "hotword_weight": 3.0}
-    assert _wait(gateway, r.json()["id"])["state"] == "succeeded"
+    assert wait_over_http(gateway, r.json()["id"])["state"] == "succeeded"
     r = gateway.post("/v1/jobs/asr", params=params + [("decoder", "ctc")], content=wav,
                      headers={"content-type": "audio/wav"})
     assert r.status_code == 422 and "hotwords need decoder 'attention'" in r.json()["detail"]
@@ -78,7 +69,7 @@ def test_tts_jobs_choose_the_decoder_and_attention(gateway, service):
     r = gateway.post("/v1/jobs/tts", json={"text": "Said by the other model.", "decoder": "ar",
                                            "attention": "dot"})
     assert r.status_code == 202, r.text
-    job = _wait(gateway, r.json()["id"])
+    job = wait_over_http(gateway, r.json()["id"])
     assert job["state"] == "succeeded", job
     assert service.client.get(r.json()["id"]).request["options"] == {"decoder": "ar", "attention": "dot"}
 
@@ -153,7 +144,7 @@ def test_cancel_over_http(gateway, service):
     time.sleep(0.5)
     r = gateway.delete(f"/v1/jobs/{job.id}")
     assert r.status_code == 200
-    assert _wait(gateway, job.id)["state"] == "cancelled"
+    assert wait_over_http(gateway, job.id)["state"] == "cancelled"
     assert gateway.get(f"/v1/jobs/{job.id}/audio").status_code == 409
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from tests.bombs import flac_bomb, wav_channels_bomb
 from tests.helpers import write_noise_wav
-from tests.workers.conftest import REPO, GatewayProcess, speechq_command
+from tests.workers.conftest import REPO, GatewayProcess, speechq_command, wait_over_http
 
 pytestmark = pytest.mark.slow
 TIMEOUTS = {"header": 2.0, "body": 4.0, "read": 2.0}
@@ -285,21 +285,12 @@ def test_500_half_open_uploads_are_bounded_and_health_answers(gateway):
 # ------------------------------------------------------------------ ownership
 
 
-def _wait(http, job_id, timeout=60):
-    deadline = time.monotonic() + timeout
-    while True:
-        job = http.get(f"/v1/jobs/{job_id}").json()
-        if job["state"] in ("succeeded", "failed", "cancelled") or time.monotonic() > deadline:
-            return job
-        time.sleep(0.1)
-
-
 def test_a_job_is_its_submitters_alone(gateway, service, tmp_path):
     alice, bob, ops = gateway.http("alice"), gateway.http("bob"), gateway.http("ops")
     job_id = f"j-{uuid.uuid4().hex[:8]}"
     r = alice.post("/v1/jobs/tts", json={"text": "Alice's secret words.", "id": job_id})
     assert r.status_code == 202, r.text
-    job = _wait(alice, job_id)
+    job = wait_over_http(alice, job_id)
     assert job["state"] == "succeeded" and job["submitter"] == "alice"
 
     # bob cannot tell alice's job from one that never was
@@ -329,7 +320,7 @@ def test_a_job_is_its_submitters_alone(gateway, service, tmp_path):
         r = alice.post("/v1/jobs/asr", params={"id": asr_id}, content=content,
                        headers={"content-type": "audio/wav"})
         assert r.status_code == status, r.text
-    assert _wait(alice, asr_id)["state"] == "succeeded"
+    assert wait_over_http(alice, asr_id)["state"] == "succeeded"
 
     # the job as alice sees it names no server path and no host
     text = json.dumps(alice.get(f"/v1/jobs/{job_id}").json())
