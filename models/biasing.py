@@ -21,6 +21,10 @@ A hotword is matched as whole words: its last token must be followed by a token 
 word, or by EOS ("okonkwo" pays, "okonkwos" does not). Matches start at word starts and do not
 overlap: the token that breaks a match may begin a new one, but a hotword that starts inside a
 longer hotword's partial match (a multi-word hotword's later words) is not looked for there.
+
+The hotwords' words also join the search's word list (models.lexicon, `with_words`): a name
+the job expects is no misspelling, so the bonus need not outbid the list's cost of an unknown
+word, and a weight low enough to leave sentences without the names alone still finds them.
 """
 
 from __future__ import annotations

@@ -39,6 +39,31 @@ class Lexicon:
     def __contains__(self, word: str) -> bool:
         return word in self.words
 
+    def with_words(self, words: Iterable[str]) -> "Lexicon":
+        """This lexicon and `words` (a job's hotwords, none of them rare); the large sets are
+        shared, not copied."""
+        new = frozenset(w for w in words if w) - self.words
+        if not new:
+            return self
+        out = copy.copy(self)
+        out.words = _Either(self.words, new)
+        out.prefixes = _Either(self.prefixes,
+                               frozenset(w[:i] for w in new for i in range(len(w) + 1)))
+        return out
+
+
+class _Either:
+    """Two disjoint sets as one, for membership and size."""
+
+    def __init__(self, large: frozenset, small: frozenset):
+        self.large, self.small = large, small - large
+
+    def __contains__(self, item) -> bool:
+        return item in self.large or item in self.small
+
+    def __len__(self) -> int:
+        return len(self.large) + len(self.small)
+
 
 class LexiconScorer(Scorer):
     """`Lexicon` penalties for the next token of each hypothesis.
@@ -74,6 +99,14 @@ class LexiconScorer(Scorer):
         scorer = copy.copy(self)  # the lexicon, pieces and row cache are shared, never copied
         scorer.rare_cost = rare_cost
         return scorer
+
+    def with_words(self, words: Iterable[str]) -> "LexiconScorer":
+        """A scorer of this lexicon and `words` (a job's hotwords: a name the job expects is no
+        misspelling), with a row cache of its own."""
+        lexicon = self.lexicon.with_words(words)
+        if lexicon is self.lexicon:
+            return self
+        return LexiconScorer(lexicon, self.pieces, self.eos, self.rare_cost, self.max_cached)
 
     def init_state(self, beam_size):
         return None  # the batch size is known at the first `score`

@@ -102,7 +102,10 @@ class DecodingTask:
         if self.lm is not None and opts.lm_weight > 0:
             scorers["lm"], weights["lm"] = LMScorer(self.lm), opts.lm_weight
         if self.lexicon is not None and opts.lexicon_weight > 0:
-            scorers["lexicon"] = self.lexicon.with_rare_cost(opts.rare_word_weight / opts.lexicon_weight)
+            lexicon = self.lexicon
+            if opts.hotwords and opts.hotword_weight > 0:
+                lexicon = lexicon_with_hotwords(lexicon, opts.hotwords)
+            scorers["lexicon"] = lexicon.with_rare_cost(opts.rare_word_weight / opts.lexicon_weight)
             weights["lexicon"] = opts.lexicon_weight
         if self.word_lm is not None and opts.word_lm_weight > 0:
             scorers["word_lm"] = self.word_lm.with_word_bonus(opts.word_bonus)
@@ -143,6 +146,14 @@ class DecodingTask:
         for b, h, r2l_logprob in zip(rows, flat, r2l.tolist()):
             out[b].append(h.plus(self.options.r2l_weight * r2l_logprob, self.options.length_penalty))
         return [sorted(hs, key=lambda h: h.score, reverse=True) for hs in out]
+
+
+@lru_cache(maxsize=8)
+def lexicon_with_hotwords(lexicon: LexiconScorer, hotwords: tuple[str, ...]) -> LexiconScorer:
+    """The word list's scorer with the hotwords' words added: a job's hotwords are words it
+    expects, so they no longer pay as words outside the list, and the hotword bonus need not
+    outbid that cost (cached like the hotwords' own scorer)."""
+    return lexicon.with_words(w for h in hotwords for w in words_for_scoring(h).split())
 
 
 @lru_cache(maxsize=8)

@@ -178,9 +178,10 @@ class RecognitionOptions:
     hotwords: tuple[str, ...] = option((), "words or phrases to favour (names, terms); only "
                                            "whole ones count", max_items=MAX_HOTWORDS,
                                        max_chars=MAX_HOTWORD_CHARS)
-    # a name must outbid the word list's and the word LM's costs of an unknown word, yet too
-    # much bonus inserts hotwords the audio lacks (docs/BENCHMARKS.md, "Hotwords")
-    hotword_weight: float = option(6.0, "bonus per token of a whole hotword the hypothesis "
+    # a job's hotwords join its word list, but a name must still outbid the word LM's cost of
+    # an unknown word; too much bonus inserts hotwords the audio lacks (docs/BENCHMARKS.md,
+    # "Hotwords")
+    hotword_weight: float = option(4.0, "bonus per token of a whole hotword the hypothesis "
                                         "spells, after its first", low=0, high=20)
     length_bonus: float = option(0.0, "added to a hypothesis's score per token", low=-10, high=10)
     length_penalty: float = option(1.0, "exponent of the length that scores are normalised by",

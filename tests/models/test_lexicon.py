@@ -64,6 +64,20 @@ def test_ending_a_rare_word_costs_rare_cost():
     assert scorer._rows is plain._rows  # one cache
 
 
+def test_words_added_for_a_job_cost_nothing_and_leave_the_lexicon_alone():
+    plain = LexiconScorer(LEXICON, PIECES, EOS)
+    before = _costs(plain, ["\u2581c", "x"])[0]
+    scorer = plain.with_words(["cax", "dog"])  # "dog" is a word already
+    assert "cax" in scorer.lexicon and "ca" in scorer.lexicon.prefixes
+    assert len(scorer.lexicon) == len(LEXICON) + 1
+    (after_c, after_cax) = _costs(scorer, ["\u2581c"], ["\u2581c", "a", "x"])
+    assert after_c["a"] == 0 and after_c["x"] == -1  # "cx" is still no word
+    assert after_cax["eos"] == after_cax["\u2581d"] == 0  # "cax" ends as a word
+    assert _costs(plain, ["\u2581c", "x"])[0] == before and "cax" not in plain.lexicon
+    assert scorer._rows is not plain._rows
+    assert plain.with_words(["cat", ""]) is plain  # nothing new: the same scorer
+
+
 def test_the_row_cache_is_bounded():
     scorer = LexiconScorer(Lexicon(["ab", "ac", "ad"]), [None, None, "\u2581a", "b", "c", "d"], EOS,
                            max_cached=3)

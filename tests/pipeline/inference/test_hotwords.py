@@ -55,6 +55,24 @@ def test_hotwords_join_the_search_with_their_weight(recognizer):
         DecodingTask(recognizer.model, RecognitionOptions(hotwords=("he planks",))).scorers([encoded])
 
 
+def test_a_jobs_hotwords_are_words_of_its_word_list(recognizer):
+    from models.lexicon import Lexicon, LexiconScorer
+
+    plain = LexiconScorer(Lexicon(["the", "birch"]), recognizer.tokenizer.pieces(),
+                          recognizer.model.dims.eos)
+    encoded = recognizer._encode(torch.randn(1, 40, 80), torch.tensor([40]))
+
+    def lexicon(**options):
+        task = DecodingTask(recognizer.model, RecognitionOptions(**options), lexicon=plain,
+                            tokenizer=recognizer.tokenizer)
+        return task.scorers([encoded])[0]["lexicon"].lexicon
+
+    given = lexicon(hotwords=("Okonkwo", "New York"))
+    assert all(word in given for word in ("okonkwo", "new", "york", "the"))
+    assert "okonkwo" not in lexicon() and "okonkwo" not in plain.lexicon
+    assert "okonkwo" not in lexicon(hotwords=("Okonkwo",), hotword_weight=0)
+
+
 def test_a_big_weight_makes_a_random_model_say_the_hotword_and_weight_0_is_none(recognizer, clips):
     plain = [t.text for t in recognizer.transcribe_batch(clips, **PLAIN)]
     assert all("he planks" not in text for text in plain)
