@@ -7,8 +7,9 @@ each waited for), on one worker with dynamic batching.
 
 A worker and a gateway are started on Redis db 11 (flushed); the model is the shipped NAT
 model unless --tiny (a random tiny one: the queue and HTTP costs alone). The two paths run
-alternately, `--rounds` times each, and the best round of each counts. The last line is one
-JSON object.
+alternately, `--rounds` times each; the figures are the best round of each path and the median
+of the rounds' paired ratios (a round of one path and the next of the other run under the same
+load of the machine). The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import asyncio
 import json
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -147,6 +149,9 @@ def run(args, env: dict, root: Path, worker: WorkerProcess) -> None:
         "client_jobs_per_s": round(args.jobs / best_client, 2),
         "http_jobs_per_s": round(args.jobs / best_http, 2),
         "http_to_client_throughput": round(best_client / best_http, 3),
+        "paired_ratios": [round(c / h, 3) for c, h in zip(client_runs, http_runs)],
+        "median_paired_ratio": round(statistics.median(
+            c / h for c, h in zip(client_runs, http_runs)), 3),
     }
     print(json.dumps(result))
 
