@@ -38,6 +38,7 @@ DEAD_LETTERS = f"{PREFIX}:dead"
 STATS = f"{PREFIX}:stats"
 EXPIRING = f"{PREFIX}:expiring"  # stored files of ended jobs, scored by when they expire
 LATENCY_KEEP = 1000  # recent latencies kept per kind, for percentiles
+PARTS_EXPIRE = 600  # seconds a streamed job's parts (workers.parts) outlive their last entry
 CLIENT_PATIENCE = 3.0  # seconds a client command waits for an unreachable Redis
 
 
@@ -191,8 +192,14 @@ local function end_job(state, now, expires)
   if input then redis.call('ZADD', 'EXPIRING', gone, input) end
   if output then redis.call('ZADD', 'EXPIRING', gone, output) end
   redis.call('PUBLISH', 'PREFIX:done:' .. id, state)
+  local ok, request = pcall(cjson.decode, redis.call('HGET', KEYS[1], 'request') or 'null')
+  if ok and type(request) == 'table' and request['stream'] == true then
+    -- the end mark in a streamed job's parts (workers.parts): its readers stop there
+    redis.call('XADD', 'PREFIX:parts:' .. id, '*', 'end', state)
+    redis.call('EXPIRE', 'PREFIX:parts:' .. id, PARTS_EXPIRE)
+  end
 end
-""".replace("LATENCY_LAST", str(LATENCY_KEEP - 1)).replace("EXPIRING", EXPIRING).replace(
+""".replace("LATENCY_LAST", str(LATENCY_KEEP - 1)).replace("PARTS_EXPIRE", str(PARTS_EXPIRE)).replace("EXPIRING", EXPIRING).replace(
     "PREFIX", PREFIX)
 
 # KEYS job, lease, stats, latency, dead; ARGV now, expires, owner, lease_ms, max_attempts, worker

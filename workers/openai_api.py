@@ -72,6 +72,7 @@ SPEECH_SAMPLE_RATE = 24_000  # OpenAI's speech output rate (raw pcm is read at i
 SPEECH_DEFAULTS = {"response_format": "mp3", "speed": 1.0}
 CHUNK = 1 << 15
 MAX_STREAM_CONNECTIONS = 1024
+JOB_CHECK_SECONDS = 30
 
 
 class OpenAIError(Exception):
@@ -404,24 +405,28 @@ _INPUT_ERRORS = {"TextError", "AudioError", "ValueError", "StorageError"}
 
 
 async def _first_part(stream: AsyncIterator, client: Client, job_id: str, settings: Settings):
-    """The job's first sentence, looking at the job between waits: OpenAIError if it ends
-    without one."""
+    """The job's first sentence: OpenAIError if the job ends without one (its stream's end mark,
+    workers.parts) or does not start in time. The job itself is looked at only every
+    JOB_CHECK_SECONDS, for an end whose mark was lost (a Redis restart without persistence)."""
     deadline = time.monotonic() + settings.hard_time_limit + 60
-    ended = False
+    checked, ended = time.monotonic(), False
     async for part in stream:
         if part is not None:
             return part
         if ended:  # parts are published before a job ends: one more read has them all
-            raise OpenAIError(500, f"job {job_id} ended without streaming its audio", None,
-                              None, "server_error")
-        job = await run_in_threadpool(client.get, job_id)
-        if job.state in TERMINAL:
-            await _wait(client, job_id, settings)  # raises for a failed job
-            ended = True
+            break
+        if time.monotonic() - checked >= JOB_CHECK_SECONDS:
+            checked = time.monotonic()
+            job = await run_in_threadpool(client.get, job_id)
+            if job is None:
+                raise OpenAIError(500, f"job {job_id} is gone", None, None, "server_error")
+            ended = job.state in TERMINAL
         if time.monotonic() > deadline:
             raise OpenAIError(504, f"job {job_id} did not start in time", None, "timeout",
                               "server_error")
-    raise OpenAIError(500, f"job {job_id} streamed nothing", None, None, "server_error")
+    await _wait(client, job_id, settings)  # raises for a job that failed or was cancelled
+    raise OpenAIError(500, f"job {job_id} ended without streaming its audio", None, None,
+                      "server_error")
 
 
 async def _pcm(first: parts.Part, stream: AsyncIterator) -> AsyncIterator[bytes]:
