@@ -46,6 +46,7 @@ from workers.jobs import TERMINAL
 from workers.openai_api import openai_router
 from workers.settings import Settings
 from workers.storage import StorageError, StorageUnavailable
+from workers.waiting import job_ends
 
 UPLOAD_SUFFIXES = {"audio/wav": ".wav", "audio/x-wav": ".wav", "audio/wave": ".wav", "audio/flac": ".flac",
                    "audio/x-flac": ".flac", "audio/ogg": ".ogg", "audio/mpeg": ".mp3", "audio/mp3": ".mp3"}
@@ -150,10 +151,10 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
             d["transcript_url"] = f"/v1/jobs/{job.id}/transcript"
         return d
 
-    def created(job, wait: float | None):
+    async def created(job, wait: float | None):
         """202 with the id, or with `wait`, the job once it ends within it (200)."""
         if wait:
-            job = client.wait(job.id, timeout=wait)
+            job = await job_ends(settings.redis_url).wait(job.id, wait) or job
             if job.state in TERMINAL:
                 return JSONResponse(view(job), status_code=200)
         return JSONResponse(JobCreated(id=job.id, state=job.state).model_dump(), status_code=202)
@@ -181,17 +182,18 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/v1/jobs/tts", status_code=202, response_model=JobCreated,
               responses={200: {"description": "the finished job (with ?wait=)"}})
-    def submit_tts(body: TTSJob, wait: float | None = _WAIT,
-                   who: Identity = Depends(require("submit"))):
+    async def submit_tts(body: TTSJob, wait: float | None = _WAIT,
+                         who: Identity = Depends(require("submit"))):
         try:
             text = check_text(body.text, settings.max_text_chars)
             options = body.model_dump(exclude_none=True, exclude={"text", "id"})
-            job = client.submit_tts(text, job_id=body.id, submitter=who.name, **options)
+            job = await run_in_threadpool(partial(client.submit_tts, text, job_id=body.id,
+                                                  submitter=who.name, **options))
         except JobIdConflict as e:
             raise HTTPException(409, str(e)) from None
         except (TextError, ValueError) as e:
             raise HTTPException(422, str(e)) from None
-        return created(job, wait)
+        return await created(job, wait)
 
     @app.post("/v1/jobs/asr", status_code=202, response_model=JobCreated,
               responses={200: {"description": "the finished job (with ?wait=)"}},
@@ -224,7 +226,7 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(422, str(e).replace(str(tmp), "the upload").replace(tmp.stem, "upload")) from None
         finally:
             tmp.unlink(missing_ok=True)
-        return await run_in_threadpool(created, job, query.wait)
+        return await created(job, query.wait)
 
     @app.get("/v1/jobs/{job_id}")
     def get_job(job_id: str, who: Identity = Depends(require("read"))) -> dict:

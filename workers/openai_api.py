@@ -46,6 +46,7 @@ from workers.auth import Identity, require
 from workers.client import Client
 from workers.jobs import TERMINAL
 from workers.settings import Settings
+from workers.waiting import job_ends
 
 # model id -> the TTS options it stands for (None: speech recognition); OpenAI's own ids are
 # aliases, so clients that hard-code them work
@@ -390,7 +391,9 @@ _REDIS: dict = {}
 async def _wait(client: Client, job_id: str, settings: Settings):
     """The finished job (the gateway holds the request until it ends); OpenAIError if it
     failed, or did not end within the job time limit."""
-    job = await run_in_threadpool(client.wait, job_id, settings.hard_time_limit + 60)
+    job = await job_ends(settings.redis_url).wait(job_id, settings.hard_time_limit + 60)
+    if job is None:
+        raise OpenAIError(500, f"job {job_id} is gone", None, None, "server_error")
     if job.state == "succeeded":
         return job
     if job.state not in TERMINAL:

@@ -173,6 +173,31 @@ def test_wait_answers_with_the_finished_job(gateway, service, tmp_path):
     assert gateway.post("/v1/jobs/tts", params={"wait": -1}, json={"text": "Hi."}).status_code == 422
 
 
+def test_waiting_requests_hold_no_threads(gateway, service):
+    """Sixty `?wait=` requests queued behind a slow job wait without taking the gateway's worker
+    threads: a request served by one (a job lookup) answers while all sixty still wait."""
+    import asyncio
+
+    slow = service.client.submit("tts", {"text": "Slow.", "_test": {"sleep": 3}})
+
+    async def scenario():
+        limits = httpx.Limits(max_connections=100)
+        async with httpx.AsyncClient(base_url=str(gateway.base_url), headers=gateway.headers,
+                                     timeout=60, limits=limits) as http:
+            waits = [asyncio.create_task(http.post("/v1/jobs/tts", params={"wait": 30},
+                                                   json={"text": f"Waiting {i}."}))
+                     for i in range(60)]
+            await asyncio.sleep(1.0)
+            probe = await http.get(f"/v1/jobs/{slow.id}")
+            pending = sum(not w.done() for w in waits)
+            return probe, pending, await asyncio.gather(*waits)
+
+    probe, pending, answers = asyncio.run(scenario())
+    assert probe.status_code == 200 and pending == 60
+    assert [a.status_code for a in answers] == [200] * 60
+    assert all(a.json()["state"] == "succeeded" for a in answers)
+
+
 def test_root_redirects_to_the_docs_and_health_answers(gateway):
     r = gateway.get("/", follow_redirects=False)
     assert r.status_code in (302, 307) and r.headers["location"] == "/docs"
