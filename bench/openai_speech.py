@@ -6,10 +6,11 @@ each waited for), on one worker with dynamic batching.
     .venv/bin/python bench/openai_speech.py --json [--jobs 200] [--format wav] [--tiny]
 
 A worker and a gateway are started on Redis db 11 (flushed); the model is the shipped NAT
-model unless --tiny (a random tiny one: the queue and HTTP costs alone). The two paths run
-alternately, `--rounds` times each; the figures are the best round of each path and the median
-of the rounds' paired ratios (a round of one path and the next of the other run under the same
-load of the machine). The last line is one JSON object.
+model unless --tiny (a random tiny one: the queue and HTTP costs alone). Each round speaks the
+same texts through both paths, one after the other (the rounds' texts differ: a number in each
+sentence); `audio_seconds_client_http` shows the work was the same. The figures are the best
+round of each path and the median of the rounds' paired ratios (the two runs of a round share
+the machine's load of the moment). The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -53,9 +54,12 @@ def through_client(client, texts: list[str], fmt: str) -> tuple[float, list[str]
     return time.perf_counter() - start, ids
 
 
-def mean_batch(client, ids: list[str]) -> float:
-    sizes = [job.batch_size or 1 for job in client.get_many(ids)]
-    return round(sum(sizes) / len(sizes), 2)
+def mean_batch(client, ids: list[str]) -> tuple[float, float]:
+    """The jobs' mean batch size and their audio's total seconds (the work done)."""
+    jobs = [client.wait(job_id, 60) for job_id in ids]  # a streamed body ends before its job
+    sizes = [job.batch_size or 1 for job in jobs]
+    audio = sum(job.result["duration"] for job in jobs)
+    return round(sum(sizes) / len(sizes), 2), round(audio, 1)
 
 
 async def _through_http(base: str, texts: list[str], fmt: str) -> tuple[float, list[str]]:
@@ -117,20 +121,23 @@ def run(args, env: dict, root: Path, worker: WorkerProcess) -> None:
         gateway.wait_ready()
         through_client(client, ["Warm up."], args.format)
         asyncio.run(_through_http(base, ["Warm up."], args.format))
-        client_runs, http_runs, client_batch, http_batch = [], [], [], []
+        client_runs, http_runs, client_batch, http_batch, audio = [], [], [], [], []
         gateway_cpu, client_cpu, http_client_cpu = [], [], []
         for r in range(args.rounds):
             cpu = time.process_time()
-            seconds, ids = through_client(client, _texts(args.jobs, 2 * r * args.jobs), args.format)
+            texts = _texts(args.jobs, r * args.jobs)  # the same jobs through both paths
+            seconds, ids = through_client(client, texts, args.format)
             client_cpu.append(round(time.process_time() - cpu, 2))
             client_runs.append(seconds)
-            client_batch.append(mean_batch(client, ids))
+            batch, client_audio = mean_batch(client, ids)
+            client_batch.append(batch)
             cpu_before, cpu = _cpu_seconds(gateway.proc.pid), time.process_time()
-            seconds, ids = asyncio.run(_through_http(
-                base, _texts(args.jobs, (2 * r + 1) * args.jobs), args.format))
+            seconds, ids = asyncio.run(_through_http(base, texts, args.format))
             http_client_cpu.append(round(time.process_time() - cpu, 2))
             http_runs.append(seconds)
-            http_batch.append(mean_batch(client, ids))
+            batch, http_audio = mean_batch(client, ids)
+            http_batch.append(batch)
+            audio.append([client_audio, http_audio])
             gateway_cpu.append(round(_cpu_seconds(gateway.proc.pid) - cpu_before, 2))
             if not args.json:
                 print(f"round {r}: client {client_runs[-1]:.2f} s (mean batch {client_batch[-1]}), "
@@ -144,6 +151,7 @@ def run(args, env: dict, root: Path, worker: WorkerProcess) -> None:
         "client_seconds": [round(x, 2) for x in client_runs],
         "http_seconds": [round(x, 2) for x in http_runs],
         "client_mean_batch": client_batch, "http_mean_batch": http_batch,
+        "audio_seconds_client_http": audio,
         "gateway_cpu_seconds": gateway_cpu, "caller_cpu_seconds": {
             "client": client_cpu, "http": http_client_cpu},
         "client_jobs_per_s": round(args.jobs / best_client, 2),
