@@ -162,9 +162,13 @@ return 1
 # shared by the scripts that end a job. KEYS job, lease, stats, latency; ARGV[1..3] now, expires, state
 # The job's own stored files (its uploaded input, its output) are listed to expire with it.
 _END = """
-local function stored_file(json, field, prefix)
+local function decoded(json)
   local ok, value = pcall(cjson.decode, json or 'null')
-  if not ok or type(value) ~= 'table' then return nil end
+  if ok and type(value) == 'table' then return value end
+  return {}
+end
+
+local function stored_file(value, field, prefix)
   local ref = value[field]
   if type(ref) == 'string' and string.sub(ref, 1, #prefix) == prefix then return ref end
   return nil
@@ -186,21 +190,21 @@ local function end_job(state, now, expires)
     redis.call('LTRIM', KEYS[4], 0, LATENCY_LAST)
   end
   local gone = tonumber(now) + tonumber(expires)
-  local input = stored_file(redis.call('HGET', KEYS[1], 'request'), 'audio', 'inputs/' .. id .. '.')
-  local output = stored_file(redis.call('HGET', KEYS[1], 'result'), 'audio_ref',
+  local request = decoded(redis.call('HGET', KEYS[1], 'request'))
+  local input = stored_file(request, 'audio', 'inputs/' .. id .. '.')
+  local output = stored_file(decoded(redis.call('HGET', KEYS[1], 'result')), 'audio_ref',
                              'outputs/' .. id .. '.')
   if input then redis.call('ZADD', 'EXPIRING', gone, input) end
   if output then redis.call('ZADD', 'EXPIRING', gone, output) end
   redis.call('PUBLISH', 'PREFIX:done:' .. id, state)
-  local ok, request = pcall(cjson.decode, redis.call('HGET', KEYS[1], 'request') or 'null')
-  if ok and type(request) == 'table' and request['stream'] == true then
+  if request['stream'] == true then
     -- the end mark in a streamed job's parts (workers.parts): its readers stop there
     redis.call('XADD', 'PREFIX:parts:' .. id, '*', 'end', state)
     redis.call('EXPIRE', 'PREFIX:parts:' .. id, PARTS_EXPIRE)
   end
 end
-""".replace("LATENCY_LAST", str(LATENCY_KEEP - 1)).replace("PARTS_EXPIRE", str(PARTS_EXPIRE)).replace("EXPIRING", EXPIRING).replace(
-    "PREFIX", PREFIX)
+""".replace("LATENCY_LAST", str(LATENCY_KEEP - 1)).replace("PARTS_EXPIRE", str(PARTS_EXPIRE)) \
+    .replace("EXPIRING", EXPIRING).replace("PREFIX", PREFIX)
 
 # KEYS job, lease, stats, latency, dead; ARGV now, expires, owner, lease_ms, max_attempts, worker
 _CLAIM = _END + """

@@ -165,7 +165,7 @@ def openai_router(settings: Settings, client: Client) -> APIRouter:
                                                   submitter=who.name, **options))
         finally:
             tmp.unlink(missing_ok=True)
-        job = await _wait(client, job.id, settings)
+        job = await _wait(job.id, settings)
         return _transcript_response(job.result, fields)
 
     @router.post("/audio/speech")
@@ -388,7 +388,7 @@ def _async_redis(settings: Settings):
 _REDIS: dict = {}
 
 
-async def _wait(client: Client, job_id: str, settings: Settings):
+async def _wait(job_id: str, settings: Settings):
     """The finished job (the gateway holds the request until it ends); OpenAIError if it
     failed, or did not end within the job time limit."""
     job = await job_ends(settings.redis_url).wait(job_id, settings.hard_time_limit + 60)
@@ -427,7 +427,7 @@ async def _first_part(stream: AsyncIterator, client: Client, job_id: str, settin
         if time.monotonic() > deadline:
             raise OpenAIError(504, f"job {job_id} did not start in time", None, "timeout",
                               "server_error")
-    await _wait(client, job_id, settings)  # raises for a job that failed or was cancelled
+    await _wait(job_id, settings)  # raises for a job that failed or was cancelled
     raise OpenAIError(500, f"job {job_id} ended without streaming its audio", None, None,
                       "server_error")
 
