@@ -24,16 +24,24 @@ import click
                    "fewer than --target times")
 @click.option("--target", default=3, show_default=True, help="with --cover: occurrences to reach")
 @click.option("--limit", default=None, type=int, help="with --cover: at most this many lines")
+@click.option("--short", default=None, type=click.IntRange(min=1),
+              help="write this many short utterances instead (a word alone, two neighbouring "
+                   "words, a number, a string of digits), made from the sentences' words")
 def text_corpus_cmd(out: Path, min_words: int, max_words: int, glosses: bool, cover: Path | None,
-                    target: int, limit: int | None) -> None:
+                    target: int, limit: int | None, short: int | None) -> None:
     """Write the training text: WordNet example sentences, disjoint from the Harvard sentences."""
     from pipeline.data import corpus
 
     if cover is None and limit is not None:
         raise click.BadParameter("--limit needs --cover", param_hint="--limit")
+    if short is not None and cover is not None:
+        raise click.BadParameter("--short and --cover write different texts: give one",
+                                 param_hint="--short")
     lines = corpus.build_training_text(corpus.read_harvard(), min_words, max_words,
                                        glosses or cover is not None)
-    if cover is not None:
+    if short is not None:
+        lines = corpus.short_utterances(lines, short)
+    elif cover is not None:
         lines = corpus.cover_vocabulary(lines, cover.read_text().splitlines(), target=target, limit=limit)
     corpus.write_lines(out, lines)
     click.echo(json.dumps({"out": str(out), **corpus.corpus_stats(lines)}))
@@ -312,6 +320,10 @@ def _snr_range(spec: str | None, flag: str = "--noise-augment") -> tuple[float, 
                    "0-50 ms, so onsets are heard without a pause before them")
 @click.option("--wave-speed", default=0.0, show_default=True, type=click.FloatRange(0.0, 0.5, max_open=True),
               help="resample each training utterance's audio to play at a speed within 1 +- this")
+@click.option("--pitch-augment", "pitch", default=0.0, show_default=True,
+              type=click.FloatRange(0.0, 12.0),
+              help="shift each training utterance's pitch by up to +- this many semitones, its "
+                   "length kept (0: off)")
 @click.option("--reverb-augment", "reverb_share", default=0.0, show_default=True, type=SHARE,
               help="share of training utterances heard in a generated room (RT60 0.15-0.8 s)")
 @click.option("--wave-noise", "wave_noise_share", default=0.0, show_default=True, type=SHARE,
@@ -323,7 +335,7 @@ def _snr_range(spec: str | None, flag: str = "--noise-augment") -> tuple[float, 
               help="of the utterances --wave-noise reaches, those whose noise is babble")
 @click.option("--telephone-augment", "telephone_share", default=0.0, show_default=True, type=SHARE,
               help="share of training utterances sent through a telephone channel (300-3400 Hz, "
-                   "8 kHz, mu-law)")
+                   "8 kHz, a codec drawn from mu-law, A-law, GSM 06.10 and G.721 ADPCM)")
 @click.option("--gain-augment", "gain_db", default=0.0, show_default=True, type=click.FloatRange(0.0, 40.0),
               help="random gain within +- this many dB before clipping (0: off)")
 @click.option("--clip-augment", "clip_share", default=0.0, show_default=True, type=SHARE,
@@ -343,8 +355,8 @@ def _snr_range(spec: str | None, flag: str = "--noise-augment") -> tuple[float, 
 def train_asr_cmd(manifests, text, vocab_size, speakers, batch_frames, attention, d_model,
                   conv_channels, encoder_layers, decoder_layers, ctc_weight, channel_db,
                   silence_seconds, noise_snr, noise_prob, vtlp, speed, trim_share, wave_speed,
-                  reverb_share, wave_noise_share, wave_snr, babble_share, telephone_share, gain_db,
-                  clip_share, repeats, reverse_weight, r2l_only, init_from, out, no_resume,
+                  pitch, reverb_share, wave_noise_share, wave_snr, babble_share, telephone_share,
+                  gain_db, clip_share, repeats, reverse_weight, r2l_only, init_from, out, no_resume,
                   **kwargs):
     """Train the joint CTC/attention Speech-Transformer."""
     from pipeline.train.asr import ASRDataConfig, ASRTask
@@ -354,8 +366,9 @@ def train_asr_cmd(manifests, text, vocab_size, speakers, batch_frames, attention
     config = _train_config(kwargs)
     if repeats and len(repeats) != len(manifests):
         raise click.UsageError(f"--repeat: one per --manifest ({len(manifests)}), got {len(repeats)}")
-    wave = WaveAugment(trim_share=trim_share, speed=wave_speed, reverb_share=reverb_share,
-                       noise_share=wave_noise_share, snr=_snr_range(wave_snr, "--wave-snr"),
+    wave = WaveAugment(trim_share=trim_share, speed=wave_speed, pitch=pitch,
+                       reverb_share=reverb_share, noise_share=wave_noise_share,
+                       snr=_snr_range(wave_snr, "--wave-snr"),
                        babble_share=babble_share, telephone_share=telephone_share, gain_db=gain_db,
                        clip_share=clip_share)
     data = ASRDataConfig(manifest=manifests[0] if len(manifests) == 1 else manifests, text=text,

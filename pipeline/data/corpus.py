@@ -127,6 +127,44 @@ def build_training_text(
     return out
 
 
+def short_utterances(lines: Sequence[str], n: int, seed: int = 0) -> list[str]:
+    """`n` utterances of one to four words, made from `lines` (the training text): a word
+    alone, two neighbouring words, a number, or a string of digits said one by one.
+
+    Sentences are all a text corpus holds, but people also say a word or a number alone (a
+    command, an answer, a name, a code), and a recogniser that has only heard sentences turns a
+    lone word into a phrase. Words are drawn by the square root of their count (everyday words
+    often, rare ones sometimes; only words the text uses at least three times), numbers below a
+    hundred and digit strings of two to seven digits in equal parts with the rest. Lines repeat
+    where `n` exceeds what can be drawn; the draw is fixed by `seed`.
+    """
+    from num2words import num2words
+
+    keys = [normalize_for_match(line).split() for line in lines]
+    counts = Counter(w for words in keys for w in words)
+    vocab = [w for w, c in counts.items() if c >= 3 and w.isalpha()]
+    if not vocab:
+        raise CorpusError("the text has no word used three times: no short utterances to make")
+    weights = [math.sqrt(counts[w]) for w in vocab]
+    pairs = [words for words in keys if len(words) >= 2]
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        kind = rng.randrange(4)
+        if kind == 0 or (kind == 1 and not pairs):
+            text = rng.choices(vocab, weights)[0]
+        elif kind == 1:
+            words = rng.choice(pairs)
+            start = rng.randrange(len(words) - 1)
+            text = " ".join(words[start: start + 2])
+        elif kind == 2:
+            text = num2words(rng.randrange(100)).replace("-", " ")
+        else:
+            text = " ".join(num2words(rng.randrange(10)) for _ in range(rng.randint(2, 7)))
+        out.append(text[0].upper() + text[1:])
+    return out
+
+
 def cover_vocabulary(candidates: Sequence[str], known: Sequence[str], target: int = 3,
                      min_uses: int = 3, limit: int | None = None) -> list[str]:
     """Lines of `candidates` that teach the words `known` (the training text) has fewer than

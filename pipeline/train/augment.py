@@ -12,11 +12,15 @@ imitates one of those and is off at its default:
   without a pause before them (real clips are often trimmed to the word).
 - `speed`: Ko et al. 2015's speed perturbation, a resampling: pitch, formants and length change
   by one factor (the recipe's log-mel tempo and VTLP then vary length and formants apart).
+- `pitch`: a pitch shift of up to this many semitones at the length kept (a phase vocoder's
+  stretch, then a resampling: the formants move with the pitch; VTLP moves them alone).
 - `reverb_share`: convolution with a generated room impulse response (a direct path, sparse early
   reflections, and a tail of noise decaying by 60 dB in an RT60 drawn from `rt60`).
 - `noise_share`: additive noise at an SNR drawn from `snr`: coloured noise, or, for a
   `babble_share` of them, babble of other utterances (`others`) summed at random offsets.
-- `telephone_share`: a telephone channel: 300-3400 Hz at 8 kHz, 8-bit mu-law (G.711), and back.
+- `telephone_share`: a telephone channel: 300-3400 Hz at 8 kHz through a codec drawn from
+  `TELEPHONE_CODECS`: G.711 mu-law or A-law, GSM 06.10 full rate (13 kbit/s, mobile) or G.721
+  ADPCM (32 kbit/s), coded and decoded by libsndfile, and back at the input's rate.
 - `gain_db` and `clip_share`: a random gain, and clipping at a random fraction of the peak.
 
 The result is peak-normalised as `pipeline.frontend.audio.load_audio` normalises every input at
@@ -32,12 +36,17 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import io
+
+import soundfile as sf
 import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
 TELEPHONE_RATE = 8_000
 TELEPHONE_BAND = (300.0, 3400.0)  # Hz, the ITU-T voice channel
+# codec -> libsndfile's WAV subtype that codes it
+TELEPHONE_CODECS = {"ulaw": "ULAW", "alaw": "ALAW", "gsm": "GSM610", "adpcm": "G721_32"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,7 @@ class WaveAugment:
     trim_share: float = 0.0  # utterances whose leading and trailing silence is cut
     trim_keep_seconds: float = 0.05  # at most this much silence left at either end
     speed: float = 0.0  # resampled to play at a speed within 1 +- this (0: off)
+    pitch: float = 0.0  # pitch shifted by up to +- this many semitones, the length kept (0: off)
     reverb_share: float = 0.0
     rt60: tuple[float, float] = (0.15, 0.8)  # seconds
     noise_share: float = 0.0
@@ -61,6 +71,8 @@ class WaveAugment:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 <= self.speed < 0.5:
             raise ValueError(f"speed must be in [0, 0.5), got {self.speed}")
+        if not 0.0 <= self.pitch <= 12.0:
+            raise ValueError(f"pitch must be in [0, 12] semitones, got {self.pitch}")
         for name in ("rt60", "snr"):
             low, high = getattr(self, name)
             if low > high:
@@ -70,7 +82,7 @@ class WaveAugment:
 
     @property
     def active(self) -> bool:
-        return any((self.trim_share, self.speed, self.reverb_share, self.noise_share,
+        return any((self.trim_share, self.speed, self.pitch, self.reverb_share, self.noise_share,
                     self.telephone_share, self.gain_db, self.clip_share))
 
     def __call__(self, wav: Tensor, rate: int, rng: random.Random,
@@ -82,6 +94,8 @@ class WaveAugment:
                                rng.uniform(0, self.trim_keep_seconds))
         if self.speed:
             wav = change_speed(wav, rng.uniform(1 - self.speed, 1 + self.speed))
+        if self.pitch:
+            wav = shift_pitch(wav, rate, rng.uniform(-self.pitch, self.pitch))
         if rng.random() < self.reverb_share:
             wav = reverberate(wav, room_impulse_response(rate, rng.uniform(*self.rt60), rng))
         if rng.random() < self.noise_share:
@@ -91,7 +105,7 @@ class WaveAugment:
                 noise = coloured_noise(wav.numel(), rng)
             wav = add_noise(wav, noise, rng.uniform(*self.snr))
         if rng.random() < self.telephone_share:
-            wav = telephone(wav, rate)
+            wav = telephone(wav, rate, rng.choice(list(TELEPHONE_CODECS)))
         if self.gain_db:
             wav = wav * 10 ** (rng.uniform(-self.gain_db, self.gain_db) / 20)
         if rng.random() < self.clip_share:
@@ -122,6 +136,15 @@ def change_speed(wav: Tensor, factor: float) -> Tensor:
         return wav
     # the rate ratio in small integers (a short resampling kernel): the factor to within 0.5%
     return AF.resample(wav, 200, round(200 / factor))
+
+
+def shift_pitch(wav: Tensor, rate: int, semitones: float) -> Tensor:
+    """`wav` with every frequency raised by `semitones` (lowered where negative) and its length
+    kept: torchaudio's phase-vocoder pitch shift, in tenths of a semitone."""
+    steps = round(semitones * 10)
+    if steps == 0 or wav.numel() < 512:
+        return wav
+    return AF.pitch_shift(wav, rate, steps, bins_per_octave=120, n_fft=512)[: wav.numel()]
 
 
 def room_impulse_response(rate: int, rt60: float, rng: random.Random) -> Tensor:
@@ -180,12 +203,21 @@ def add_noise(wav: Tensor, noise: Tensor, snr_db: float) -> Tensor:
     return wav + noise[: wav.numel()] * scale
 
 
-def telephone(wav: Tensor, rate: int) -> Tensor:
-    """`wav` through a telephone channel: band-limited to 300-3400 Hz, sampled at 8 kHz and
-    coded as 8-bit mu-law, then back at `rate`."""
+def telephone(wav: Tensor, rate: int, codec: str | None = "ulaw") -> Tensor:
+    """`wav` through a telephone channel: band-limited to 300-3400 Hz, sampled at 8 kHz, coded
+    and decoded by `codec` (a key of TELEPHONE_CODECS; None: not coded), then back at `rate`."""
+    if codec is not None and codec not in TELEPHONE_CODECS:
+        raise ValueError(f"codec must be one of {', '.join(TELEPHONE_CODECS)}, not {codec!r}")
     narrow = AF.resample(wav, rate, TELEPHONE_RATE) if rate != TELEPHONE_RATE else wav
     low, high = TELEPHONE_BAND
     narrow = AF.lowpass_biquad(AF.highpass_biquad(narrow, TELEPHONE_RATE, low), TELEPHONE_RATE, high)
-    peak = narrow.abs().max().clamp_min(1e-8)
-    coded = AF.mu_law_decoding(AF.mu_law_encoding(narrow / peak, 256), 256) * peak
-    return AF.resample(coded, TELEPHONE_RATE, rate) if rate != TELEPHONE_RATE else coded
+    if codec is not None:
+        peak = narrow.abs().max().clamp_min(1e-8)
+        buffer = io.BytesIO()
+        sf.write(buffer, (narrow / peak * 0.9).numpy(), TELEPHONE_RATE, format="WAV",
+                 subtype=TELEPHONE_CODECS[codec])
+        buffer.seek(0)
+        decoded, _ = sf.read(buffer, dtype="float32")
+        # GSM codes whole 20 ms frames: the last one comes back padded
+        narrow = torch.from_numpy(decoded[: narrow.numel()]) * (peak / 0.9)
+    return AF.resample(narrow, TELEPHONE_RATE, rate) if rate != TELEPHONE_RATE else narrow

@@ -22,6 +22,7 @@ from pipeline.data.corpus import (
     normalize_for_match,
     parse_psdur,
     read_harvard,
+    short_utterances,
     speak,
     utterance_id,
     utterance_prosody,
@@ -174,6 +175,43 @@ def test_cover_text_teaches_rare_words_and_stays_disjoint(training_text, tmp_pat
     assert not set(lines) & set(training_text[0].read_text().splitlines())
     harvard = {normalize_for_match(s) for s in read_harvard()}
     assert not harvard & {normalize_for_match(s) for s in lines}
+
+
+DIGITS = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"}
+
+
+def test_short_utterances_are_words_pairs_numbers_and_digit_strings_of_the_text():
+    text = ["The cat sat on the mat", "The cat ran to the mat", "A dog sat on the cat",
+            "The dog ran"] * 3 + ["A zebra grazed"]
+    out = short_utterances(text, 400, seed=1)
+    assert len(out) == 400 and out == short_utterances(text, 400, seed=1)
+    assert all(1 <= len(line.split()) <= 7 and line[0].isupper() for line in out)
+    keys = [normalize_for_match(line).split() for line in out]
+    vocab = {w for line in text for w in normalize_for_match(line).split()}
+    neighbours = {tuple(ws[i: i + 2]) for line in text
+                  for ws in [normalize_for_match(line).split()] for i in range(len(ws) - 1)}
+    words = [k for k in keys if len(k) == 1 and k[0] in vocab]
+    pairs = [k for k in keys if len(k) == 2 and tuple(k) in neighbours]
+    digit_strings = [k for k in keys if len(k) >= 2 and set(k) <= DIGITS]
+    assert all(k in words or k in pairs or not set(k) & vocab for k in keys)  # nothing else
+    for kind in (words, pairs, digit_strings):  # each about a quarter
+        assert 60 < len(kind) < 140, len(kind)
+    # a word alone is one the text uses three times or more
+    assert {w for k in words for w in k} == vocab - {"zebra", "grazed"}
+
+
+def test_short_utterances_need_words_the_text_repeats():
+    with pytest.raises(CorpusError, match="three times"):
+        short_utterances(["Unique words only here"], 10)
+
+
+@needs_wordnet
+def test_text_corpus_writes_short_utterances(tmp_path):
+    out = tmp_path / "short.txt"
+    result = CliRunner().invoke(speechq, ["text-corpus", "--out", str(out), "--short", "300"])
+    assert result.exit_code == 0, result.output
+    lines = out.read_text().splitlines()
+    assert len(lines) == 300 and max(len(line.split()) for line in lines) <= 7
 
 
 # ---------------------------------------------------------------- speech corpus

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pipeline.train.augment import (
+    TELEPHONE_CODECS,
     WaveAugment,
     add_noise,
     babble,
@@ -14,6 +15,7 @@ from pipeline.train.augment import (
     coloured_noise,
     reverberate,
     room_impulse_response,
+    shift_pitch,
     telephone,
     trim_silence,
 )
@@ -42,6 +44,13 @@ def test_speed_divides_the_length_and_multiplies_the_pitch(factor):
     out = change_speed(_tone(1.0), factor)
     assert out.numel() / RATE == pytest.approx(1.0 / factor, rel=0.01)
     assert _peak_hz(out) == pytest.approx(440 * factor, rel=0.01)
+
+
+@pytest.mark.parametrize("semitones", [-3.0, 2.0, 4.5])
+def test_a_pitch_shift_moves_every_frequency_and_keeps_the_length(semitones):
+    out = shift_pitch(_tone(1.0, 300.0), RATE, semitones)
+    assert out.numel() == RATE
+    assert _peak_hz(out) == pytest.approx(300 * 2 ** (semitones / 12), rel=0.01)
 
 
 def test_trimming_cuts_the_silence_around_speech_to_what_is_kept():
@@ -85,15 +94,39 @@ def test_noise_is_added_at_the_snr_asked_for(snr_db, kind):
     assert measured == pytest.approx(snr_db, abs=0.05)
 
 
-def test_the_telephone_channel_band_limits_the_audio():
+@pytest.mark.parametrize("codec", list(TELEPHONE_CODECS))
+def test_the_telephone_channel_band_limits_the_audio(codec):
     wideband = torch.randn(RATE, generator=torch.Generator().manual_seed(3)) * 0.3
-    out = telephone(wideband, RATE)
+    out = telephone(wideband, RATE, codec)
     assert out.numel() == wideband.numel()
     power = torch.fft.rfft(out).abs().pow(2)
     freqs = torch.fft.rfftfreq(out.numel(), 1 / RATE)
     assert power[freqs > 4200].sum() / power.sum() < 0.01  # nothing above the 8 kHz Nyquist
     assert power[freqs < 150].sum() / power.sum() < 0.02  # nor in the hum band
     assert _centroid(out) < 0.6 * _centroid(wideband)
+
+
+def test_each_codec_adds_the_coding_noise_of_its_bit_rate():
+    """Against the same channel uncoded, on three in-band tones: 8-bit G.711 (64 kbit/s) about
+    40 dB SNR, 32 kbit/s ADPCM about 27, 13 kbit/s GSM about 23."""
+    t = torch.arange(RATE) / RATE
+    tones = sum(0.2 * torch.sin(2 * math.pi * hz * t) for hz in (500, 1100, 2300))
+    clean = telephone(tones, RATE, None)
+    middle = slice(RATE // 10, -RATE // 10)
+
+    def snr(codec: str) -> float:
+        noise = (telephone(tones, RATE, codec) - clean)[middle]
+        return 10 * math.log10(clean[middle].pow(2).mean() / noise.pow(2).mean())
+
+    measured = {codec: snr(codec) for codec in TELEPHONE_CODECS}
+    assert 35 < measured["ulaw"] < 45 and 35 < measured["alaw"] < 45
+    assert 20 < measured["adpcm"] < 32
+    assert 15 < measured["gsm"] < measured["adpcm"]
+
+
+def test_an_unknown_codec_is_refused():
+    with pytest.raises(ValueError, match="codec"):
+        telephone(_tone(0.1), RATE, "amr")
 
 
 def test_clipping_flattens_the_peaks_and_the_result_is_peak_normalised():
@@ -110,14 +143,14 @@ def test_every_part_off_changes_only_the_level():
 
 def test_all_parts_on_give_a_finite_waveform_of_about_the_length():
     wav = torch.cat([torch.zeros(RATE // 4), _tone(1.0), torch.zeros(RATE // 4)])
-    augment = WaveAugment(trim_share=1, speed=0.1, reverb_share=1, noise_share=1, telephone_share=1,
-                          gain_db=6, clip_share=1)
+    augment = WaveAugment(trim_share=1, speed=0.1, pitch=3, reverb_share=1, noise_share=1,
+                          telephone_share=1, gain_db=6, clip_share=1)
     out = augment(wav, RATE, random.Random(6), others=[_tone(2.0, 200)])
     assert torch.isfinite(out).all() and 0.8 < out.numel() / RATE < 1.3
 
 
 @pytest.mark.parametrize("bad", [dict(reverb_share=1.5), dict(speed=0.6), dict(snr=(30, 5)),
-                                 dict(rt60=(0.0, 0.5))])
+                                 dict(rt60=(0.0, 0.5)), dict(pitch=13)])
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ValueError):
         WaveAugment(**bad)
