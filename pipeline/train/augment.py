@@ -138,13 +138,25 @@ def change_speed(wav: Tensor, factor: float) -> Tensor:
     return AF.resample(wav, 200, round(200 / factor))
 
 
-def shift_pitch(wav: Tensor, rate: int, semitones: float) -> Tensor:
+def shift_pitch(wav: Tensor, rate: int, semitones: float, n_fft: int = 512) -> Tensor:
     """`wav` with every frequency raised by `semitones` (lowered where negative) and its length
-    kept: torchaudio's phase-vocoder pitch shift, in tenths of a semitone."""
-    steps = round(semitones * 10)
-    if steps == 0 or wav.numel() < 512:
+    kept: stretched by a phase vocoder to 2**(semitones / 12) times its length, then played that
+    much faster (`change_speed`). torchaudio's `pitch_shift` does the same but resamples between
+    rates whose ratio has large terms, a long kernel that costs seconds an utterance."""
+    factor = 2 ** (semitones / 12)
+    if abs(factor - 1) < 0.005 or wav.numel() < n_fft:
         return wav
-    return AF.pitch_shift(wav, rate, steps, bins_per_octave=120, n_fft=512)[: wav.numel()]
+    hop = n_fft // 4
+    window = torch.hann_window(n_fft)
+    spec = torch.stft(wav, n_fft, hop, window=window, return_complex=True)
+    phase_advance = torch.linspace(0, math.pi * hop, spec.size(0))[:, None]
+    stretched = AF.phase_vocoder(spec, 1 / factor, phase_advance)
+    longer = torch.istft(stretched, n_fft, hop, window=window,
+                         length=round(wav.numel() * factor))
+    out = change_speed(longer, factor)
+    if out.numel() < wav.numel():
+        out = torch.nn.functional.pad(out, (0, wav.numel() - out.numel()))
+    return out[: wav.numel()]
 
 
 def room_impulse_response(rate: int, rt60: float, rng: random.Random) -> Tensor:
