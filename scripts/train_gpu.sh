@@ -51,6 +51,12 @@ ASR_VTLP=${ASR_VTLP:-0}  # vocal tract length perturbation, factors within 1 +- 
 # one trained alone on the frozen shipped model on a CPU did not help (docs/BENCHMARKS.md)
 ASR_REVERSE_WEIGHT=${ASR_REVERSE_WEIGHT:-0}
 ASR_SAVE_EVERY=${ASR_SAVE_EVERY:-250}  # each save's weights are kept, for the average below
+# short utterances (a word alone, a number, a digit string: `text-corpus --short`) spoken by
+# VOICES beside the sentences, for the recogniser only (0: none)
+ASR_SHORT_LINES=${ASR_SHORT_LINES:-0}
+# more `train asr` flags, e.g. waveform augmentation with processes that make its batches:
+# ASR_ARGS="--trim-augment 0.5 --pitch-augment 3 --telephone-augment 0.35 --loader-workers 12"
+ASR_ARGS=${ASR_ARGS:-}
 AR_LR=${AR_LR:-1e-3} AR_WARMUP=${AR_WARMUP:-1000}
 asr_init=(${ASR_INIT:+--init-from "$ASR_INIT"})
 # before it trains, the ASR run computes the features of the corpus (~90 s for 37k utterances on
@@ -80,7 +86,7 @@ smoke=(--max-steps 3 --eval-every 2 --save-every 2 --device "$DEVICE" --threads 
 log "smoke runs"
 asr_smoke="" nat_smoke=""
 if wants asr; then
-    speechq train asr --manifest data/smoke/manifest.jsonl --text "$text" --out runs/smoke-asr \
+    speechq train asr --manifest data/smoke/manifest.jsonl --text "$text" --out runs/smoke-asr $ASR_ARGS \
         "${smoke[@]}" "${asr_init[@]}" --batch-frames 8000 > runs/smoke-asr.log 2>&1 &
     asr_smoke=$!
 fi
@@ -120,11 +126,19 @@ fi
 
 # ---------------------------------------------------------------- corpus
 wait $corpus
+asr_manifests=(--manifest data/corpus/manifest.jsonl)
 if wants asr; then  # the other voices are for the recogniser only
     speechq corpus --text "$text" --voices "$voices" --spread --limit "$SPREAD_LINES" \
         --out data/corpus --workers "$CORPUS_WORKERS" >> runs/corpus.log 2>&1
+    if [ "$ASR_SHORT_LINES" -gt 0 ]; then
+        speechq text-corpus --short "$ASR_SHORT_LINES" --out data/text/short.txt >> runs/corpus.log
+        speechq corpus --text data/text/short.txt --voices "$voices" --spread \
+            --limit "$ASR_SHORT_LINES" --prosody 0.3 --out data/corpus-short \
+            --workers "$CORPUS_WORKERS" >> runs/corpus.log 2>&1
+        asr_manifests+=(--manifest data/corpus-short/manifest.jsonl)
+    fi
 fi
-log "corpus: $(wc -l < data/corpus/manifest.jsonl) utterances"
+log "corpus: $(cat data/corpus*/manifest.jsonl | wc -l) utterances"
 
 # ---------------------------------------------------------------- training, side by side
 # each run gets the time left less a margin: --max-minutes counts from the first step, and
@@ -132,7 +146,7 @@ log "corpus: $(wc -l < data/corpus/manifest.jsonl) utterances"
 # 16 cores), then ends with an evaluation and is exported
 common=(--device "$DEVICE" --threads "$THREADS" --max-steps 1000000)
 if wants asr; then
-    speechq train asr --manifest data/corpus/manifest.jsonl --text "$text" --out runs/asr \
+    speechq train asr "${asr_manifests[@]}" --text "$text" --out runs/asr $ASR_ARGS \
         "${common[@]}" "${asr_init[@]}" --max-minutes "$(minutes "$ASR_MARGIN")" --batch-frames "$ASR_BATCH" \
         --lr "$ASR_LR" --warmup "$ASR_WARMUP" --channel-augment "$ASR_CHANNEL_DB" \
         ${ASR_NOISE_SNR:+--noise-augment "$ASR_NOISE_SNR" --noise-share "$ASR_NOISE_SHARE"} \

@@ -343,6 +343,9 @@ def _snr_range(spec: str | None, flag: str = "--noise-augment") -> tuple[float, 
 @click.option("--repeat", "repeats", type=click.IntRange(1), multiple=True,
               help="per --manifest, in order: how many times an epoch its utterances are heard "
                    "(default 1 each; a small corpus of real speech beside a large synthetic one)")
+@click.option("--loader-workers", default=0, show_default=True, type=click.IntRange(0, 64),
+              help="processes that make the training batches (read, augment, featurise) beside "
+                   "the training loop, for a GPU that waits on them; 0: the loop makes them")
 @click.option("--reverse-weight", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="train a right-to-left decoder beside the other, with this share of the "
                    "attention loss; the recogniser rescores its hypotheses with it (0: none)")
@@ -356,7 +359,7 @@ def train_asr_cmd(manifests, text, vocab_size, speakers, batch_frames, attention
                   conv_channels, encoder_layers, decoder_layers, ctc_weight, channel_db,
                   silence_seconds, noise_snr, noise_prob, vtlp, speed, trim_share, wave_speed,
                   pitch, reverb_share, wave_noise_share, wave_snr, babble_share, telephone_share,
-                  gain_db, clip_share, repeats, reverse_weight, r2l_only, init_from, out, no_resume,
+                  gain_db, clip_share, repeats, loader_workers, reverse_weight, r2l_only, init_from, out, no_resume,
                   **kwargs):
     """Train the joint CTC/attention Speech-Transformer."""
     from pipeline.train.asr import ASRDataConfig, ASRTask
@@ -378,6 +381,7 @@ def train_asr_cmd(manifests, text, vocab_size, speakers, batch_frames, attention
                          silence_seconds=silence_seconds, noise_snr=_snr_range(noise_snr),
                          noise_prob=noise_prob, vtlp=vtlp, speed=speed, wave=wave,
                          repeats=tuple(repeats) if repeats else None,
+                         loader_workers=loader_workers,
                          reverse_weight=reverse_weight, r2l_only=r2l_only)
     if r2l_only and init_from is None and not (Path(out) / "last.pt").exists():
         raise click.UsageError("--r2l-only trains a decoder for a trained model: give --init-from")

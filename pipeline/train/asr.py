@@ -65,6 +65,9 @@ class ASRDataConfig:
     label_smoothing: float = 0.1
     reverse_weight: float = 0.0  # the right-to-left decoder's share of the attention loss (0: none)
     r2l_only: bool = False  # train only a right-to-left decoder on the frozen rest of the model
+    # processes that make the training batches (read, augment, featurise) beside the training
+    # loop; 0: the loop makes them itself. The batches are the same for any number
+    loader_workers: int = 0
 
 
 def _split(utterances: list[Utterance], valid_size: int) -> tuple[list, list]:
@@ -203,7 +206,7 @@ class ASRTask:
             self.init_record = init_record or lineage(init)
             tokenizer = SubwordTokenizer.from_dict(init["tokenizer"])
             dims_overrides = init["dims"]
-        self.rng = random.Random(seed)
+        self.seed, self.rng = seed, random.Random(seed)
         self.features = ASR_FEATURES
         manifests = (data.manifest,) if isinstance(data.manifest, str) else data.manifest
         corpora = {m: [u for u in read_manifest(m, resolve_audio=True)
@@ -268,7 +271,8 @@ class ASRTask:
         ordered = sorted(valid, key=lambda u: hash_text(u.id))
         return ordered[:n]
 
-    def _augmented_features(self, utterances: list[Utterance]) -> list[torch.Tensor]:
+    def _augmented_features(self, utterances: list[Utterance],
+                            rng: random.Random) -> list[torch.Tensor]:
         """Each utterance's audio read again, augmented (`data.wave`), as a (T, n_mels) log-mel;
         the batch's other utterances are its babble."""
         rate = self.features.sample_rate
@@ -276,42 +280,67 @@ class ASRTask:
         feats = []
         for i, wav in enumerate(wavs):
             others = wavs[:i] + wavs[i + 1:]
-            feats.append(self.logmel(self.data.wave(wav, rate, self.rng, others))[0][0])
+            feats.append(self.logmel(self.data.wave(wav, rate, rng, others))[0][0])
         return feats
 
-    def collate(self, utterances: list[Utterance], train: bool):
+    def collate(self, utterances: list[Utterance], train: bool, rng: random.Random | None = None):
+        """(x, lengths, targets, target_lengths) on the task's device; in training, augmented
+        with draws from `rng` (default: the task's own stream)."""
+        return [t.to(self.device) for t in self._collate(utterances, train, rng or self.rng)]
+
+    def _collate(self, utterances: list[Utterance], train: bool, rng: random.Random):
         if train and self.logmel is not None:
-            feats = self._augmented_features(utterances)
+            feats = self._augmented_features(utterances, rng)
         else:
             feats = [self.mels[u.id].float() for u in utterances]
         if train and self.data.silence_seconds > 0:
             frames = round(self.data.silence_seconds / self.features.frame_seconds)
-            feats = [random_silence(f, frames, self.rng) for f in feats]
+            feats = [random_silence(f, frames, rng) for f in feats]
         if train and self.data.vtlp > 0:
-            feats = [warp_frequency(f, self.rng.uniform(1 - self.data.vtlp, 1 + self.data.vtlp),
+            feats = [warp_frequency(f, rng.uniform(1 - self.data.vtlp, 1 + self.data.vtlp),
                                     self.centres) for f in feats]
         speeds = [1.0] * len(feats)
         if train and self.data.speed > 0:  # as if played faster: spectrum up, time shorter
-            speeds = [self.rng.uniform(1 - self.data.speed, 1 + self.data.speed) for _ in feats]
+            speeds = [rng.uniform(1 - self.data.speed, 1 + self.data.speed) for _ in feats]
             feats = [warp_frequency(f, s, self.centres) for f, s in zip(feats, speeds)]
         if train and self.noise is not None:
-            feats = [random_noise(f, self.noise, self.data.noise_snr, self.features.log_floor, self.rng)
-                     if self.rng.random() < self.data.noise_prob else f for f in feats]
+            feats = [random_noise(f, self.noise, self.data.noise_snr, self.features.log_floor, rng)
+                     if rng.random() < self.data.noise_prob else f for f in feats]
         if train and self.data.channel_db > 0:
-            feats = [f + random_equalizer(f.size(1), self.data.channel_db, self.rng) for f in feats]
+            feats = [f + random_equalizer(f.size(1), self.data.channel_db, rng) for f in feats]
         feats = [self.stats.normalize(f) for f in feats]
         if train and (self.data.tempo != (1.0, 1.0) or self.data.speed > 0):
-            feats = [stretch(f, self.rng.uniform(*self.data.tempo) * s) for f, s in zip(feats, speeds)]
+            feats = [stretch(f, rng.uniform(*self.data.tempo) * s) for f, s in zip(feats, speeds)]
         x, lengths = pad_sequences(feats)
         if train and self.augment is not None:
             x = self.augment(x)
         targets, target_lengths = pad_sequences([self.targets[u.id] for u in utterances], 0)
-        return [t.to(self.device) for t in (x, lengths, targets, target_lengths)]
+        return x, lengths, targets, target_lengths
 
     def batches(self, epoch: int):
+        """The epoch's training batches. Each draws its augmentation from a generator seeded by
+        (seed, epoch, batch), so `loader_workers` processes make the same batches as the loop
+        would."""
         self.sampler.set_epoch(epoch)
-        for batch in self.sampler:
-            yield self.collate([self.train[i] for i in batch], train=True)
+        order = [[self.train[i] for i in batch] for batch in self.sampler]
+        if self.data.loader_workers == 0:
+            made = (self.training_batch(utterances, epoch, i) for i, utterances in enumerate(order))
+        else:
+            made = torch.utils.data.DataLoader(
+                _TrainingBatches(self, order, epoch), batch_size=None,
+                num_workers=self.data.loader_workers, multiprocessing_context="fork",
+                worker_init_fn=_one_thread, prefetch_factor=4,
+                pin_memory=self.device.type == "cuda")
+        for batch in made:
+            yield [t.to(self.device, non_blocking=True) for t in batch]
+
+    def training_batch(self, utterances: list[Utterance], epoch: int, index: int):
+        """Batch `index` of `epoch` on the CPU, augmented by its own draws (torch's masks
+        included)."""
+        rng = random.Random(f"{self.seed}:{epoch}:{index}")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(rng.randrange(2**63))
+            return self._collate(utterances, True, rng)
 
     def loss(self, batch, step: int):
         if self.data.r2l_only:
@@ -379,3 +408,21 @@ class ASRTask:
                      "repeats": self.data.repeats, "wave_augment": asdict(self.data.wave)},
             **({"initialised_from": self.init_record} if self.init_record else {}),
         }
+
+
+class _TrainingBatches(torch.utils.data.Dataset):
+    """An epoch's batches for a DataLoader's worker processes (forked: the task is not copied
+    until a worker touches it)."""
+
+    def __init__(self, task: ASRTask, order: list[list[Utterance]], epoch: int):
+        self.task, self.order, self.epoch = task, order, epoch
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, index: int):
+        return self.task.training_batch(self.order[index], self.epoch, index)
+
+
+def _one_thread(worker_id: int) -> None:
+    torch.set_num_threads(1)  # a worker per core; torch's own threads would oversubscribe them

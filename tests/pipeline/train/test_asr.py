@@ -363,3 +363,26 @@ def test_repeats_hear_a_corpus_that_many_times_an_epoch(run, tmp_path):
     assert {counts[i] for i in counts if i.startswith("u")} == {1}
     with pytest.raises(ValueError, match="repeats"):
         ASRTask(replace(data, manifest=(data.manifest, str(small)), repeats=(1,)), dims_overrides=TINY)
+
+
+def test_loader_workers_make_the_same_augmented_batches_as_the_loop(run):
+    """Each batch draws from its own (seed, epoch, batch) generator, masks included, so worker
+    processes give the batches the loop itself would: equal, and different between epochs."""
+    from dataclasses import replace
+
+    from pipeline.train.augment import WaveAugment
+
+    data = replace(run[1], channel_db=6.0, vtlp=0.1, max_batch_frames=300,
+                   wave=WaveAugment(trim_share=0.5, speed=0.1, pitch=2, noise_share=0.5))
+    loop = list(ASRTask(data, dims_overrides=TINY).batches(0))
+    workers = list(ASRTask(replace(data, loader_workers=2), dims_overrides=TINY).batches(0))
+    assert len(loop) == len(workers) > 1
+    for a, b in zip(loop, workers):
+        for x, y in zip(a, b):
+            torch.testing.assert_close(x, y)
+    task = ASRTask(data, dims_overrides=TINY)
+    utterances = task.train[:4]
+    same = [task.training_batch(utterances, 0, 3)[0] for _ in range(2)]
+    torch.testing.assert_close(*same)
+    other_epoch = task.training_batch(utterances, 1, 3)[0]
+    assert other_epoch.shape != same[0].shape or not torch.equal(other_epoch, same[0])
