@@ -3,7 +3,7 @@
 # speech"): scripts/train_gpu.sh continuing checkpoints/asr.pt on every line of the training text
 # and 12,000 short utterances (a word alone, a number, a digit string), spoken by 24 voices, with
 # waveform augmentation made by 12 loader processes (trimmed onsets, pitch, rooms, noise and
-# babble, telephone codecs, gain and clipping) and a snapshot every 250 steps, then the average
+# babble, telephone codecs, gain) and a snapshot every 250 steps, then the average
 # of the shipped model and the last four snapshots (asr-averaged.pt) and of the snapshots alone
 # (asr-snapshots.pt) beside the run's best.
 # The TTS runs and the language model are one RUNS word away (RUNS="asr ar lm" AR_RUNS=...).
@@ -26,13 +26,17 @@ rescue() { sleep "${RESCUE_AFTER:-560}"; tar cf "$O/rescue.tar" runs/*/best.pt r
 rescue >/dev/null 2>&1 &
 rescuer=$!
 
-wave="--trim-augment 0.5 --wave-speed 0.1 --pitch-augment 3 --reverb-augment 0.3 --wave-noise 0.4"
-wave+=" --telephone-augment 0.35 --gain-augment 6 --clip-augment 0.05 --vtlp-augment 0.1"
+voices=slt,awb,rms,kal16,en-us,en-gb+f2,en-us+m3,en-gb-x-rp+f3,en-gb-scotland+m1,en-us+f4
+voices+=,en-us+m7,en-gb+klatt4,en-us-nyc+f5,en-gb-x-gbcwmd+m2,en-us+Andy,en-gb+Annie,en-us+aunty
+voices+=,en-gb+david,en-us+edward,en-gb+grandpa,en-us+linda,en-us+Michael,en-us+steph,en-us+zac
+# the light settings of docs/recipes.md, "Real speech" (heavier ones read people no better)
+wave="--trim-augment 0.5 --wave-speed 0.05 --pitch-augment 2 --reverb-augment 0.15"
+wave+=" --wave-noise 0.2 --telephone-augment 0.15 --gain-augment 6 --vtlp-augment 0.1"
 env RUNS="${RUNS:-asr}" ASR_INIT=checkpoints/asr.pt ASR_LR="${ASR_LR:-6e-4}" ASR_WARMUP=300 \
     ASR_MARGIN="${ASR_MARGIN:-150}" SLT_LINES="${SLT_LINES:-200}" \
     SPREAD_LINES="${SPREAD_LINES:-41500}" ASR_SHORT_LINES="${ASR_SHORT_LINES:-12000}" \
     ASR_NOISE_SNR="" ASR_SILENCE=0 ASR_ARGS="${ASR_ARGS:-$wave --loader-workers 12}" \
-    VOICES="slt,awb,rms,kal16,en-us,en-gb+f2,en-us+m3,en-gb-x-rp+f3,en-gb-scotland+m1,en-us+f4,en-us+m7,en-gb+klatt4,en-us-nyc+f5,en-gb-x-gbcwmd+m2,en-us+Andy,en-gb+Annie,en-us+aunty,en-gb+david,en-us+edward,en-gb+grandpa,en-us+linda,en-us+Michael,en-us+steph,en-us+zac" \
+    VOICES="$voices" \
     scripts/train_gpu.sh "$O/models" "${BUDGET:-480}" > "$O/train.log" 2>&1
 echo "train rc $?"
 pkill -P "$rescuer" sleep; kill "$rescuer" 2>/dev/null

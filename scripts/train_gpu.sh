@@ -86,7 +86,8 @@ smoke=(--max-steps 3 --eval-every 2 --save-every 2 --device "$DEVICE" --threads 
 log "smoke runs"
 asr_smoke="" nat_smoke=""
 if wants asr; then
-    speechq train asr --manifest data/smoke/manifest.jsonl --text "$text" --out runs/smoke-asr $ASR_ARGS \
+    speechq train asr --manifest data/smoke/manifest.jsonl --text "$text" --out runs/smoke-asr \
+        $ASR_ARGS \
         "${smoke[@]}" "${asr_init[@]}" --batch-frames 8000 > runs/smoke-asr.log 2>&1 &
     asr_smoke=$!
 fi

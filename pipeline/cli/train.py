@@ -359,7 +359,8 @@ def train_asr_cmd(manifests, text, vocab_size, speakers, batch_frames, attention
                   conv_channels, encoder_layers, decoder_layers, ctc_weight, channel_db,
                   silence_seconds, noise_snr, noise_prob, vtlp, speed, trim_share, wave_speed,
                   pitch, reverb_share, wave_noise_share, wave_snr, babble_share, telephone_share,
-                  gain_db, clip_share, repeats, loader_workers, reverse_weight, r2l_only, init_from, out, no_resume,
+                  gain_db, clip_share, repeats, loader_workers, reverse_weight, r2l_only,
+                  init_from, out, no_resume,
                   **kwargs):
     """Train the joint CTC/attention Speech-Transformer."""
     from pipeline.train.asr import ASRDataConfig, ASRTask

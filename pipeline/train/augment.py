@@ -31,12 +31,11 @@ geometry, and a generated response costs one FFT convolution and no compiled dep
 
 from __future__ import annotations
 
+import io
 import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import io
 
 import soundfile as sf
 import torch
