@@ -4,7 +4,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pipeline.checkpoints import CheckpointError, average_checkpoints, lineage, load_checkpoint
+from pipeline.checkpoints import (
+    REPO_ROOT,
+    CheckpointError,
+    average_checkpoints,
+    lineage,
+    load_checkpoint,
+)
 from pipeline.cli.train import average_cmd
 from pipeline.inference.recognizer import Recognizer
 from tests.helpers import make_tiny_asr_checkpoint
@@ -151,3 +157,25 @@ def test_a_record_written_whole_by_an_older_soup_is_compressed_in_the_next(two_m
     again = average_checkpoints([{**a, "averaged_from": old}, b])
     inner = again["averaged_from"][0]["averaged_from"]
     assert inner[1]["initialised_from"] == {"same_as": "averaged_from[0]"} and inner[0] == old[0]
+
+
+SHIPPED = sorted((REPO_ROOT / "checkpoints").glob("*.pt"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_each_shipped_checkpoint_says_how_it_was_made_and_what_it_scored(path):
+    checkpoint = load_checkpoint(path)
+    assert checkpoint["provenance"]["commands"], "no training command recorded"
+    assert checkpoint.get("scores") or checkpoint.get("metrics"), "no score recorded"
+    assert all(v.dtype != torch.float32 for v in checkpoint["state_dict"].values()
+               if v.is_floating_point()), "not fp16"
+
+
+def test_the_real_speech_recogniser_loads_with_the_shipped_language_models():
+    """`asr-real.pt` keeps `asr.pt`'s units, so the subword LM and the word list fit it."""
+    path = REPO_ROOT / "checkpoints" / "asr-real.pt"
+    if not path.exists():
+        pytest.skip("no checkpoints/asr-real.pt")
+    recognizer = Recognizer.load(path)
+    assert recognizer.checkpoint_info["lm"] and recognizer.checkpoint_info["lexicon"]
+    assert load_checkpoint(path)["scores"]["fsdd_all"]["utterances"] == 1500
