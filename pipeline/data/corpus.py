@@ -128,7 +128,7 @@ def build_training_text(
 
 
 def short_utterances(lines: Sequence[str], n: int, seed: int = 0) -> list[str]:
-    """`n` utterances of one to four words, made from `lines` (the training text): a word
+    """`n` utterances of one to seven words, made from `lines` (the training text): a word
     alone, two neighbouring words, a number, or a string of digits said one by one.
 
     Sentences are all a text corpus holds, but people also say a word or a number alone (a
