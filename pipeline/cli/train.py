@@ -291,6 +291,10 @@ def _snr_range(spec: str | None, flag: str = "--noise-augment") -> tuple[float, 
 @click.option("--vocab-size", default=500, show_default=True)
 @click.option("--speakers", default=None, help="comma-separated speakers to train on (default: all)")
 @click.option("--batch-frames", default=10_000, show_default=True, help="padded 10 ms frames per batch")
+@click.option("--max-seconds", default=20.0, show_default=True,
+              type=click.FloatRange(0.0, min_open=True),
+              help="leave out utterances longer than this (a long recorded prompt is heard alone "
+                   "in a batch, far beyond the lengths the model reads)")
 @click.option("--attention", type=click.Choice(["dot", "location", "monotonic"]), default="dot",
               show_default=True)
 @click.option("--d-model", default=192, show_default=True)
@@ -355,8 +359,8 @@ def _snr_range(spec: str | None, flag: str = "--noise-augment") -> tuple[float, 
 @click.option("--init-from", type=click.Path(exists=True, path_type=Path), default=None,
               help="fine-tune this ASR checkpoint (its units, dims and weights) instead of starting fresh")
 @_train_options
-def train_asr_cmd(manifests, text, vocab_size, speakers, batch_frames, attention, d_model,
-                  conv_channels, encoder_layers, decoder_layers, ctc_weight, channel_db,
+def train_asr_cmd(manifests, text, vocab_size, speakers, batch_frames, max_seconds, attention,
+                  d_model, conv_channels, encoder_layers, decoder_layers, ctc_weight, channel_db,
                   silence_seconds, noise_snr, noise_prob, vtlp, speed, trim_share, wave_speed,
                   pitch, reverb_share, wave_noise_share, wave_snr, babble_share, telephone_share,
                   gain_db, clip_share, repeats, loader_workers, reverse_weight, r2l_only,
@@ -378,8 +382,8 @@ def train_asr_cmd(manifests, text, vocab_size, speakers, batch_frames, attention
     data = ASRDataConfig(manifest=manifests[0] if len(manifests) == 1 else manifests, text=text,
                          vocab_size=vocab_size,
                          speakers=tuple(speakers.split(",")) if speakers else None,
-                         max_batch_frames=batch_frames, ctc_weight=ctc_weight, channel_db=channel_db,
-                         silence_seconds=silence_seconds, noise_snr=_snr_range(noise_snr),
+                         max_batch_frames=batch_frames, max_utterance_seconds=max_seconds,
+                         ctc_weight=ctc_weight, channel_db=channel_db, silence_seconds=silence_seconds, noise_snr=_snr_range(noise_snr),
                          noise_prob=noise_prob, vtlp=vtlp, speed=speed, wave=wave,
                          repeats=tuple(repeats) if repeats else None,
                          loader_workers=loader_workers,
@@ -401,11 +405,15 @@ def train_asr_cmd(manifests, text, vocab_size, speakers, batch_frames, attention
         from pipeline.checkpoints import load_checkpoint
 
         init = load_checkpoint(init_from, kinds=("asr",))
-    task = ASRTask(data, seed=config.seed, device=config.device, tokenizer=tokenizer, init=init,
-                   init_record=init_record,
-                   dims_overrides=dict(d_model=d_model, conv_channels=conv_channels,
-                                       n_encoder_layers=encoder_layers,
-                                       n_decoder_layers=decoder_layers, cross_attention=attention))
+    try:
+        task = ASRTask(data, seed=config.seed, device=config.device, tokenizer=tokenizer,
+                       init=init, init_record=init_record,
+                       dims_overrides=dict(d_model=d_model, conv_channels=conv_channels,
+                                           n_encoder_layers=encoder_layers,
+                                           n_decoder_layers=decoder_layers,
+                                           cross_attention=attention))
+    except ValueError as e:  # a corpus the recipe cannot train on
+        raise click.ClickException(str(e)) from None
     metrics = Trainer(task, config, out).fit(resume=not no_resume)
     click.echo(json.dumps({"out": str(out), "eval": metrics}))
 

@@ -71,9 +71,13 @@ class ASRDataConfig:
 
 
 def _split(utterances: list[Utterance], valid_size: int) -> tuple[list, list]:
-    """Hold out whole sentences: the validation texts are never heard in training."""
+    """Hold out whole sentences: the validation texts are never heard in training (a tenth of
+    them, at least one and at most `valid_size`)."""
     by_text = sorted({u.text for u in utterances}, key=lambda t: hash_text(t))
-    valid_texts = set(by_text[: min(valid_size, len(by_text) // 10)])
+    if len(by_text) < 2:
+        raise ValueError(f"{len(by_text)} distinct transcripts: training needs two or more, one "
+                         "to hold out for validation")
+    valid_texts = set(by_text[: min(valid_size, max(1, len(by_text) // 10))])
     train = [u for u in utterances if u.text not in valid_texts]
     valid = [u for u in utterances if u.text in valid_texts]
     return train, valid
@@ -404,6 +408,7 @@ class ASRTask:
             "data": {"manifest": self.data.manifest,
                      "speakers": sorted({u.speaker for u in self.train}),
                      "train_utterances": len(self.train),
+                     "max_utterance_seconds": self.data.max_utterance_seconds,
                      "train_hours": round(sum(u.duration for u in self.train) / 3600, 3),
                      "repeats": self.data.repeats, "wave_augment": asdict(self.data.wave)},
             **({"initialised_from": self.init_record} if self.init_record else {}),

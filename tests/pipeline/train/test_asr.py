@@ -365,6 +365,40 @@ def test_repeats_hear_a_corpus_that_many_times_an_epoch(run, tmp_path):
         ASRTask(replace(data, manifest=(data.manifest, str(small)), repeats=(1,)), dims_overrides=TINY)
 
 
+def test_utterances_longer_than_the_limit_are_left_out(run):
+    from dataclasses import replace
+
+    data = run[1]
+    every = ASRTask(data, dims_overrides=TINY)
+    short = ASRTask(replace(data, max_utterance_seconds=0.7), dims_overrides=TINY)  # two words
+    kept = short.train + short.valid
+    assert kept and all(u.duration <= 0.7 for u in kept)
+    assert len(kept) < len(every.train + every.valid)
+    assert all(u.id in short.mels for u in kept)
+
+
+def test_train_command_leaves_out_utterances_over_max_seconds(run, tmp_path):
+    from click.testing import CliRunner
+
+    from pipeline.cli.train import train_group
+
+    root, data = run[0], run[1]
+    args = ["asr", "--manifest", data.manifest, "--text", str(root / "text.txt"),
+            "--vocab-size", "24", "--d-model", "32", "--conv-channels", "8", "--encoder-layers", "1",
+            "--decoder-layers", "1", "--batch-frames", "2000", "--max-steps", "1", "--threads", "1"]
+    for limit, out in ((20.0, "all"), (0.7, "short")):
+        result = CliRunner().invoke(train_group, [*args, "--max-seconds", str(limit), "--out",
+                                                  str(tmp_path / out)])
+        assert result.exit_code == 0, result.output
+    recorded = {out: torch.load(tmp_path / out / "last.pt", weights_only=False)["data"]
+                for out in ("all", "short")}
+    assert recorded["short"]["max_utterance_seconds"] == 0.7
+    assert 0 < recorded["short"]["train_utterances"] < recorded["all"]["train_utterances"]
+    none = CliRunner().invoke(train_group, [*args, "--max-seconds", "0.1", "--out",
+                                            str(tmp_path / "none")])
+    assert none.exit_code == 1 and "0 distinct transcripts" in none.output
+
+
 def test_loader_workers_make_the_same_augmented_batches_as_the_loop(run):
     """Each batch draws from its own (seed, epoch, batch) generator, masks included, so worker
     processes give the batches the loop itself would: equal, and different between epochs."""
