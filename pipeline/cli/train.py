@@ -293,8 +293,8 @@ def _snr_range(spec: str | None, flag: str = "--noise-augment") -> tuple[float, 
 @click.option("--batch-frames", default=10_000, show_default=True, help="padded 10 ms frames per batch")
 @click.option("--max-seconds", default=20.0, show_default=True,
               type=click.FloatRange(0.0, min_open=True),
-              help="leave out utterances longer than this (a long recorded prompt is heard alone "
-                   "in a batch, far beyond the lengths the model reads)")
+              help="leave out utterances longer than this (recorded prompts far longer than the "
+                   "corpus's sentences fill batches of their own and train poorly)")
 @click.option("--attention", type=click.Choice(["dot", "location", "monotonic"]), default="dot",
               show_default=True)
 @click.option("--d-model", default=192, show_default=True)
@@ -383,7 +383,8 @@ def train_asr_cmd(manifests, text, vocab_size, speakers, batch_frames, max_secon
                          vocab_size=vocab_size,
                          speakers=tuple(speakers.split(",")) if speakers else None,
                          max_batch_frames=batch_frames, max_utterance_seconds=max_seconds,
-                         ctc_weight=ctc_weight, channel_db=channel_db, silence_seconds=silence_seconds, noise_snr=_snr_range(noise_snr),
+                         ctc_weight=ctc_weight, channel_db=channel_db,
+                         silence_seconds=silence_seconds, noise_snr=_snr_range(noise_snr),
                          noise_prob=noise_prob, vtlp=vtlp, speed=speed, wave=wave,
                          repeats=tuple(repeats) if repeats else None,
                          loader_workers=loader_workers,
