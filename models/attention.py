@@ -54,6 +54,7 @@ class KVCache:
 
     def __init__(self) -> None:
         self._store: dict[nn.Module, list] = {}  # module -> [keys, values, length]
+        self._spare: dict[nn.Module, tuple[Tensor, Tensor]] = {}  # reorder's target buffers
 
     def update(self, module: nn.Module, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """k, v: (B, H, T_new, dh) -> full (B, H, T_past + T_new, dh)."""
@@ -74,8 +75,21 @@ class KVCache:
         return keys[:, :, :end], values[:, :, :end]
 
     def reorder(self, indices: Tensor) -> None:
-        """Keep the history of hypotheses `indices` (beam search), in that order."""
-        self._store = {m: [k[indices], v[indices], n] for m, (k, v, n) in self._store.items()}
+        """Keep the history of hypotheses `indices` (beam search), in that order. The positions
+        decoded so far are gathered into a second buffer of the same size, which then swaps
+        with the first: no allocation, and no copying of the unused capacity."""
+        for module, (keys, values, length) in self._store.items():
+            if torch.is_grad_enabled() and (keys.requires_grad or values.requires_grad):
+                self._store[module] = [keys[indices], values[indices], length]  # out= has no grad
+                continue
+            shape = (len(indices), *keys.shape[1:])
+            spare_k, spare_v = self._spare.get(module, (None, None))
+            if spare_k is None or spare_k.shape != shape:
+                spare_k, spare_v = keys.new_empty(shape), values.new_empty(shape)
+            torch.index_select(keys[:, :, :length], 0, indices, out=spare_k[:, :, :length])
+            torch.index_select(values[:, :, :length], 0, indices, out=spare_v[:, :, :length])
+            self._store[module] = [spare_k, spare_v, length]
+            self._spare[module] = (keys, values)
 
 
 def _split_heads(x: Tensor, n_heads: int) -> Tensor:

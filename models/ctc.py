@@ -28,6 +28,7 @@ class CTCPrefixState:
     r: Tensor  # (T, N, 2) log forward variables of each prefix: [..., 0] non-blank, [..., 1] blank
     psi: Tensor  # (N,) log prefix probability
     last: Tensor  # (N,) last token of the prefix, -1 when empty
+    length: int = 0  # labels in the prefix, the same for every hypothesis
 
 
 @dataclass
@@ -49,6 +50,7 @@ class CTCPrefixScorer(PartialScorer):
 
     def __init__(self, logprobs: Tensor, lengths: Tensor, blank: int, eos: int):
         self.logprobs, self.lengths, self.blank, self.eos = logprobs.float(), lengths, blank, eos
+        self.max_length = int(lengths.max())
 
     def init_state(self, beam_size):
         x = self.logprobs.repeat_interleave(beam_size, dim=0).transpose(0, 1)  # (T, N, V)
@@ -80,18 +82,22 @@ class CTCPrefixScorer(PartialScorer):
         repeat = (token == state.last[:, None])  # (N, C); last = -1 matches nothing
         phi = torch.where(repeat[None], r_prev[..., 1, None], r_sum[..., None])  # (T, N, C)
 
-        r = x.new_full((T, N, C, 2), NEG_INF)
-        empty = state.last < 0
-        r[0, empty, :, 0] = x_c[0, empty]  # the first label can start at frame 0 only after nothing
-        psi = r[0, :, :, 0].clone()
-        blank = x[:, :, self.blank, None]  # (T, N, 1)
-        for t in range(1, T):
-            step_valid = valid[t][:, None]  # (N, 1)
-            new_n = torch.logaddexp(r[t - 1, :, :, 0], phi[t - 1]) + x_c[t]
-            new_b = torch.logaddexp(r[t - 1, :, :, 0], r[t - 1, :, :, 1]) + blank[t]
-            r[t, :, :, 0] = torch.where(step_valid, new_n, r[t - 1, :, :, 0])
-            r[t, :, :, 1] = torch.where(step_valid, new_b, r[t - 1, :, :, 1])
-            psi = torch.where(step_valid, torch.logaddexp(psi, phi[t - 1] + x_c[t]), psi)
+        # r[t] holds (non-blank, phi, blank) side by side, so one logaddexp makes both new
+        # forward variables of a frame from the last: n' = (n + phi) x_c, b' = (n + b) x_blank
+        r = x.new_full((T, N, C, 3), NEG_INF)
+        r[..., 1] = phi
+        if state.length == 0:  # the empty prefix: the label may start at frame 0
+            r[0, :, :, 0] = x_c[0]
+        emit = torch.stack([x_c, x[:, :, self.blank, None].expand(-1, -1, C)], dim=-1)
+        # L labels cannot end before frame L - 1: the earlier frames of g + c stay -inf. Frames
+        # past an utterance's end are computed too and never read.
+        for t in range(max(state.length, 1), self.max_length):
+            torch.logaddexp(r[t - 1, :, :, :1], r[t - 1, :, :, 1:], out=r[t, :, :, 0::2])
+            r[t, :, :, 0::2] += emit[t]
+        r = r[..., 0::2]
+        # psi(g + c): c is emitted first at some frame t, after phi up to t - 1
+        starts = torch.cat([r[:1, :, :, 0], phi[:-1] + x_c[1:]])  # (T, N, C)
+        psi = starts.masked_fill(~valid[:, :, None], NEG_INF).logsumexp(dim=0)
         # EOS: the output is exactly the prefix
         final = r_sum[self.lengths_n - 1, torch.arange(N, device=x.device)]  # (N,)
         psi = torch.where(token == self.eos, final[:, None], psi)
@@ -105,7 +111,7 @@ class CTCPrefixScorer(PartialScorer):
             # such an extension scored -inf and is never chosen over a scored one)
             column = (pending.candidates[hyp] == token[:, None]).int().argmax(dim=1)
         r = pending.r[:, hyp, column]  # (T, N, 2)
-        return CTCPrefixState(r, pending.psi[hyp, column], token)
+        return CTCPrefixState(r, pending.psi[hyp, column], token, pending.state.length + 1)
 
 
 def ctc_greedy(logprobs: Tensor, lengths: Tensor, blank: int) -> list[list[int]]:

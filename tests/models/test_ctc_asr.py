@@ -64,9 +64,13 @@ def test_ctc_prefix_scorer_respects_lengths_in_a_batch():
     padded[0, 5:] = 0.0  # garbage after the valid frames of item 0
     scorer = CTCPrefixScorer(padded[:, :8], torch.tensor([5, 8]), blank=BLANK, eos=EOS)
     alone = CTCPrefixScorer(x[None], torch.tensor([5]), blank=BLANK, eos=EOS)
-    s_batch, _ = scorer.score(None, scorer.init_state(1))
-    s_alone, _ = alone.score(None, alone.init_state(1))
-    assert torch.allclose(s_batch[0], s_alone[0])
+    batch_state, alone_state = scorer.init_state(1), alone.init_state(1)
+    for token in [2, 3, 3]:  # a prefix as long as the short item allows, a repeat included
+        s_batch, batch_pending = scorer.score(None, batch_state)
+        s_alone, alone_pending = alone.score(None, alone_state)
+        assert torch.allclose(s_batch[0], s_alone[0])
+        batch_state = scorer.select(batch_pending, torch.tensor([0, 1]), torch.tensor([token] * 2))
+        alone_state = alone.select(alone_pending, torch.tensor([0]), torch.tensor([token]))
 
 
 def test_partial_ctc_scores_equal_full_scores_at_the_candidates():
