@@ -162,13 +162,29 @@ class SpeechTransformer(nn.Module):
         """Label-smoothed cross-entropy of one decoder, summed over tokens and EOS, averaged
         over the batch, and its token accuracy. targets (B, L) without SOS/EOS, padded with 0;
         `reverse` trains the right-to-left decoder on each target reversed."""
+        att, accuracy, _ = self._attention_loss(memory, mask, targets, target_lengths,
+                                                label_smoothing, reverse)
+        return att, accuracy
+
+    def _attention_loss(self, memory, mask, targets, target_lengths, label_smoothing, reverse):
+        """`attention_loss` and the decoder's log-probabilities (B, L + 1, V)."""
         tokens_in, tokens_out, valid = self._teacher_forcing(targets, target_lengths, reverse)
         logprobs, _ = self(memory, mask, tokens_in, reverse=reverse)
         nll = -logprobs.gather(-1, tokens_out[..., None]).squeeze(-1)
         smooth = -logprobs[..., 2:].mean(-1)  # spread over real tokens only
         smoothed = (1 - label_smoothing) * nll + label_smoothing * smooth
         att = smoothed[valid].sum() / targets.size(0)
-        return att, (logprobs.argmax(-1) == tokens_out)[valid].float().mean()
+        return att, (logprobs.argmax(-1) == tokens_out)[valid].float().mean(), logprobs
+
+    @torch.no_grad()
+    def soft_targets(self, features: Tensor, lengths: Tensor, targets: Tensor,
+                     target_lengths: Tensor, rows: Tensor) -> "SoftTargets":
+        """This model's CTC and decoder (teacher-forced) distributions for the batch, for a
+        student to distil on `rows` (B,) bool."""
+        memory, mask = self.encode(features, lengths)
+        tokens_in, _, _ = self._teacher_forcing(targets, target_lengths, reverse=False)
+        decoder, _ = self(memory, mask, tokens_in)
+        return SoftTargets(self.ctc_logprobs(memory), decoder, rows)
 
     def _teacher_forcing(self, targets: Tensor, lengths: Tensor,
                          reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -186,22 +202,36 @@ class SpeechTransformer(nn.Module):
 
     def loss(self, features: Tensor, lengths: Tensor, targets: Tensor, target_lengths: Tensor,
              ctc_weight: float = 0.3, label_smoothing: float = 0.1,
-             reverse_weight: float = 0.0) -> dict[str, Tensor]:
+             reverse_weight: float = 0.0, teacher: "SoftTargets | None" = None,
+             distil_weight: float = 0.0) -> dict[str, Tensor]:
         """targets (B, L) token ids without SOS/EOS, padded with 0. `reverse_weight`: the
-        right-to-left decoder's share of the attention loss."""
+        right-to-left decoder's share of the attention loss. `teacher`: another model's
+        distributions on this batch (`soft_targets`); on its rows the loss adds `distil_weight`
+        times the KL divergence from them, CTC's and the decoder's weighted as their losses."""
         memory, mask = self.encode(features, lengths)
+        ctc_logprobs = self.ctc_logprobs(memory)
         ctc = F.ctc_loss(
-            self.ctc_logprobs(memory).transpose(0, 1), targets, mask.sum(1), target_lengths,
+            ctc_logprobs.transpose(0, 1), targets, mask.sum(1), target_lengths,
             blank=self.dims.blank, reduction="sum", zero_infinity=True,
         ) / targets.size(0)
-        att, correct = self.attention_loss(memory, mask, targets, target_lengths, label_smoothing)
+        att, correct, decoder_logprobs = self._attention_loss(memory, mask, targets,
+                                                              target_lengths, label_smoothing,
+                                                              reverse=False)
         out = {"ctc": ctc.detach(), "attention": att.detach(), "accuracy": correct}
+        distil = None
+        if teacher is not None and distil_weight > 0:
+            _, _, valid = self._teacher_forcing(targets, target_lengths, reverse=False)
+            kl_ctc = teacher.divergence(ctc_logprobs, teacher.ctc, mask)
+            kl_att = teacher.divergence(decoder_logprobs, teacher.decoder, valid)
+            out.update(distil_ctc=kl_ctc.detach(), distil_attention=kl_att.detach())
+            distil = distil_weight * (ctc_weight * kl_ctc + (1 - ctc_weight) * kl_att)
         if reverse_weight > 0:
             r2l, out["accuracy_r2l"] = self.attention_loss(memory, mask, targets, target_lengths,
                                                            label_smoothing, reverse=True)
             out["attention_r2l"] = r2l.detach()
             att = (1 - reverse_weight) * att + reverse_weight * r2l
-        return {"loss": ctc_weight * ctc + (1 - ctc_weight) * att, **out}
+        loss = ctc_weight * ctc + (1 - ctc_weight) * att
+        return {"loss": loss if distil is None else loss + distil, **out}
 
     @torch.no_grad()
     def score_reversed(self, memory: Tensor, mask: Tensor, hypotheses: list[list[int]]) -> Tensor:
@@ -253,6 +283,24 @@ class RightToLeftSteps:
 
     def decode_step(self, tokens: Tensor, state: "_ASRDecoderState"):
         return self.model.decode_step(tokens, state, reverse=True)
+
+
+@dataclass
+class SoftTargets:
+    """A teacher's distributions on a batch, for distillation (Hinton et al. 2015; kept on
+    the data a model already knows while it learns new data, it is Learning without
+    Forgetting, Li and Hoiem 2016)."""
+
+    ctc: Tensor  # (B, S, V) CTC log-probabilities
+    decoder: Tensor  # (B, L + 1, V) teacher-forced decoder log-probabilities
+    rows: Tensor  # (B,) bool: the utterances distilled
+
+    def divergence(self, student: Tensor, teacher: Tensor, valid: Tensor) -> Tensor:
+        """KL(teacher || student) summed over the `valid` (B, T) positions of the rows
+        distilled, averaged over the batch (the scale of the losses beside it)."""
+        kl = F.kl_div(student, teacher, log_target=True, reduction="none").sum(-1)  # (B, T)
+        keep = valid & self.rows[:, None]
+        return kl[keep].sum() / student.size(0)
 
 
 def reverse_padded(tokens: Tensor, lengths: Tensor) -> Tensor:

@@ -358,14 +358,17 @@ def _snr_range(spec: str | None, flag: str = "--noise-augment") -> tuple[float, 
                    "one) and train only it, the rest of the model frozen")
 @click.option("--init-from", type=click.Path(exists=True, path_type=Path), default=None,
               help="fine-tune this ASR checkpoint (its units, dims and weights) instead of starting fresh")
+@click.option("--distil-weight", default=0.0, show_default=True, type=click.FloatRange(0.0),
+              help="with --init-from: keep that model's outputs on the first --manifest's "
+                   "utterances (speech it was trained on), adding this weight times the "
+                   "divergence from them to the loss, while the others teach new speech (0: off)")
 @_train_options
 def train_asr_cmd(manifests, text, vocab_size, speakers, batch_frames, max_seconds, attention,
                   d_model, conv_channels, encoder_layers, decoder_layers, ctc_weight, channel_db,
                   silence_seconds, noise_snr, noise_prob, vtlp, speed, trim_share, wave_speed,
                   pitch, reverb_share, wave_noise_share, wave_snr, babble_share, telephone_share,
                   gain_db, clip_share, repeats, loader_workers, reverse_weight, r2l_only,
-                  init_from, out, no_resume,
-                  **kwargs):
+                  init_from, distil_weight, out, no_resume, **kwargs):
     """Train the joint CTC/attention Speech-Transformer."""
     from pipeline.train.asr import ASRDataConfig, ASRTask
     from pipeline.train.augment import WaveAugment
@@ -388,10 +391,14 @@ def train_asr_cmd(manifests, text, vocab_size, speakers, batch_frames, max_secon
                          noise_prob=noise_prob, vtlp=vtlp, speed=speed, wave=wave,
                          repeats=tuple(repeats) if repeats else None,
                          loader_workers=loader_workers,
-                         reverse_weight=reverse_weight, r2l_only=r2l_only)
+                         reverse_weight=reverse_weight, r2l_only=r2l_only,
+                         distil_weight=distil_weight)
     if r2l_only and init_from is None and not (Path(out) / "last.pt").exists():
         raise click.UsageError("--r2l-only trains a decoder for a trained model: give --init-from")
+    if distil_weight > 0 and init_from is None:  # on resuming too: the teacher is that model
+        raise click.UsageError("--distil-weight keeps the outputs of the --init-from model: give it")
     import torch
+    from pipeline.checkpoints import load_checkpoint
 
     tokenizer, init, init_record = None, None, None
     resuming = not no_resume and (Path(out) / "last.pt").exists()
@@ -403,12 +410,11 @@ def train_asr_cmd(manifests, text, vocab_size, speakers, batch_frames, max_secon
         if "initialised_from" in last:  # a fine-tuning run keeps its stats and its record
             init, init_record = last, last["initialised_from"]
     elif init_from is not None:
-        from pipeline.checkpoints import load_checkpoint
-
         init = load_checkpoint(init_from, kinds=("asr",))
+    teacher = load_checkpoint(init_from, kinds=("asr",)) if distil_weight > 0 else None
     try:
         task = ASRTask(data, seed=config.seed, device=config.device, tokenizer=tokenizer,
-                       init=init, init_record=init_record,
+                       init=init, init_record=init_record, teacher=teacher,
                        dims_overrides=dict(d_model=d_model, conv_channels=conv_channels,
                                            n_encoder_layers=encoder_layers,
                                            n_decoder_layers=decoder_layers,

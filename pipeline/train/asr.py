@@ -64,6 +64,9 @@ class ASRDataConfig:
     ctc_weight: float = 0.3
     label_smoothing: float = 0.1
     reverse_weight: float = 0.0  # the right-to-left decoder's share of the attention loss (0: none)
+    # with a model to start from: keep its outputs on the first manifest's utterances (the
+    # speech it was trained on), this weight times the divergence from them (0: off)
+    distil_weight: float = 0.0
     r2l_only: bool = False  # train only a right-to-left decoder on the frozen rest of the model
     # processes that make the training batches (read, augment, featurise) beside the training
     # loop; 0: the loop makes them itself. The batches are the same for any number
@@ -199,11 +202,13 @@ def warp_frequency(x: torch.Tensor, alpha: float, centres: torch.Tensor) -> torc
 class ASRTask:
     def __init__(self, data: ASRDataConfig, seed: int = 0, device: str = "cpu",
                  tokenizer: SubwordTokenizer | None = None, dims_overrides: dict | None = None,
-                 init: dict | None = None, init_record: dict | None = None):
+                 init: dict | None = None, init_record: dict | None = None,
+                 teacher: dict | None = None):
         """`init`: a loaded ASR checkpoint to fine-tune (its units, normalisation, dims and
         weights; a GPU run continued on a CPU, say), or the last checkpoint of such a run when
         it resumes, with `init_record` the record that run started with. Otherwise the model
-        starts fresh."""
+        starts fresh. `teacher`: the loaded checkpoint whose outputs `data.distil_weight`
+        keeps (the one the fine-tune started from), frozen."""
         self.data, self.device = data, torch.device(device)
         self.init_record = None  # what a fine-tuned model started from
         if init is not None:
@@ -250,6 +255,18 @@ class ASRTask:
         self.model = SpeechTransformer(ASRDims(**dims))
         if init is not None:
             self._load_init(float_state_dict(init["state_dict"]))
+        self.teacher = None
+        if data.distil_weight > 0:
+            if teacher is None or data.r2l_only:
+                raise ValueError("distil_weight needs a teacher (the model a fine-tune starts "
+                                 "from) and a left-to-right decoder that trains")
+            if teacher["tokenizer"] != self.tokenizer.to_dict():
+                raise ValueError("the teacher's units are not the model's")
+            self.teacher = SpeechTransformer(ASRDims(**teacher["dims"]))
+            self.teacher.load_state_dict(float_state_dict(teacher["state_dict"]))
+            self.teacher.eval().requires_grad_(False).to(self.device)
+        first = {u.id for u in corpora[manifests[0]]} if self.teacher is not None else set()
+        self.distilled = {u.id for u in self.train if u.id in first}
         if data.r2l_only:  # the encoder, CTC head and left-to-right decoder stay as they are
             for name, p in self.model.named_parameters():
                 p.requires_grad_(name.startswith("r2l."))
@@ -288,7 +305,8 @@ class ASRTask:
         return feats
 
     def collate(self, utterances: list[Utterance], train: bool, rng: random.Random | None = None):
-        """(x, lengths, targets, target_lengths) on the task's device; in training, augmented
+        """(x, lengths, targets, target_lengths, distilled) on the task's device, `distilled`
+        (B,) marking the utterances the teacher's outputs are kept on; in training, augmented
         with draws from `rng` (default: the task's own stream)."""
         return [t.to(self.device) for t in self._collate(utterances, train, rng or self.rng)]
 
@@ -319,7 +337,8 @@ class ASRTask:
         if train and self.augment is not None:
             x = self.augment(x)
         targets, target_lengths = pad_sequences([self.targets[u.id] for u in utterances], 0)
-        return x, lengths, targets, target_lengths
+        distilled = torch.tensor([u.id in self.distilled for u in utterances])
+        return x, lengths, targets, target_lengths, distilled
 
     def batches(self, epoch: int):
         """The epoch's training batches. Each draws its augmentation from a generator seeded by
@@ -347,16 +366,21 @@ class ASRTask:
             return self._collate(utterances, True, rng)
 
     def loss(self, batch, step: int):
+        x, lengths, targets, target_lengths, distilled = batch
         if self.data.r2l_only:
-            x, lengths, targets, target_lengths = batch
             with torch.no_grad():  # frozen: no graph through the encoder
                 memory, mask = self.model.encode(x, lengths)
             att, accuracy = self.model.attention_loss(memory, mask, targets, target_lengths,
                                                       self.data.label_smoothing, reverse=True)
             return {"loss": att, "accuracy_r2l": accuracy}
-        return self.model.loss(*batch, ctc_weight=self.data.ctc_weight,
+        teacher = None
+        if self.teacher is not None and bool(distilled.any()):
+            teacher = self.teacher.soft_targets(x, lengths, targets, target_lengths, distilled)
+        return self.model.loss(x, lengths, targets, target_lengths,
+                               ctc_weight=self.data.ctc_weight,
                                label_smoothing=self.data.label_smoothing,
-                               reverse_weight=self.data.reverse_weight)
+                               reverse_weight=self.data.reverse_weight, teacher=teacher,
+                               distil_weight=self.data.distil_weight)
 
     def evaluate(self) -> dict[str, float]:
         """Validation loss and greedy WERs: CTC's, the decoder's, and the right-to-left
@@ -370,7 +394,7 @@ class ASRTask:
             searches = {"r2l": searches["r2l"]}
         for start in range(0, len(self.valid), 50):
             chunk = self.valid[start: start + 50]
-            x, lengths, targets, target_lengths = self.collate(chunk, train=False)
+            x, lengths, targets, target_lengths, _ = self.collate(chunk, train=False)
             memory, mask = self.model.encode(x, lengths)
             if self.data.r2l_only:
                 loss, _ = self.model.attention_loss(memory, mask, targets, target_lengths,
@@ -410,7 +434,8 @@ class ASRTask:
                      "train_utterances": len(self.train),
                      "max_utterance_seconds": self.data.max_utterance_seconds,
                      "train_hours": round(sum(u.duration for u in self.train) / 3600, 3),
-                     "repeats": self.data.repeats, "wave_augment": asdict(self.data.wave)},
+                     "repeats": self.data.repeats, "wave_augment": asdict(self.data.wave),
+                     "distil_weight": self.data.distil_weight},
             **({"initialised_from": self.init_record} if self.init_record else {}),
         }
 

@@ -208,6 +208,41 @@ def test_asr_loss_and_gradients_finite():
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+@torch.no_grad()
+def test_distillation_adds_the_divergence_from_the_teacher_on_its_rows_only():
+    """A model distilling from itself adds nothing; from another model, the KL divergence of
+    the distilled rows, computed by hand here, weighted as CTC and attention are."""
+    student = _tiny_asr().eval()
+    torch.manual_seed(1)
+    other = SpeechTransformer(student.dims).eval()
+    x, lengths = torch.randn(3, 70, 16), torch.tensor([70, 50, 40])
+    targets, target_lengths = torch.tensor([[3, 4, 5], [6, 7, 0], [8, 0, 0]]), torch.tensor([3, 2, 1])
+    batch = (x, lengths, targets, target_lengths)
+    plain = student.loss(*batch)["loss"]
+    itself = student.soft_targets(*batch, rows=torch.tensor([True, True, True]))
+    assert float(student.loss(*batch, teacher=itself, distil_weight=1.0)["loss"]) == pytest.approx(
+        float(plain), abs=1e-4)
+    rows = torch.tensor([True, False, True])
+    teacher = other.soft_targets(*batch, rows=rows)
+    losses = student.loss(*batch, teacher=teacher, distil_weight=0.5)
+
+    memory, mask = student.encode(x, lengths)
+    tokens_in = torch.cat([torch.ones(3, 1, dtype=torch.long), targets], 1)
+    by_hand = []
+    for mine, theirs, valid in ((student.ctc_logprobs(memory), teacher.ctc, mask),
+                                (student(memory, mask, tokens_in)[0], teacher.decoder,
+                                 torch.arange(4)[None] <= target_lengths[:, None])):
+        kl = (theirs.exp() * (theirs - mine)).sum(-1)
+        by_hand.append(float(kl[valid & rows[:, None]].sum()) / 3)
+    assert float(losses["distil_ctc"]) == pytest.approx(by_hand[0], rel=1e-4)
+    assert float(losses["distil_attention"]) == pytest.approx(by_hand[1], rel=1e-4)
+    assert float(losses["loss"] - plain) == pytest.approx(0.5 * (0.3 * by_hand[0] + 0.7 * by_hand[1]),
+                                                         rel=1e-4)
+    none = other.soft_targets(*batch, rows=torch.tensor([False, False, False]))
+    assert float(student.loss(*batch, teacher=none, distil_weight=0.5)["loss"]) == pytest.approx(
+        float(plain))
+
+
 def test_reverse_padded_reverses_each_row_within_its_length():
     tokens = torch.tensor([[3, 4, 5, 0], [6, 7, 0, 0], [8, 9, 10, 11]])
     reversed_ = reverse_padded(tokens, torch.tensor([3, 2, 4]))

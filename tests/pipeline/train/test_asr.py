@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from models.asr import SpeechTransformer
 from pipeline.frontend.audio import save_wav
 from pipeline.inference.recognizer import Recognizer
 from pipeline.train.asr import ASRDataConfig, ASRTask
@@ -420,3 +421,55 @@ def test_loader_workers_make_the_same_augmented_batches_as_the_loop(run):
     torch.testing.assert_close(*same)
     other_epoch = task.training_batch(utterances, 1, 3)[0]
     assert other_epoch.shape != same[0].shape or not torch.equal(other_epoch, same[0])
+
+
+def test_distil_weight_keeps_the_starting_model_on_the_first_corpus(run, tmp_path):
+    """--distil-weight: the utterances of the first manifest carry the teacher's outputs, and a
+    fine-tune that keeps them drifts less from the model it started from there than one that
+    does not, from the same start and batches."""
+    from dataclasses import replace
+
+    from models.asr import SoftTargets
+
+    root, data, _, _ = run
+    (tmp_path / "new").mkdir()
+    other = _write_corpus(tmp_path / "new", n=12, seed=1, prefix="v")
+    shipped = export_checkpoint(root / "run" / "best.pt", tmp_path / "asr.pt")
+    init = torch.load(shipped, weights_only=True)
+    both = replace(data, manifest=(data.manifest, str(other)))
+    with pytest.raises(ValueError, match="teacher"):
+        ASRTask(replace(both, distil_weight=1.0), init=init)
+
+    def drift(weight: float) -> float:
+        task = ASRTask(replace(both, distil_weight=weight), init=init,
+                       teacher=init if weight else None)
+        config = TrainConfig(max_steps=6, warmup_steps=1, eval_every=6, peak_lr=3e-2, seed=0)
+        Trainer(task, config, tmp_path / f"tune-{weight}").fit()
+        known = [u for u in task.train if u.id.startswith("u")][:8]
+        x, lengths, targets, target_lengths, distilled = task.collate(known, train=False)
+        assert bool(distilled.all()) == bool(weight)
+        task.model.eval()
+        teacher = SpeechTransformer(task.model.dims)
+        teacher.load_state_dict({k: v.float() for k, v in init["state_dict"].items()})
+        soft = teacher.eval().soft_targets(x, lengths, targets, target_lengths,
+                                           torch.ones(len(known), dtype=torch.bool))
+        with torch.no_grad():
+            losses = task.model.loss(x, lengths, targets, target_lengths, teacher=soft,
+                                     distil_weight=1.0)
+        assert isinstance(soft, SoftTargets)
+        return float(losses["distil_ctc"] + losses["distil_attention"])
+
+    kept, free = drift(5.0), drift(0.0)
+    assert kept < 0.5 * free
+    recorded = torch.load(tmp_path / "tune-5.0" / "last.pt", weights_only=False)["data"]
+    assert recorded["distil_weight"] == 5.0
+
+
+def test_train_command_distils_only_from_the_model_it_starts_from(run, tmp_path):
+    from click.testing import CliRunner
+
+    from pipeline.cli.train import train_group
+
+    result = CliRunner().invoke(train_group, ["asr", "--manifest", run[1].manifest,
+                                              "--distil-weight", "1", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "--init-from" in result.output
