@@ -260,8 +260,9 @@ class ASRTask:
             if teacher is None or data.r2l_only:
                 raise ValueError("distil_weight needs a teacher (the model a fine-tune starts "
                                  "from) and a left-to-right decoder that trains")
-            if teacher["tokenizer"] != self.tokenizer.to_dict():
-                raise ValueError("the teacher's units are not the model's")
+            if (teacher["tokenizer"] != self.tokenizer.to_dict()
+                    or teacher["stats"] != self.stats.to_dict()):
+                raise ValueError("the teacher's units or feature normalisation are not the model's")
             self.teacher = SpeechTransformer(ASRDims(**teacher["dims"]))
             self.teacher.load_state_dict(float_state_dict(teacher["state_dict"]))
             self.teacher.eval().requires_grad_(False).to(self.device)
