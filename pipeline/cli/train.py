@@ -396,7 +396,8 @@ def train_asr_cmd(manifests, text, vocab_size, speakers, batch_frames, max_secon
     if r2l_only and init_from is None and not (Path(out) / "last.pt").exists():
         raise click.UsageError("--r2l-only trains a decoder for a trained model: give --init-from")
     if distil_weight > 0 and init_from is None:  # on resuming too: the teacher is that model
-        raise click.UsageError("--distil-weight keeps the outputs of the --init-from model: give it")
+        raise click.UsageError("--distil-weight keeps the outputs of the --init-from model: "
+                               "give it")
     import torch
     from pipeline.checkpoints import load_checkpoint
 

@@ -216,7 +216,8 @@ def test_distillation_adds_the_divergence_from_the_teacher_on_its_rows_only():
     torch.manual_seed(1)
     other = SpeechTransformer(student.dims).eval()
     x, lengths = torch.randn(3, 70, 16), torch.tensor([70, 50, 40])
-    targets, target_lengths = torch.tensor([[3, 4, 5], [6, 7, 0], [8, 0, 0]]), torch.tensor([3, 2, 1])
+    targets = torch.tensor([[3, 4, 5], [6, 7, 0], [8, 0, 0]])
+    target_lengths = torch.tensor([3, 2, 1])
     batch = (x, lengths, targets, target_lengths)
     plain = student.loss(*batch)["loss"]
     itself = student.soft_targets(*batch, rows=torch.tensor([True, True, True]))
@@ -236,8 +237,8 @@ def test_distillation_adds_the_divergence_from_the_teacher_on_its_rows_only():
         by_hand.append(float(kl[valid & rows[:, None]].sum()) / 3)
     assert float(losses["distil_ctc"]) == pytest.approx(by_hand[0], rel=1e-4)
     assert float(losses["distil_attention"]) == pytest.approx(by_hand[1], rel=1e-4)
-    assert float(losses["loss"] - plain) == pytest.approx(0.5 * (0.3 * by_hand[0] + 0.7 * by_hand[1]),
-                                                         rel=1e-4)
+    expected = 0.5 * (0.3 * by_hand[0] + 0.7 * by_hand[1])
+    assert float(losses["loss"] - plain) == pytest.approx(expected, rel=1e-4)
     none = other.soft_targets(*batch, rows=torch.tensor([False, False, False]))
     assert float(student.loss(*batch, teacher=none, distil_weight=0.5)["loss"]) == pytest.approx(
         float(plain))
