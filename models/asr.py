@@ -162,19 +162,19 @@ class SpeechTransformer(nn.Module):
         """Label-smoothed cross-entropy of one decoder, summed over tokens and EOS, averaged
         over the batch, and its token accuracy. targets (B, L) without SOS/EOS, padded with 0;
         `reverse` trains the right-to-left decoder on each target reversed."""
-        att, accuracy, _ = self._attention_loss(memory, mask, targets, target_lengths,
-                                                label_smoothing, reverse)
+        att, accuracy, _, _ = self._attention_loss(memory, mask, targets, target_lengths,
+                                                   label_smoothing, reverse)
         return att, accuracy
 
     def _attention_loss(self, memory, mask, targets, target_lengths, label_smoothing, reverse):
-        """`attention_loss` and the decoder's log-probabilities (B, L + 1, V)."""
+        """`attention_loss`, the decoder's log-probabilities (B, L + 1, V) and their mask."""
         tokens_in, tokens_out, valid = self._teacher_forcing(targets, target_lengths, reverse)
         logprobs, _ = self(memory, mask, tokens_in, reverse=reverse)
         nll = -logprobs.gather(-1, tokens_out[..., None]).squeeze(-1)
         smooth = -logprobs[..., 2:].mean(-1)  # spread over real tokens only
         smoothed = (1 - label_smoothing) * nll + label_smoothing * smooth
         att = smoothed[valid].sum() / targets.size(0)
-        return att, (logprobs.argmax(-1) == tokens_out)[valid].float().mean(), logprobs
+        return att, (logprobs.argmax(-1) == tokens_out)[valid].float().mean(), logprobs, valid
 
     @torch.no_grad()
     def soft_targets(self, features: Tensor, lengths: Tensor, targets: Tensor,
@@ -214,15 +214,12 @@ class SpeechTransformer(nn.Module):
             ctc_logprobs.transpose(0, 1), targets, mask.sum(1), target_lengths,
             blank=self.dims.blank, reduction="sum", zero_infinity=True,
         ) / targets.size(0)
-        att, correct, decoder_logprobs = self._attention_loss(memory, mask, targets,
-                                                              target_lengths, label_smoothing,
-                                                              reverse=False)
+        att, correct, decoder_logprobs, valid = self._attention_loss(
+            memory, mask, targets, target_lengths, label_smoothing, reverse=False)
         out = {"ctc": ctc.detach(), "attention": att.detach(), "accuracy": correct}
         distil = None
         if teacher is not None and distil_weight > 0:
-            _, _, valid = self._teacher_forcing(targets, target_lengths, reverse=False)
-            kl_ctc = teacher.divergence(ctc_logprobs, teacher.ctc, mask)
-            kl_att = teacher.divergence(decoder_logprobs, teacher.decoder, valid)
+            kl_ctc, kl_att = teacher.divergence(ctc_logprobs, mask, decoder_logprobs, valid)
             out.update(distil_ctc=kl_ctc.detach(), distil_attention=kl_att.detach())
             distil = distil_weight * (ctc_weight * kl_ctc + (1 - ctc_weight) * kl_att)
         if reverse_weight > 0:
@@ -295,12 +292,17 @@ class SoftTargets:
     decoder: Tensor  # (B, L + 1, V) teacher-forced decoder log-probabilities
     rows: Tensor  # (B,) bool: the utterances distilled
 
-    def divergence(self, student: Tensor, teacher: Tensor, valid: Tensor) -> Tensor:
-        """KL(teacher || student) summed over the `valid` (B, T) positions of the rows
-        distilled, averaged over the batch (the scale of the losses beside it)."""
+    def divergence(self, ctc: Tensor, ctc_valid: Tensor, decoder: Tensor,
+                   decoder_valid: Tensor) -> tuple[Tensor, Tensor]:
+        """A student's KL divergence from these distributions, CTC's and the decoder's: each
+        summed over the valid (B, T) positions of the rows distilled and averaged over the
+        batch (the scale of the losses beside it). ctc (B, S, V), decoder (B, L + 1, V): the
+        student's log-probabilities."""
+        return (self._kl(ctc, self.ctc, ctc_valid), self._kl(decoder, self.decoder, decoder_valid))
+
+    def _kl(self, student: Tensor, teacher: Tensor, valid: Tensor) -> Tensor:
         kl = F.kl_div(student, teacher, log_target=True, reduction="none").sum(-1)  # (B, T)
-        keep = valid & self.rows[:, None]
-        return kl[keep].sum() / student.size(0)
+        return kl[valid & self.rows[:, None]].sum() / student.size(0)
 
 
 def reverse_padded(tokens: Tensor, lengths: Tensor) -> Tensor:
