@@ -412,7 +412,9 @@ def train_asr_cmd(manifests, text, vocab_size, speakers, batch_frames, max_secon
             init, init_record = last, last["initialised_from"]
     elif init_from is not None:
         init = load_checkpoint(init_from, kinds=("asr",))
-    teacher = load_checkpoint(init_from, kinds=("asr",)) if distil_weight > 0 else None
+    teacher = None
+    if distil_weight > 0:  # the --init-from model, which a resumed run's `init` no longer is
+        teacher = load_checkpoint(init_from, kinds=("asr",)) if resuming else init
     try:
         task = ASRTask(data, seed=config.seed, device=config.device, tokenizer=tokenizer,
                        init=init, init_record=init_record, teacher=teacher,

@@ -266,8 +266,8 @@ class ASRTask:
             self.teacher = SpeechTransformer(ASRDims(**teacher["dims"]))
             self.teacher.load_state_dict(float_state_dict(teacher["state_dict"]))
             self.teacher.eval().requires_grad_(False).to(self.device)
-        first = {u.id for u in corpora[manifests[0]]} if self.teacher is not None else set()
-        self.distilled = {u.id for u in self.train if u.id in first}
+        # the first manifest's utterances (an id in two corpora is taken from the first)
+        self.distilled = {u.id for u in corpora[manifests[0]]} if self.teacher else set()
         if data.r2l_only:  # the encoder, CTC head and left-to-right decoder stay as they are
             for name, p in self.model.named_parameters():
                 p.requires_grad_(name.startswith("r2l."))
