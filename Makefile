@@ -45,15 +45,16 @@ system-packages:
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$${missing[@]}"; \
 	fi
 
-# espeak-ng's MBROLA voices for training corpora (docs/data.md), not needed by the tests: the
-# synthesiser is in Debian's contrib, its diphone databases in non-free
-MBROLA_PACKAGES := mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1
+# more voices for training corpora (docs/data.md), not needed by the tests: espeak-ng's MBROLA
+# voices (the synthesiser is in Debian's contrib, its diphone databases in non-free) and SVOX
+# Pico's (non-free)
+CORPUS_VOICE_PACKAGES := mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 libttspico-utils
 corpus-voices: system-packages
-	@if ! dpkg -s $(MBROLA_PACKAGES) >/dev/null 2>&1; then \
+	@if ! dpkg -s $(CORPUS_VOICE_PACKAGES) >/dev/null 2>&1; then \
 		echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $$(. /etc/os-release && echo $$VERSION_CODENAME) contrib non-free" \
 			| $(SUDO) tee /etc/apt/sources.list.d/speechq-contrib-non-free.list >/dev/null; \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
-		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(MBROLA_PACKAGES); \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(CORPUS_VOICE_PACKAGES); \
 	fi
 
 # recorded human speech for training corpora (pipeline.data.recorded, docs/data.md): the Asterisk

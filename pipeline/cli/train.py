@@ -85,7 +85,7 @@ def lexicon_cmd(text_files: tuple[Path, ...], dictionaries: tuple[Path, ...], no
 @click.option("--voices", default=",".join(("slt", "awb", "rms", "kal16", "en-us", "en-gb+f2")),
               show_default=True,
               help="comma-separated: flite kal16/awb/rms/slt, espeak-ng en-us[+variant] or its "
-                   "MBROLA voices mb-us1/us2/us3/en1")
+                   "MBROLA voices mb-us1/us2/us3/en1, SVOX Pico pico:en-US/en-GB")
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @click.option("--limit", type=int, default=None, help="use only the first N lines")
 @click.option("--offset", type=int, default=0, show_default=True, help="skip the first N lines")
@@ -95,7 +95,7 @@ def lexicon_cmd(text_files: tuple[Path, ...], dictionaries: tuple[Path, ...], no
 @click.option("--workers", default=2, show_default=True)
 def corpus_cmd(text_file: Path, voices: str, out: Path, limit: int | None, offset: int,
                spread: bool, prosody_spread: float, workers: int) -> None:
-    """Speak a text file with espeak-ng and flite voices into wavs and manifest.jsonl."""
+    """Speak a text file with espeak-ng, flite and Pico voices into wavs and manifest.jsonl."""
     from pipeline.data import corpus
 
     try:

@@ -1,4 +1,4 @@
-"""The synthetic training corpus: English text from WordNet, spoken by espeak-ng and flite.
+"""The synthetic training corpus: English text from WordNet, spoken by espeak-ng, flite and Pico.
 
 Text: the example sentences of WordNet 3.0 (Debian `wordnet-base`, Princeton WordNet licence,
 free to use and redistribute with its notice), filtered to plain sentences of 3-24 words and
@@ -6,6 +6,7 @@ made disjoint from the Harvard sentences, which are kept for evaluation.
 
 Speech: every line is spoken by the chosen voices into 16 kHz mono wavs. flite voices also give
 their phone segmentation (`flite -psdur`), ground truth for alignment and duration models.
+SVOX Pico (`pico2wave`, Debian's non-free `libttspico-utils`) adds another engine's two voices.
 Festival voices are deliberately not offered: they are the held-out test.
 """
 
@@ -40,6 +41,11 @@ ESPEAK_LANGUAGES = ("en-us", "en-us-nyc", "en-gb", "en-gb-scotland", "en-gb-x-rp
 # espeak-ng's front-end with MBROLA's diphone back-end (Debian's non-free mbrola-us1, -us2, -us3
 # and -en1): concatenative voices, a kind of synthesis the formant and statistical voices lack
 ESPEAK_MBROLA = ("mb-us1", "mb-us2", "mb-us3", "mb-en1")
+# SVOX Pico's English voices (`pico2wave -l`): one female speaker each, US and British
+PICO_VOICES = ("en-US", "en-GB")
+# each engine's program and the Debian package that has it (Pico's is non-free: make corpus-voices)
+_PROGRAMS = {"flite": ("flite", "flite"), "espeak-ng": ("espeak-ng", "espeak-ng"),
+             "pico": ("pico2wave", "libttspico-utils")}
 # spoken only in evaluation (pipeline.evaluation.evalsets), never in a training corpus
 ESPEAK_HELD_OUT = ("en-gb-x-gbclan",)
 DEFAULT_VOICES = ("slt", "awb", "rms", "kal16", "en-us", "en-gb+f2", "en-us+m3", "en-gb-x-rp+f3")
@@ -200,8 +206,8 @@ def cover_vocabulary(candidates: Sequence[str], known: Sequence[str], target: in
 
 @dataclass(frozen=True)
 class Voice:
-    engine: str  # "flite" or "espeak-ng"
-    name: str  # flite voice name, or espeak-ng voice (language[+variant])
+    engine: str  # "flite", "espeak-ng" or "pico"
+    name: str  # flite voice name, espeak-ng voice (language[+variant]) or Pico language
 
     @property
     def slug(self) -> str:
@@ -209,7 +215,8 @@ class Voice:
 
     @staticmethod
     def parse(spec: str) -> "Voice":
-        """'slt' or 'flite:slt' -> flite; 'en-us+m3' or 'espeak-ng:en-us+m3' -> espeak-ng."""
+        """'slt' or 'flite:slt' -> flite; 'en-us+m3' or 'espeak-ng:en-us+m3' -> espeak-ng;
+        'pico:en-US' (or 'pico:en-us') -> Pico."""
         engine, _, name = spec.rpartition(":")
         engine = engine or ("flite" if spec in FLITE_VOICES else "espeak-ng")
         if engine.startswith("festival") or "festival" in name:
@@ -226,8 +233,13 @@ class Voice:
                                   f"MBROLA voices: {ESPEAK_MBROLA}")
             if language in ESPEAK_MBROLA and name != language:
                 raise CorpusError(f"MBROLA voice {name!r}: MBROLA voices take no variant")
+        elif engine == "pico":
+            known = {v.lower(): v for v in PICO_VOICES}
+            if name.lower() not in known:
+                raise CorpusError(f"unknown Pico voice {name!r}; choose from {PICO_VOICES}")
+            name = known[name.lower()]
         else:
-            raise CorpusError(f"unknown engine {engine!r} (flite or espeak-ng)")
+            raise CorpusError(f"unknown engine {engine!r} (flite, espeak-ng or pico)")
         return Voice(engine, name)
 
 
@@ -260,6 +272,12 @@ class Prosody:
         pitch = min(99, max(0, round(ESPEAK_PITCH + 100 * (self.pitch - 1))))
         return ["-s", str(round(ESPEAK_WPM / self.stretch)), "-p", str(pitch)]
 
+    def pico_markup(self, text: str) -> str:
+        """`text` inside Pico's speed and pitch tags (percent of the voice's own, measured here
+        to move duration and F0 as asked)."""
+        speed, pitch = round(100 / self.stretch), round(100 * self.pitch)
+        return f"<speed level='{speed}'><pitch level='{pitch}'>{text}</pitch></speed>"
+
 
 def _check_prosody_spread(spread: float) -> None:
     if not 0.0 <= spread < 1.0:
@@ -273,6 +291,11 @@ def speak(voice: Voice, text: str, out_wav: Path, prosody: Prosody | None = None
         if voice.engine == "flite":
             extra = prosody.flite_args(voice.name) if prosody else []
             cmd = ["flite", "-voice", voice.name, *extra, "-psdur", "-t", text, "-o", str(raw)]
+        elif voice.engine == "pico":
+            if "<" in text:  # markup of its own would change how Pico reads the line
+                raise CorpusError(f"Pico reads '<' as markup: {text!r}")
+            spoken = prosody.pico_markup(text) if prosody else text
+            cmd = ["pico2wave", "-l", voice.name, "-w", str(raw), "--", spoken]
         else:
             extra = prosody.espeak_args() if prosody else []
             cmd = ["espeak-ng", "-v", voice.name, *extra, "-w", str(raw), "--", text]
@@ -365,9 +388,10 @@ def build_corpus(
     Returns the manifest path and the number of wavs written by this call.
     """
     _check_prosody_spread(prosody_spread)
-    for tool in {v.engine for v in voices}:
-        if shutil.which(tool) is None:
-            raise CorpusError(f"{tool} is not installed (apt-get install {tool})")
+    for engine in {v.engine for v in voices}:
+        program, package = _PROGRAMS[engine]
+        if shutil.which(program) is None:
+            raise CorpusError(f"{program} is not installed (apt-get install {package})")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # a line repeated in the text is one utterance per voice, spoken once (same id, same wav)
